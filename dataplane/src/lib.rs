@@ -1,0 +1,13 @@
+//! The Gridline data plane. Configuration flows one way: a source (a folder of manifests or a
+//! Kubernetes namespace) → `gridline_crds::model::compile` → the [`snapshot::SharedSnapshot`]
+//! every subsystem reads.
+//!
+//! The binary (`main.rs`) only parses the command line; everything else lives here so
+//! integration tests and benchmarks can use the pieces.
+
+pub mod check;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod snapshot;

@@ -1,0 +1,132 @@
+//! `gridline-dataplane`: the command line. Everything it runs lives in the library.
+
+use clap::{Args, Parser, Subcommand};
+use gridline_dataplane::config::NamespaceSelection;
+use gridline_dataplane::server::{RunOptions, SourceOptions};
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+/// The Gridline data plane: Event Grid namespaces (MQTT broker, CloudEvents API) on one pod.
+#[derive(Parser, Debug)]
+#[command(name = "gridline-dataplane", version)]
+struct Cli {
+    /// Log filter (`info`, `debug`, `gridline_dataplane=debug,kube=warn`, ...). Overrides
+    /// RUST_LOG; without either, `info`. Logs go to stderr.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve a Gridline Namespace.
+    Run(RunArgs),
+    /// Parse, validate and compile a folder of manifests; print every problem. Exits 1 when
+    /// there is any.
+    Check {
+        /// The folder (searched recursively for *.yaml / *.yml) or a single file.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["manifests", "kubernetes"]))]
+struct RunArgs {
+    /// Local mode: read the configuration from this folder of manifests (or file), and reload
+    /// it when it changes.
+    #[arg(long, value_name = "DIR")]
+    manifests: Option<PathBuf>,
+    /// Read the configuration from the Kubernetes API (in-cluster, or the local kubeconfig).
+    #[arg(long, requires = "namespace")]
+    kubernetes: bool,
+    /// With --kubernetes: the Kubernetes namespace to watch (default: the client's, which is
+    /// the pod's own namespace in-cluster).
+    #[arg(
+        long,
+        value_name = "NS",
+        requires = "kubernetes",
+        env = "GRIDLINE_K8S_NAMESPACE"
+    )]
+    k8s_namespace: Option<String>,
+    /// The Gridline Namespace to serve (`name` or `k8s-namespace/name`). Default: the only
+    /// one there is.
+    #[arg(long, value_name = "NAME")]
+    namespace: Option<String>,
+    /// Where the event store keeps its data.
+    #[arg(long, value_name = "DIR", default_value = "./.data")]
+    data_dir: PathBuf,
+    /// Address of the HTTP listener (health, metrics, the Event Grid API). Port 0 picks one;
+    /// the address is printed as `http listening on ADDR`.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+    /// Address of the plaintext MQTT listener.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1883")]
+    mqtt_addr: SocketAddr,
+}
+
+impl RunArgs {
+    fn into_options(self) -> RunOptions {
+        let source = match self.manifests {
+            Some(path) => SourceOptions::Manifests(path),
+            None => SourceOptions::Kubernetes {
+                k8s_namespace: self.k8s_namespace,
+            },
+        };
+        RunOptions {
+            source,
+            selection: NamespaceSelection::from_option(self.namespace),
+            data_dir: self.data_dir,
+            http_addr: self.http_addr,
+            mqtt_addr: self.mqtt_addr,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_level.as_deref());
+    match cli.command {
+        Command::Check { dir } => {
+            let report = gridline_dataplane::check::check(&dir);
+            print!("{report}");
+            if report.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Run(args) => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    tracing::error!(%error, "cannot start the async runtime");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(gridline_dataplane::server::run(args.into_options())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!("{error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(level: Option<&str>) {
+    let filter = match level {
+        Some(level) => EnvFilter::new(level),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in files and log collectors.
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -1,0 +1,176 @@
+//! `gridline-dataplane run`: wire a configuration source to the Snapshot and the listeners,
+//! and run until told to stop.
+
+use crate::config::kubernetes::KubernetesSource;
+use crate::config::local::LocalSource;
+use crate::config::{ConfigSource, LoadedConfig, NamespaceSelection};
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::snapshot::{Applier, ReloadPolicy, SharedSnapshot};
+use anyhow::{Context, bail};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info};
+
+/// Where the configuration comes from.
+#[derive(Clone, Debug)]
+pub enum SourceOptions {
+    /// A folder (or file) of manifests, watched.
+    Manifests(PathBuf),
+    /// A Kubernetes namespace (`None`: the client's default, the pod's own in-cluster).
+    Kubernetes { k8s_namespace: Option<String> },
+}
+
+/// Everything `run` needs.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub source: SourceOptions,
+    pub selection: NamespaceSelection,
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    pub mqtt_addr: SocketAddr,
+}
+
+/// Run the data plane until SIGINT or SIGTERM, or until a part of it fails.
+pub async fn run(options: RunOptions) -> anyhow::Result<()> {
+    if let SourceOptions::Manifests(path) = &options.source
+        && !path.exists()
+    {
+        bail!("manifests {}: no such file or folder", path.display());
+    }
+    std::fs::create_dir_all(&options.data_dir)
+        .with_context(|| format!("cannot create data dir {}", options.data_dir.display()))?;
+    info!(data_dir = %options.data_dir.display(), "data dir ready");
+
+    let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
+    let snapshot = SharedSnapshot::new();
+
+    let listener = TcpListener::bind(options.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.http_addr))?;
+    let http_addr = listener.local_addr()?;
+    announce_http(http_addr)?;
+    info!(mqtt_addr = %options.mqtt_addr, "not listening for MQTT: the MQTT listener arrives with the broker");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let router = http::router(AppState {
+        snapshot: snapshot.clone(),
+        metrics: metrics.clone(),
+    });
+    let mut http_task = tokio::spawn(http::serve(listener, router, stopped(stop_rx)));
+
+    let (source, policy) = match &options.source {
+        SourceOptions::Manifests(path) => {
+            info!(manifests = %path.display(), "local mode");
+            (
+                ConfigSource::Local(LocalSource::new(path).ignoring(&options.data_dir)),
+                ReloadPolicy::AllOrNothing,
+            )
+        }
+        SourceOptions::Kubernetes { k8s_namespace } => (
+            ConfigSource::Kubernetes(KubernetesSource::connect(k8s_namespace.clone()).await?),
+            ReloadPolicy::ServeValid,
+        ),
+    };
+    // A small bound: a source blocks rather than queue loads nobody will look at (each load
+    // supersedes the one before).
+    let (updates_tx, updates) = mpsc::channel(1);
+    let mut source_task = tokio::spawn(source.run(updates_tx));
+    let applier = Applier::new(snapshot, metrics, options.selection.clone(), policy);
+    let mut apply_task = tokio::spawn(apply_updates(applier, updates));
+
+    let result = tokio::select! {
+        signal = shutdown_signal() => {
+            info!(signal, "shutting down");
+            Ok(())
+        }
+        ended = &mut apply_task => flatten(ended, "applying configuration"),
+        ended = &mut source_task => match flatten(ended, "the configuration source") {
+            Ok(()) => Err(anyhow::anyhow!("the configuration source stopped")),
+            Err(error) => Err(error),
+        },
+        ended = &mut http_task => match ended {
+            Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP listener stopped")),
+            Ok(Err(error)) => Err(anyhow::Error::new(error).context("the HTTP listener failed")),
+            Err(error) => Err(anyhow::Error::new(error).context("the HTTP listener panicked")),
+        },
+    };
+
+    // The source and applier hold no in-flight work worth finishing; HTTP finishes the
+    // requests it has.
+    source_task.abort();
+    apply_task.abort();
+    let _ = stop_tx.send(true);
+    if !http_task.is_finished() {
+        let _ = http_task.await;
+    }
+    result
+}
+
+/// Tell whoever started us where HTTP listens (with port 0, nobody else knows). Tests parse
+/// this line, so it goes to stdout in exactly this shape, flushed at once.
+fn announce_http(addr: SocketAddr) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "http listening on {addr}")?;
+    stdout.flush()?;
+    info!(%addr, "http listening");
+    Ok(())
+}
+
+async fn apply_updates(
+    mut applier: Applier,
+    mut updates: mpsc::Receiver<LoadedConfig>,
+) -> anyhow::Result<()> {
+    while let Some(loaded) = updates.recv().await {
+        // Compiling is CPU work on an in-memory set; it takes milliseconds, so it stays on
+        // this task rather than paying a hand-off per load.
+        applier.apply(loaded)?;
+    }
+    Ok(())
+}
+
+fn flatten(
+    ended: Result<anyhow::Result<()>, tokio::task::JoinError>,
+    what: &str,
+) -> anyhow::Result<()> {
+    match ended {
+        Ok(result) => result.with_context(|| format!("{what} failed")),
+        Err(error) => Err(anyhow::Error::new(error).context(format!("{what} panicked"))),
+    }
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// Resolves on SIGINT or SIGTERM (what Kubernetes sends before killing a pod).
+async fn shutdown_signal() -> &'static str {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => "SIGINT",
+        () = terminate => "SIGTERM",
+    }
+}

@@ -1,0 +1,1 @@
+//! End-to-end tests against a cluster named by `KUBECONFIG` arrive with issue 7.
