@@ -8,7 +8,7 @@ use crate::config::select::{NamespaceSelection, select};
 use crate::config::{LoadedConfig, Problem};
 use crate::metrics::{Metrics, ReloadResult};
 use arc_swap::ArcSwap;
-use gridline_crds::model::{Snapshot, compile};
+use gridline_crds::model::{Snapshot, compile_all};
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -126,10 +126,15 @@ impl Applier {
         let first = !self.started;
         let mut problems = loaded.problems.clone();
 
+        // Every Namespace of the configuration is compiled, not only the one served: an edit
+        // that leaves an object dangling (a namespaceRef that names nothing) must be reported,
+        // and in a folder it makes the whole folder invalid.
+        let (mut snapshots, errors) = compile_all(&loaded.objects);
+        problems.extend(errors.into_iter().map(|e| loaded.locate(e)));
         let (snapshot, not_ready_reason) = match select(&loaded.objects, &self.selection) {
             Ok(selected) => {
-                let (snapshot, errors) = compile(&selected.objects);
-                problems.extend(errors.into_iter().map(|e| loaded.locate(e)));
+                let key = (selected.k8s_namespace.clone(), selected.name.clone());
+                let snapshot = snapshots.remove(&key).unwrap_or_default();
                 let reason = format!(
                     "Namespace {}/{} has errors: see the configuration problems logged",
                     selected.k8s_namespace, selected.name

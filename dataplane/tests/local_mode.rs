@@ -264,3 +264,29 @@ async fn several_namespaces_without_the_namespace_flag_stop_the_process() {
         dataplane.logs()
     );
 }
+
+#[tokio::test]
+async fn an_edit_that_leaves_a_reference_dangling_is_rejected_and_named() {
+    let workspace = Workspace::new();
+    workspace.write("all.yaml", &two_topics());
+    let dataplane = workspace.start(&[]);
+    dataplane.wait_ready().await;
+
+    workspace.write(
+        "all.yaml",
+        &documents(&[
+            namespace("ns1"),
+            topic("orders", "ns1", 7),
+            topic("invoices", "no-such-namespace", 7),
+        ]),
+    );
+
+    let took = dataplane.wait_for_metric(REJECTED, 1.0).await;
+    assert!(took.is_some_and(|t| t <= RELOAD_BUDGET), "took {took:?}");
+    assert_eq!(dataplane.metric(&objects_of("Topic")).await, Some(2.0));
+    let logs = dataplane.logs();
+    assert!(
+        logs.contains("Topic default/invoices: spec.namespaceRef.name: Namespace 'no-such-namespace' not found"),
+        "{logs}"
+    );
+}

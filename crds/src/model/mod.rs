@@ -11,7 +11,7 @@ pub mod query;
 pub mod snapshot;
 pub mod topic;
 
-pub use compile::{compile, compile_all};
+pub use compile::{NamespaceId, compile, compile_all};
 pub use error::FieldProblem;
 pub use objects::{DEFAULT_K8S_NAMESPACE, Kind, ObjectError, ObjectKey, Objects, SecretLookup};
 pub use snapshot::*;

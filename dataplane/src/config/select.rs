@@ -1,13 +1,10 @@
-//! Which Gridline Namespace this data plane serves, and which objects belong to it.
-//!
-//! `compile` takes the objects of exactly one Namespace, while a folder (or a Kubernetes
-//! namespace) may hold several. The partition follows the references: `namespaceRef` for most
-//! kinds, the Topic's Namespace for an EventSubscription, the Kubernetes namespace for Secrets.
+//! Which Gridline Namespace this data plane serves. A folder (or a Kubernetes namespace) may
+//! hold several; `compile_all` compiles them all, keyed by Namespace, and the data plane serves
+//! the Snapshot of the one chosen here.
 
 use gridline_crds::model::{DEFAULT_K8S_NAMESPACE, Objects};
 use gridline_crds::types::Namespace;
 use kube::ResourceExt;
-use std::collections::BTreeSet;
 use std::fmt;
 
 /// How the Namespace to serve is chosen.
@@ -27,12 +24,11 @@ impl NamespaceSelection {
     }
 }
 
-/// The Namespace chosen and the objects that belong to it.
-#[derive(Clone, Debug)]
+/// The Namespace chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Selected {
     pub k8s_namespace: String,
     pub name: String,
-    pub objects: Objects,
 }
 
 /// Why no Namespace was chosen.
@@ -76,7 +72,7 @@ fn k8s_namespace<K: kube::Resource>(object: &K) -> String {
         .unwrap_or_else(|| DEFAULT_K8S_NAMESPACE.to_string())
 }
 
-/// Choose the Namespace to serve and take its objects out of `objects`.
+/// Choose the Namespace to serve.
 pub fn select(
     objects: &Objects,
     selection: &NamespaceSelection,
@@ -115,84 +111,10 @@ pub fn select(
             }
         }
     };
-    let k8s_ns = k8s_namespace(namespace);
-    let name = namespace.name_any();
     Ok(Selected {
-        objects: objects_of(objects, &k8s_ns, &name),
-        k8s_namespace: k8s_ns,
-        name,
+        k8s_namespace: k8s_namespace(namespace),
+        name: namespace.name_any(),
     })
-}
-
-/// Where an object lives.
-trait HasMeta {
-    fn lives_in(&self, k8s_ns: &str) -> bool;
-}
-
-impl<K: kube::Resource> HasMeta for K {
-    fn lives_in(&self, k8s_ns: &str) -> bool {
-        self.meta()
-            .namespace
-            .as_deref()
-            .unwrap_or(DEFAULT_K8S_NAMESPACE)
-            == k8s_ns
-    }
-}
-
-/// The objects of Namespace `name` in Kubernetes namespace `k8s_ns`.
-fn objects_of(all: &Objects, k8s_ns: &str, name: &str) -> Objects {
-    macro_rules! owned_by_namespace {
-        ($field:ident) => {
-            all.$field
-                .iter()
-                .filter(|o| o.lives_in(k8s_ns) && o.spec.namespace_ref.name == name)
-                .cloned()
-                .collect()
-        };
-    }
-    // A subscription belongs to its Topic's Namespace. One whose Topic exists nowhere is kept,
-    // so `compile` reports the dangling reference instead of it vanishing silently.
-    let topics_elsewhere: BTreeSet<&str> = all
-        .topics
-        .iter()
-        .filter(|t| t.lives_in(k8s_ns) && t.spec.namespace_ref.name != name)
-        .filter_map(|t| t.metadata.name.as_deref())
-        .collect();
-    let topics_here: BTreeSet<&str> = all
-        .topics
-        .iter()
-        .filter(|t| t.lives_in(k8s_ns) && t.spec.namespace_ref.name == name)
-        .filter_map(|t| t.metadata.name.as_deref())
-        .collect();
-    Objects {
-        namespaces: all
-            .namespaces
-            .iter()
-            .filter(|n| n.lives_in(k8s_ns) && n.name_any() == name)
-            .cloned()
-            .collect(),
-        topics: owned_by_namespace!(topics),
-        event_subscriptions: all
-            .event_subscriptions
-            .iter()
-            .filter(|s| {
-                let topic = s.spec.topic_ref.name.as_str();
-                s.lives_in(k8s_ns)
-                    && (topics_here.contains(topic) || !topics_elsewhere.contains(topic))
-            })
-            .cloned()
-            .collect(),
-        clients: owned_by_namespace!(clients),
-        client_groups: owned_by_namespace!(client_groups),
-        topic_spaces: owned_by_namespace!(topic_spaces),
-        permission_bindings: owned_by_namespace!(permission_bindings),
-        secrets: all
-            .secrets
-            .iter()
-            .filter(|s| s.lives_in(k8s_ns))
-            .cloned()
-            .collect(),
-    }
 }
 
 #[cfg(test)]
@@ -227,13 +149,6 @@ mod tests {
         let mut s = EventSubscription::new(name, spec);
         s.metadata.namespace = Some("default".into());
         s
-    }
-
-    fn names<K: kube::Resource>(objects: &[K]) -> Vec<String> {
-        objects
-            .iter()
-            .map(|o| o.meta().name.clone().unwrap_or_default())
-            .collect()
     }
 
     fn two_namespaces() -> Objects {
@@ -283,16 +198,15 @@ mod tests {
     }
 
     #[test]
-    fn a_named_namespace_takes_only_its_objects() {
-        let selected = select(&two_namespaces(), &NamespaceSelection::Named("ns1".into())).unwrap();
-        assert_eq!(names(&selected.objects.namespaces), ["ns1"]);
-        // `far` names ns1 but lives in another Kubernetes namespace.
-        assert_eq!(names(&selected.objects.topics), ["orders"]);
+    fn a_namespace_is_chosen_by_name() {
+        let selected = select(&two_namespaces(), &NamespaceSelection::Named("ns2".into())).unwrap();
         assert_eq!(
-            names(&selected.objects.event_subscriptions),
-            ["on-orders", "dangling"]
+            selected,
+            Selected {
+                k8s_namespace: "default".into(),
+                name: "ns2".into()
+            }
         );
-        assert_eq!(names(&selected.objects.secrets), ["keys"]);
     }
 
     #[test]
@@ -303,8 +217,7 @@ mod tests {
         assert!(ambiguous.is_ambiguous(), "{ambiguous}");
         let selected = select(&objects, &NamespaceSelection::Named("other/ns1".into())).unwrap();
         assert_eq!(selected.k8s_namespace, "other");
-        assert_eq!(names(&selected.objects.topics), ["far"]);
-        assert!(selected.objects.secrets.is_empty());
+        assert_eq!(selected.name, "ns1");
     }
 
     #[test]

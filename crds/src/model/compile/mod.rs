@@ -11,7 +11,7 @@ use super::objects::{DEFAULT_K8S_NAMESPACE, Kind, ObjectError, ObjectKey, Object
 use super::snapshot::Snapshot;
 use crate::types::Namespace;
 use kube::ResourceExt;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Compile the objects of one Gridline Namespace.
 ///
@@ -29,17 +29,20 @@ pub fn compile(objects: &Objects) -> (Snapshot, Vec<ObjectError>) {
     }
 }
 
+/// A Namespace's identity: (Kubernetes namespace, name).
+pub type NamespaceId = (String, String);
+
 /// Compile every Namespace in `objects`, and report objects whose Namespace (or, for
-/// subscriptions, Topic) does not exist.
-pub fn compile_all(objects: &Objects) -> (Vec<Snapshot>, Vec<ObjectError>) {
+/// subscriptions, Topic) does not exist. Each Snapshot is keyed by its Namespace, also when the
+/// Namespace object itself is in error (its Snapshot then has `namespace: None`).
+pub fn compile_all(objects: &Objects) -> (BTreeMap<NamespaceId, Snapshot>, Vec<ObjectError>) {
     let mut namespaces: Vec<&Namespace> = objects.namespaces.iter().collect();
     namespaces.sort_by_key(|ns| (k8s_namespace_of(*ns), ns.name_any()));
-    let mut snapshots = Vec::new();
+    let mut snapshots = BTreeMap::new();
     let mut errors = Vec::new();
-    let mut seen = BTreeSet::new();
     for namespace in &namespaces {
         let key = (k8s_namespace_of(*namespace), namespace.name_any());
-        if !seen.insert(key) {
+        if snapshots.contains_key(&key) {
             // Two manifests with the same object: the API server would keep the last applied;
             // a folder cannot say which is last, so say so.
             errors.push(ObjectError {
@@ -50,7 +53,7 @@ pub fn compile_all(objects: &Objects) -> (Vec<Snapshot>, Vec<ObjectError>) {
             continue;
         }
         let (snapshot, mut namespace_errors) = compile_namespace(objects, namespace);
-        snapshots.push(snapshot);
+        snapshots.insert(key, snapshot);
         errors.append(&mut namespace_errors);
     }
     errors.extend(dangling_namespace_refs(objects));

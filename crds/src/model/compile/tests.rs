@@ -65,7 +65,8 @@ use serde::Deserialize;
 
 fn compile_yaml(extra: &str) -> (Snapshot, Vec<ObjectError>) {
     let (mut snapshots, errors) = compile_all(&objects(extra));
-    (snapshots.pop().unwrap_or_default(), errors)
+    let key = ("default".to_string(), "ns1".to_string());
+    (snapshots.remove(&key).unwrap_or_default(), errors)
 }
 
 /// The single error, as `Kind name: field: message`.
@@ -672,8 +673,9 @@ fn routing_must_name_an_accepted_topic_and_enrichments_must_be_valid() {
         .expect("enrichments"),
     );
     let (snapshots, errors) = compile_all(&objects);
+    let key = ("default".to_string(), "ns1".to_string());
     assert!(
-        snapshots[0].namespace.is_none(),
+        snapshots[&key].namespace.is_none(),
         "a Namespace in error is left out"
     );
     let messages: Vec<String> = errors
@@ -743,5 +745,6 @@ fn compile_takes_one_namespace_and_ignores_objects_of_others() {
     let (snapshots, errors) = compile_all(&objects);
     assert_eq!(errors, vec![]);
     assert_eq!(snapshots.len(), 2);
-    assert!(snapshots[1].topics.contains_key("other-topic"));
+    let key = ("default".to_string(), "ns2".to_string());
+    assert!(snapshots[&key].topics.contains_key("other-topic"));
 }
