@@ -151,15 +151,23 @@ impl TopicFilter {
             return false;
         }
 
-        // A lone `#` has no parent topic (every topic has at least one level), so it matches
-        // exactly what `+/#` matches; rewriting it lets the level walk below treat every `#`
-        // in `other` as "this level is absent, or anything from here on".
-        const LONE_HASH_AS_PLUS_HASH: [FilterLevel; 2] =
-            [FilterLevel::SingleLevel, FilterLevel::MultiLevel];
-        let theirs: &[FilterLevel] = if other.levels == [FilterLevel::MultiLevel] {
-            &LONE_HASH_AS_PLUS_HASH
-        } else {
-            &other.levels
+        // `P/#` matches its parent topic `P` too, except when `P` is not a valid topic name:
+        // for a lone `#` (no levels) and for `/#` (the parent would be the empty string).
+        // Such a `#` matches exactly what `P/+/#` matches; rewriting it lets the level walk
+        // below treat every `#` in `other` as "this level is absent, or anything from here on".
+        let rewritten: Vec<FilterLevel>;
+        let theirs: &[FilterLevel] = match other.levels.split_last() {
+            Some((FilterLevel::MultiLevel, parent))
+                if parent.is_empty() || parent == [FilterLevel::Literal(String::new())] =>
+            {
+                rewritten = parent
+                    .iter()
+                    .cloned()
+                    .chain([FilterLevel::SingleLevel, FilterLevel::MultiLevel])
+                    .collect();
+                &rewritten
+            }
+            _ => &other.levels,
         };
 
         for (index, mine) in self.levels.iter().enumerate() {

@@ -954,3 +954,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_hash_after_one_empty_level_has_no_parent_topic_to_match() {
+    // `/#` would match its parent, the empty string, which is not a topic name; so it
+    // matches exactly what `/+/#` matches.
+    let plus_hash = TopicFilter::parse("/+/#").unwrap();
+    let hash = TopicFilter::parse("/#").unwrap();
+    assert!(plus_hash.covers(&hash));
+    assert!(hash.covers(&plus_hash));
+    assert!(
+        !TopicFilter::parse("a/+/#")
+            .unwrap()
+            .covers(&TopicFilter::parse("a/#").unwrap())
+    );
+}
