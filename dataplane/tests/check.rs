@@ -97,7 +97,6 @@ fn a_cel_rule_violation_is_reported() {
     assert!(text.contains("3-50 characters"), "{text}");
 }
 
-// Depends on `compile` checking the retention range (1-7 days).
 #[test]
 fn an_out_of_range_field_found_by_compile_names_its_file() {
     let workspace = Workspace::new();
@@ -113,7 +112,6 @@ fn an_out_of_range_field_found_by_compile_names_its_file() {
     assert!(text.contains(&expected), "{text}");
 }
 
-// Depends on `compile_all` reporting objects whose Namespace does not exist.
 #[test]
 fn an_object_of_a_missing_namespace_is_reported_at_its_file() {
     let workspace = Workspace::new();
@@ -147,4 +145,58 @@ fn a_misspelt_field_is_reported_as_unknown() {
         file.display()
     );
     assert!(text.starts_with(&expected), "{text}");
+}
+
+#[test]
+fn a_bad_topic_template_names_its_file_object_and_template() {
+    let workspace = Workspace::new();
+    workspace.write("ns.yaml", &namespace("ns1"));
+    let file = workspace.write(
+        "spaces.yaml",
+        "apiVersion: gridline.dev/v1alpha1\nkind: TopicSpace\nmetadata: {name: telemetry}\nspec:\n  namespaceRef: {name: ns1}\n  topicTemplates: ['devices/x${client.authenticationName}/#']\n",
+    );
+    let output = run_check(&workspace.manifests());
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    let expected = format!(
+        "{}: TopicSpace default/telemetry: spec.topicTemplates[0]: ",
+        file.display()
+    );
+    assert!(text.contains(&expected), "{text}");
+}
+
+#[test]
+fn a_bad_client_group_query_names_its_file_object_and_field() {
+    let workspace = Workspace::new();
+    workspace.write("ns.yaml", &namespace("ns1"));
+    let file = workspace.write(
+        "groups.yaml",
+        "apiVersion: gridline.dev/v1alpha1\nkind: ClientGroup\nmetadata: {name: sensors}\nspec:\n  namespaceRef: {name: ns1}\n  query: \"attributes.type == 'sensor'\"\n",
+    );
+    let output = run_check(&workspace.manifests());
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    let expected = format!(
+        "{}: ClientGroup default/sensors: spec.query: ",
+        file.display()
+    );
+    assert!(text.contains(&expected), "{text}");
+}
+
+#[test]
+fn a_dangling_permission_binding_names_the_missing_client_group() {
+    let workspace = Workspace::new();
+    workspace.write("ns.yaml", &namespace("ns1"));
+    let file = workspace.write(
+        "bindings.yaml",
+        "apiVersion: gridline.dev/v1alpha1\nkind: TopicSpace\nmetadata: {name: everything}\nspec: {namespaceRef: {name: ns1}, topicTemplates: ['#']}\n---\napiVersion: gridline.dev/v1alpha1\nkind: PermissionBinding\nmetadata: {name: ghosts-publish}\nspec: {namespaceRef: {name: ns1}, clientGroupName: ghosts, topicSpaceName: everything, permission: Publisher}\n",
+    );
+    let output = run_check(&workspace.manifests());
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    let expected = format!(
+        "{}: PermissionBinding default/ghosts-publish: spec.clientGroupName: ClientGroup 'ghosts' not found",
+        file.display()
+    );
+    assert!(text.contains(&expected), "{text}");
 }
