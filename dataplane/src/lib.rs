@@ -5,9 +5,12 @@
 //! The binary (`main.rs`) only parses the command line; everything else lives here so
 //! integration tests and benchmarks can use the pieces.
 
+pub mod auth;
 pub mod check;
+pub mod cloudevents;
 pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod server;
 pub mod snapshot;
+pub mod store;

@@ -43,6 +43,12 @@ fn served_kinds() -> impl Iterator<Item = Kind> {
 }
 
 impl Metrics {
+    /// The registry `/metrics` renders. Subsystems (store, delivery, MQTT) register their own
+    /// metric families here, each in its own module.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Create and register every metric. Fails only on a programming error (a bad name or a
     /// metric registered twice), so callers treat it as a start-up failure.
     pub fn new() -> Result<Self, prometheus::Error> {

@@ -7,6 +7,7 @@ use crate::config::{ConfigSource, LoadedConfig, NamespaceSelection};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::snapshot::{Applier, ReloadPolicy, SharedSnapshot};
+use crate::store::{EventStore, StoreOptions};
 use anyhow::{Context, bail};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -48,6 +49,15 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
 
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
     let snapshot = SharedSnapshot::new();
+    // Recovered before anything is served: a publish is acknowledged only once durable, so
+    // the store must be whole before the listener opens.
+    let store = EventStore::open(StoreOptions {
+        data_dir: options.data_dir.clone(),
+        metrics: metrics.clone(),
+    })
+    .await
+    .context("cannot open the event store")?;
+    info!("event store open");
 
     let listener = TcpListener::bind(options.http_addr)
         .await
@@ -57,10 +67,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     info!(mqtt_addr = %options.mqtt_addr, "not listening for MQTT: the MQTT listener arrives with the broker");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let router = http::router(AppState {
-        snapshot: snapshot.clone(),
-        metrics: metrics.clone(),
-    });
+    let state = AppState::new(snapshot.clone(), metrics.clone(), store.clone())
+        .context("cannot register the API metrics")?
+        .with_shutdown(stop_rx.clone());
+    let router = http::router(state);
     let mut http_task = tokio::spawn(http::serve(listener, router, stopped(stop_rx)));
 
     let (source, policy) = match &options.source {
@@ -80,7 +90,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     // supersedes the one before).
     let (updates_tx, updates) = mpsc::channel(1);
     let mut source_task = tokio::spawn(source.run(updates_tx));
-    let applier = Applier::new(snapshot, metrics, options.selection.clone(), policy);
+    // The store learns of every Snapshot (the first included) before requests can name it.
+    let applier = Applier::new(snapshot, metrics, options.selection.clone(), policy).on_apply({
+        let store = store.clone();
+        move |snapshot| store.apply_snapshot(snapshot)
+    });
     let mut apply_task = tokio::spawn(apply_updates(applier, updates));
 
     let result = tokio::select! {
@@ -101,13 +115,15 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     };
 
     // The source and applier hold no in-flight work worth finishing; HTTP finishes the
-    // requests it has.
+    // requests it has (long polls end at once, empty), then the store flushes and closes.
     source_task.abort();
     apply_task.abort();
     let _ = stop_tx.send(true);
     if !http_task.is_finished() {
         let _ = http_task.await;
     }
+    store.close().await;
+    info!("event store closed");
     result
 }
 

@@ -56,8 +56,8 @@ impl SharedSnapshot {
         self.inner.readiness.load_full()
     }
 
-    fn publish(&self, snapshot: Snapshot, readiness: Readiness) {
-        self.inner.snapshot.store(Arc::new(snapshot));
+    fn publish(&self, snapshot: Arc<Snapshot>, readiness: Readiness) {
+        self.inner.snapshot.store(snapshot);
         self.inner.readiness.store(Arc::new(readiness));
     }
 }
@@ -94,6 +94,9 @@ pub enum Outcome {
 #[error("{0}")]
 pub struct FatalConfigError(pub String);
 
+/// Told of every Snapshot the data plane is about to serve (see [`Applier::on_apply`]).
+pub type ApplyHook = Box<dyn Fn(Arc<Snapshot>) + Send>;
+
 /// Compiles each configuration load and decides whether it replaces the served Snapshot.
 pub struct Applier {
     shared: SharedSnapshot,
@@ -101,6 +104,7 @@ pub struct Applier {
     selection: NamespaceSelection,
     policy: ReloadPolicy,
     started: bool,
+    hooks: Vec<ApplyHook>,
 }
 
 impl Applier {
@@ -116,7 +120,16 @@ impl Applier {
             selection,
             policy,
             started: false,
+            hooks: Vec::new(),
         }
+    }
+
+    /// Hand every Snapshot to `hook` before it is served (the first one included): a
+    /// subsystem with state of its own (the event store) sets it up before any request can
+    /// name what it holds. The hook runs on the applier's task, so it must not block.
+    pub fn on_apply(mut self, hook: impl Fn(Arc<Snapshot>) + Send + 'static) -> Self {
+        self.hooks.push(Box::new(hook));
+        self
     }
 
     /// Apply one load. The first load is the start-up configuration: whatever compiles is
@@ -183,6 +196,10 @@ impl Applier {
             ready = matches!(readiness, Readiness::Ready { .. }),
             "configuration applied"
         );
+        let snapshot = Arc::new(snapshot);
+        for hook in &self.hooks {
+            hook(snapshot.clone());
+        }
         self.shared.publish(snapshot, readiness);
         self.metrics
             .record_load(ReloadResult::Applied, problems.len());
@@ -309,6 +326,30 @@ spec:
             Outcome::Applied { .. }
         ));
         assert!(!Arc::ptr_eq(&served, &shared.load()));
+    }
+
+    #[test]
+    fn every_applied_snapshot_reaches_the_hooks_before_it_is_served() {
+        let (applier, shared, _) = applier(ReloadPolicy::AllOrNothing);
+        let seen: Arc<std::sync::Mutex<Vec<Arc<Snapshot>>>> = Arc::default();
+        let record = seen.clone();
+        let watched = shared.clone();
+        let mut applier = applier.on_apply(move |snapshot| {
+            // Not served yet when the hook runs.
+            assert!(!Arc::ptr_eq(&snapshot, &watched.load()));
+            record.lock().unwrap().push(snapshot);
+        });
+        applier.apply(load(NAMESPACE)).unwrap();
+        let mut loaded = load(&format!("{NAMESPACE}{}", topic("orders")));
+        loaded.problems.push(problem());
+        applier.apply(loaded).unwrap(); // rejected: not handed on
+        applier
+            .apply(load(&format!("{NAMESPACE}{}", topic("orders"))))
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert!(Arc::ptr_eq(&seen[1], &shared.load()));
+        assert_eq!(seen[1].topics.len(), 1);
     }
 
     #[test]

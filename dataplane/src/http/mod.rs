@@ -1,26 +1,79 @@
-//! The HTTP listener: health, readiness and metrics (the Event Grid data-plane API joins it
-//! later).
+//! The HTTP listener: the Event Grid data-plane API ([`api`]), health, readiness and metrics.
+
+pub mod api;
 
 use crate::metrics::{self, Metrics};
 use crate::snapshot::{Readiness, SharedSnapshot};
+use crate::store::EventStore;
+use api::metrics::ApiMetrics;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::json;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// What the handlers read.
 #[derive(Clone)]
 pub struct AppState {
     pub snapshot: SharedSnapshot,
     pub metrics: Arc<Metrics>,
+    pub store: EventStore,
+    pub api: Arc<ApiMetrics>,
+    pub draining: Draining,
 }
+
+impl AppState {
+    /// Registers the API's metrics into `metrics`' registry, so call it once per registry.
+    pub fn new(
+        snapshot: SharedSnapshot,
+        metrics: Arc<Metrics>,
+        store: EventStore,
+    ) -> Result<Self, prometheus::Error> {
+        let api = Arc::new(ApiMetrics::register(metrics.registry())?);
+        Ok(Self {
+            snapshot,
+            metrics,
+            store,
+            api,
+            draining: Draining::default(),
+        })
+    }
+
+    /// Long polls end (empty) once `stop` turns true, so shutdown does not wait for them.
+    pub fn with_shutdown(mut self, stop: watch::Receiver<bool>) -> Self {
+        self.draining = Draining(Some(stop));
+        self
+    }
+}
+
+/// The server is shutting down. Without a signal, never.
+#[derive(Clone, Default)]
+pub struct Draining(Option<watch::Receiver<bool>>);
+
+impl Draining {
+    /// Resolves once shutdown has begun.
+    pub async fn wait(&self) {
+        if let Some(stop) = &self.0 {
+            let mut stop = stop.clone();
+            if stop.wait_for(|stopped| *stopped).await.is_ok() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The metrics label of a response, set by a handler that serves several operations on one
+/// route (the Event Grid API labels by operation name, not by path).
+#[derive(Clone, Copy, Debug)]
+pub struct RouteLabel(pub &'static str);
 
 /// The route label of requests that matched no route: one value for every unknown path, so a
 /// scanner cannot grow the metric without bound.
@@ -29,6 +82,8 @@ const UNMATCHED_ROUTE: &str = "unmatched";
 /// Every route, with request metrics.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        // `{topic}:publish` is not a route axum can match: the API parses its paths itself.
+        .route("/topics/{*operation}", any(api::handle))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -82,34 +137,55 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Count each request and time it, labelled by the route pattern that matched.
+/// Count each request and time it, labelled by the operation the handler named, else by the
+/// route pattern that matched (never the raw path). The API's paths that name no operation
+/// count as unmatched.
 async fn record_request(
     State(metrics): State<Arc<Metrics>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let route = request
+    let pattern = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or(UNMATCHED_ROUTE.to_string(), |p| p.as_str().to_string());
+        .map(|p| p.as_str().to_string());
     let started = Instant::now();
     let response = next.run(request).await;
-    metrics.record_http_request(&route, response.status().as_u16(), started.elapsed());
+    let route = match (response.extensions().get::<RouteLabel>(), &pattern) {
+        (Some(label), _) => label.0,
+        (None, Some(pattern)) if !pattern.starts_with("/topics/") => pattern.as_str(),
+        _ => UNMATCHED_ROUTE,
+    };
+    metrics.record_http_request(route, response.status().as_u16(), started.elapsed());
     response
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreOptions;
     use axum::body::{Body, to_bytes};
     use tower::ServiceExt;
 
-    fn app() -> (Router, AppState) {
-        let state = AppState {
-            snapshot: SharedSnapshot::new(),
-            metrics: Arc::new(Metrics::new().unwrap()),
-        };
-        (router(state.clone()), state)
+    /// A router on an empty Snapshot and a store in a temporary folder (kept alive by the
+    /// returned guard).
+    pub(crate) async fn app_with(
+        snapshot: SharedSnapshot,
+    ) -> (Router, AppState, tempfile::TempDir) {
+        let data = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let store = EventStore::open(StoreOptions {
+            data_dir: data.path().to_path_buf(),
+            metrics: metrics.clone(),
+        })
+        .await
+        .unwrap();
+        let state = AppState::new(snapshot, metrics, store).unwrap();
+        (router(state.clone()), state, data)
+    }
+
+    async fn app() -> (Router, AppState, tempfile::TempDir) {
+        app_with(SharedSnapshot::new()).await
     }
 
     async fn get(router: &Router, path: &str) -> (StatusCode, String) {
@@ -125,13 +201,13 @@ mod tests {
 
     #[tokio::test]
     async fn healthz_answers_while_the_process_runs() {
-        let (router, _) = app();
+        let (router, _, _data) = app().await;
         assert_eq!(get(&router, "/healthz").await.0, StatusCode::OK);
     }
 
     #[tokio::test]
     async fn readyz_is_503_with_a_reason_before_a_namespace_is_served() {
-        let (router, _) = app();
+        let (router, _, _data) = app().await;
         let (status, body) = get(&router, "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         let body: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -141,19 +217,38 @@ mod tests {
 
     #[tokio::test]
     async fn requests_are_counted_by_route_not_by_raw_path() {
-        let (router, _) = app();
+        let (router, _, _data) = app().await;
         get(&router, "/healthz").await;
         get(&router, "/no/such/path/1").await;
         get(&router, "/no/such/path/2").await;
+        get(&router, "/topics/no/such/operation").await;
+        get(&router, "/topics/orders:publish").await;
         let (_, text) = get(&router, "/metrics").await;
         assert!(
             text.contains(r#"gridline_http_requests_total{path="/healthz",status="200"} 1"#),
             "{text}"
         );
         assert!(
-            text.contains(r#"gridline_http_requests_total{path="unmatched",status="404"} 2"#),
+            text.contains(r#"gridline_http_requests_total{path="unmatched",status="404"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"gridline_http_requests_total{path="publish",status="405"} 1"#),
             "{text}"
         );
         assert!(!text.contains("/no/such/path"));
+        assert!(!text.contains("/topics/"));
+    }
+
+    #[tokio::test]
+    async fn draining_resolves_once_shutdown_begins() {
+        let (stop, stopped) = watch::channel(false);
+        let draining = Draining(Some(stopped));
+        let waiting = tokio::spawn(async move { draining.wait().await });
+        stop.send(true).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

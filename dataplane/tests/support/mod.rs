@@ -70,6 +70,11 @@ impl Dataplane {
         format!("http://{}{path}", self.addr)
     }
 
+    /// An HTTP client for requests `get` does not cover (the Event Grid API).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// GET `path`: status and body.
     pub async fn get(&self, path: &str) -> (u16, String) {
         let response = self
@@ -263,6 +268,68 @@ spec:
     )
 }
 
+/// [`namespace`] with shared access keys for the HTTP API, from Secret `secret` (see
+/// [`sas_keys_secret`]).
+pub fn namespace_with_keys(name: &str, secret: &str) -> String {
+    namespace(name).replacen(
+        "spec:\n",
+        &format!("spec:\n  sasKeys:\n    secretName: {secret}\n"),
+        1,
+    )
+}
+
+/// A Secret holding a Namespace's `key1` and `key2`.
+pub fn sas_keys_secret(name: &str, key1: &str, key2: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: {name}
+stringData:
+  key1: {key1}
+  key2: {key2}
+"
+    )
+}
+
+/// A queue (pull) EventSubscription of `topic`, with Event Grid's defaults.
+pub fn queue_subscription(name: &str, topic: &str) -> String {
+    format!(
+        "apiVersion: gridline.dev/v1alpha1
+kind: EventSubscription
+metadata:
+  name: {name}
+spec:
+  topicRef:
+    name: {topic}
+  deliveryConfiguration:
+    deliveryMode: Queue
+    queue: {{}}
+"
+    )
+}
+
+/// A push (webhook) EventSubscription of `topic` delivering to `endpoint_url`.
+pub fn push_subscription(name: &str, topic: &str, endpoint_url: &str) -> String {
+    format!(
+        "apiVersion: gridline.dev/v1alpha1
+kind: EventSubscription
+metadata:
+  name: {name}
+spec:
+  topicRef:
+    name: {topic}
+  deliveryConfiguration:
+    deliveryMode: Push
+    push:
+      destination:
+        endpointType: WebHook
+        properties:
+          endpointUrl: {endpoint_url}
+"
+    )
+}
+
 /// A Topic of Namespace `namespace`.
 pub fn topic(name: &str, namespace: &str, retention_days: i32) -> String {
     format!(
@@ -293,3 +360,5 @@ pub fn objects_of(kind: &str) -> String {
 
 pub const APPLIED: &str = "gridline_config_reloads_total{result=\"applied\"}";
 pub const REJECTED: &str = "gridline_config_reloads_total{result=\"rejected\"}";
+
+pub mod python;

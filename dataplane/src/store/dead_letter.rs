@@ -1,0 +1,89 @@
+//! Dead-lettering: an event that leaves a subscription unacknowledged (rejected, out of
+//! deliveries, past its time to live) is appended to the subscription's dead-letter Topic,
+//! through the ordinary publish path (so it is as durable as any publish), as the original
+//! CloudEvent plus extension attributes saying why, when and from where.
+
+use super::PublishedEvent;
+use super::clock::{Millis, rfc3339};
+use super::subscription::DeadLetterReason;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// Facts about one dead-lettered event.
+pub struct DeadLetter<'a> {
+    pub reason: DeadLetterReason,
+    pub delivery_attempts: u32,
+    pub dead_letter_time: Millis,
+    pub publish_time: Millis,
+    pub subscription: &'a str,
+}
+
+/// The event to append to the dead-letter topic: the stored CloudEvent with `deadletterreason`,
+/// `deliveryattempts`, `deadlettertime`, `publishtime` and `sourcesubscription` added. `None`
+/// if the stored bytes are not a JSON object (they always are unless the disk is corrupt).
+pub fn dead_letter_event(stored: &[u8], facts: &DeadLetter<'_>) -> Option<PublishedEvent> {
+    let mut event: serde_json::Map<String, Value> = serde_json::from_slice(stored).ok()?;
+    event.insert(
+        "deadletterreason".into(),
+        Value::from(facts.reason.as_str()),
+    );
+    event.insert(
+        "deliveryattempts".into(),
+        Value::from(facts.delivery_attempts),
+    );
+    event.insert(
+        "deadlettertime".into(),
+        Value::from(rfc3339(facts.dead_letter_time)),
+    );
+    event.insert(
+        "publishtime".into(),
+        Value::from(rfc3339(facts.publish_time)),
+    );
+    event.insert("sourcesubscription".into(), Value::from(facts.subscription));
+    let attributes = Value::Object(event);
+    let json = RawValue::from_string(attributes.to_string()).ok()?;
+    Some(PublishedEvent { attributes, json })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_letter_keeps_the_event_and_says_why() {
+        let stored = br#"{"specversion":"1.0","id":"e1","source":"/s","type":"t","data":{"a":1}}"#;
+        let event = dead_letter_event(
+            stored,
+            &DeadLetter {
+                reason: DeadLetterReason::MaxDeliveryCountExceeded,
+                delivery_attempts: 10,
+                dead_letter_time: 1_700_000_060_000,
+                publish_time: 1_700_000_000_000,
+                subscription: "orders-sub",
+            },
+        )
+        .unwrap();
+        let value: Value = serde_json::from_str(event.json.get()).unwrap();
+        assert_eq!(value["id"], "e1");
+        assert_eq!(value["source"], "/s");
+        assert_eq!(value["data"]["a"], 1);
+        assert_eq!(value["deadletterreason"], "MaxDeliveryCountExceeded");
+        assert_eq!(value["deliveryattempts"], 10);
+        assert_eq!(value["deadlettertime"], "2023-11-14T22:14:20.000Z");
+        assert_eq!(value["publishtime"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(value["sourcesubscription"], "orders-sub");
+        assert_eq!(event.attributes, value);
+    }
+
+    #[test]
+    fn bytes_that_are_not_an_object_are_refused() {
+        let facts = DeadLetter {
+            reason: DeadLetterReason::Rejected,
+            delivery_attempts: 1,
+            dead_letter_time: 0,
+            publish_time: 0,
+            subscription: "s",
+        };
+        assert!(dead_letter_event(b"[1]", &facts).is_none());
+    }
+}

@@ -1,0 +1,244 @@
+//! Background upkeep of the store: fsync under the `Interval` policy, the time-to-live sweep
+//! (events no subscription can deliver any more are dead-lettered or dropped, so cursors move
+//! on even when nobody receives), and deleting segments that every served subscription is
+//! past and that are older than the topic's retention.
+
+use super::Inner;
+use super::clock::Millis;
+use super::queue;
+use super::subscription::{Doomed, Handout, NewEvent};
+use super::topic::{Subscription, Topic};
+use super::{FsyncPolicy, StoreError};
+use std::io;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// How much of the log the sweep reads per subscription per pass.
+const SWEEP_BYTES: usize = 1 << 20;
+
+/// Fsync dirty topics every interval while the policy is `Interval`.
+pub async fn fsync_task(inner: Weak<Inner>) {
+    loop {
+        let Some(store) = inner.upgrade() else { return };
+        let (policy, interval) = store.fsync_policy();
+        {
+            let shutdown = store.shutdown.notified();
+            tokio::pin!(shutdown);
+            shutdown.as_mut().enable();
+            if store.is_closing() {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = shutdown => return,
+            }
+        }
+        drop(store);
+        if policy != FsyncPolicy::Interval {
+            continue;
+        }
+        let Some(store) = inner.upgrade() else { return };
+        for topic in store.all_topics() {
+            let committer = Arc::clone(&topic.committer);
+            let synced = tokio::task::spawn_blocking(move || committer.sync_if_dirty()).await;
+            if let Ok(Err(error)) | Err(error) = synced.map_err(io::Error::other) {
+                tracing::error!(topic = %topic.name, %error, "interval fsync failed");
+            }
+        }
+    }
+}
+
+/// Sweep and delete every `period`.
+pub async fn retention_task(inner: Weak<Inner>, period: Duration) {
+    loop {
+        let Some(store) = inner.upgrade() else { return };
+        {
+            let shutdown = store.shutdown.notified();
+            tokio::pin!(shutdown);
+            shutdown.as_mut().enable();
+            if store.is_closing() {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(period) => {}
+                () = shutdown => return,
+            }
+        }
+        if let Err(error) = run_once(&store).await {
+            tracing::warn!(%error, "retention pass failed");
+        }
+    }
+}
+
+/// One pass over every served topic.
+pub async fn run_once(inner: &Inner) -> Result<(), StoreError> {
+    for topic in inner.served_topics() {
+        let subscriptions: Vec<Arc<Subscription>> = topic.served.load().values().cloned().collect();
+        for subscription in &subscriptions {
+            sweep_expired(inner, &topic, subscription).await?;
+        }
+        delete_segments(&topic).await?;
+    }
+    Ok(())
+}
+
+/// Delete the segments every served subscription is past and that are older than retention.
+pub async fn delete_segments(topic: &Arc<Topic>) -> Result<usize, StoreError> {
+    let before = topic.low_watermark();
+    let retention = topic.retention.load(std::sync::atomic::Ordering::Relaxed);
+    let published_by: Millis = topic.clock.now().saturating_sub(retention);
+    let log = Arc::clone(&topic.log);
+    let deleted = tokio::task::spawn_blocking(move || log.delete_segments(before, published_by))
+        .await
+        .map_err(io::Error::other)??;
+    if deleted > 0 {
+        tracing::info!(topic = %topic.name, deleted, "deleted log segments past retention");
+        topic
+            .metrics
+            .store_bytes
+            .with_label_values(&[topic.name.as_str()])
+            .set(i64::try_from(topic.log.bytes_on_disk()).unwrap_or(i64::MAX));
+    }
+    Ok(deleted)
+}
+
+/// Dead-letter (or drop) the events at a subscription's cursor that are past its time to
+/// live, and waiting events past it, without handing anything out.
+pub async fn sweep_expired(
+    inner: &Inner,
+    topic: &Arc<Topic>,
+    subscription: &Arc<Subscription>,
+) -> Result<(), StoreError> {
+    let config = subscription.config.load();
+    let policy = &config.policy;
+    let cursor = subscription.state.lock().cursor;
+    if cursor >= topic.log.end() {
+        return sweep_waiting(inner, topic, subscription).await;
+    }
+    let log = Arc::clone(&topic.log);
+    let chunk = tokio::task::spawn_blocking(move || log.read_chunk(cursor, SWEEP_BYTES))
+        .await
+        .map_err(io::Error::other)??;
+    let (handout, commit) = {
+        let mut state = subscription.state.lock();
+        let before = state.cursor;
+        state.cursor = state.cursor.max(chunk.start);
+        let mut handout = Handout::default();
+        let events = chunk.events().map(|event| NewEvent {
+            address: event.address,
+            len: event.total_len,
+            publish_time: event.publish_time,
+            matched: event.matched(subscription.id),
+        });
+        let changed = state.expire_new(events, topic.clock.now(), policy, &mut handout);
+        if state.cursor == before && handout.doomed.is_empty() {
+            (handout, None)
+        } else {
+            let dropped: Vec<u64> = if policy.dead_letter_topic.is_none() {
+                handout.doomed.iter().map(|d| d.address).collect()
+            } else {
+                Vec::new()
+            };
+            let mut buffer = Vec::new();
+            state.upsert_record(&changed, &mut buffer);
+            if !dropped.is_empty() {
+                state.remove_record(&dropped, &mut buffer);
+            }
+            subscription.update_pending(&state);
+            let commit = topic
+                .committer
+                .submit(&[], &buffer)
+                .ok_or(StoreError::ShuttingDown)?;
+            (handout, Some(commit))
+        }
+    };
+    if let Some(commit) = commit {
+        super::topic::wait(commit).await?;
+    }
+    count_dropped(
+        topic,
+        subscription,
+        &handout,
+        policy.dead_letter_topic.is_none(),
+    );
+    let doomed: Vec<(Doomed, Option<Vec<u8>>)> = handout
+        .doomed
+        .iter()
+        .map(|d| {
+            let json = chunk
+                .events()
+                .find(|e| e.address == d.address)
+                .map(|e| e.json.to_vec());
+            (*d, json)
+        })
+        .collect();
+    if let Some(dead_letter_topic) = &policy.dead_letter_topic
+        && !doomed.is_empty()
+    {
+        queue::dead_letter(inner, topic, subscription, dead_letter_topic, doomed).await?;
+    }
+    sweep_waiting(inner, topic, subscription).await
+}
+
+/// Waiting (released or expired) events past their time to live.
+async fn sweep_waiting(
+    inner: &Inner,
+    topic: &Arc<Topic>,
+    subscription: &Arc<Subscription>,
+) -> Result<(), StoreError> {
+    let config = subscription.config.load();
+    let policy = &config.policy;
+    let (handout, commit) = {
+        let mut state = subscription.state.lock();
+        let mut handout = Handout::default();
+        let changed = state.expire_waiting(topic.clock.now(), policy, &mut handout);
+        if handout.doomed.is_empty() {
+            return Ok(());
+        }
+        let mut buffer = Vec::new();
+        if policy.dead_letter_topic.is_none() {
+            let dropped: Vec<u64> = handout.doomed.iter().map(|d| d.address).collect();
+            state.remove_record(&dropped, &mut buffer);
+        } else {
+            state.upsert_record(&changed, &mut buffer);
+        }
+        subscription.update_pending(&state);
+        let commit = topic.committer.submit(&[], &buffer);
+        (handout, commit)
+    };
+    if let Some(commit) = commit {
+        super::topic::wait(commit).await?;
+    }
+    count_dropped(
+        topic,
+        subscription,
+        &handout,
+        policy.dead_letter_topic.is_none(),
+    );
+    if let Some(dead_letter_topic) = &policy.dead_letter_topic {
+        let doomed = handout.doomed.into_iter().map(|d| (d, None)).collect();
+        queue::dead_letter(inner, topic, subscription, dead_letter_topic, doomed).await?;
+    }
+    Ok(())
+}
+
+fn count_dropped(topic: &Topic, subscription: &Subscription, handout: &Handout, dropped: bool) {
+    subscription
+        .metrics
+        .lock_expiries
+        .inc_by(handout.expired_locks);
+    if !dropped {
+        return;
+    }
+    for doomed in &handout.doomed {
+        topic
+            .metrics
+            .dropped_events
+            .with_label_values(&[
+                topic.name.as_str(),
+                subscription.name.as_str(),
+                doomed.reason.as_str(),
+            ])
+            .inc();
+    }
+}
