@@ -271,7 +271,9 @@ async fn baseline_server() -> String {
     format!("http://{addr}")
 }
 
-async fn receive_ack(base: &str, connections: usize, seconds: u64) -> f64 {
+/// Consumers receive and acknowledge until `stored` events are done or `seconds` pass;
+/// events per second over that time.
+async fn receive_ack(base: &str, connections: usize, seconds: u64, stored: u64) -> f64 {
     let http = client();
     let received = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -323,12 +325,19 @@ async fn receive_ack(base: &str, connections: usize, seconds: u64) -> f64 {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    // Stop at the deadline or once everything is consumed, whichever is first: consumers that
+    // have drained the subscription would only wait in long polls and dilute the rate.
+    let deadline = started + Duration::from_secs(seconds);
+    while Instant::now() < deadline && received.load(Ordering::Relaxed) < stored {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let rate = received.load(Ordering::Relaxed) as f64 / elapsed;
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         let _ = task.await;
     }
-    received.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    rate
 }
 
 /// Open loop at `rate` single-event publishes per second; latency percentiles in ms.
@@ -470,10 +479,19 @@ async fn main() {
             }
             "receive-ack" => {
                 let plane = DataPlane::start();
-                let stored = (options.seconds as usize * 100_000).min(2_000_000);
+                // More than the consumers can take in the time given, so they never run dry.
+                let stored = (options.seconds as usize * 300_000).min(6_000_000);
                 fill(&plane.base, stored, options.connections).await;
-                let rate =
-                    receive_ack(&plane.base, options.connections / 4 + 1, options.seconds).await;
+                // Write back the fill's dirty pages first, so the figure is the consumers' rate
+                // rather than their share of the disk with the kernel's writeback.
+                let _ = Command::new("sync").status();
+                let rate = receive_ack(
+                    &plane.base,
+                    options.connections / 4 + 1,
+                    options.seconds,
+                    stored as u64,
+                )
+                .await;
                 println!(
                     "receive + acknowledge, batches of 100 ({stored} stored first): {rate:.0} events/s"
                 );
