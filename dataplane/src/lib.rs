@@ -11,6 +11,7 @@ pub mod cloudevents;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod mqtt;
 pub mod server;
 pub mod snapshot;
 pub mod store;

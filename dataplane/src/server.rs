@@ -6,6 +6,7 @@ use crate::config::local::LocalSource;
 use crate::config::{ConfigSource, LoadedConfig, NamespaceSelection};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::mqtt;
 use crate::snapshot::{Applier, ReloadPolicy, SharedSnapshot};
 use crate::store::{EventStore, StoreOptions};
 use anyhow::{Context, bail};
@@ -64,14 +65,17 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", options.http_addr))?;
     let http_addr = listener.local_addr()?;
     announce_http(http_addr)?;
-    info!(mqtt_addr = %options.mqtt_addr, "not listening for MQTT: the MQTT listener arrives with the broker");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = AppState::new(snapshot.clone(), metrics.clone(), store.clone())
         .context("cannot register the API metrics")?
         .with_shutdown(stop_rx.clone());
     let router = http::router(state);
-    let mut http_task = tokio::spawn(http::serve(listener, router, stopped(stop_rx)));
+    let mut http_task = tokio::spawn(http::serve(listener, router, stopped(stop_rx.clone())));
+    let mut mqtt_task = tokio::spawn({
+        let (snapshot, metrics, stop) = (snapshot.clone(), metrics.clone(), stop_rx.clone());
+        async move { mqtt::run_local(options.mqtt_addr, snapshot, metrics.registry(), stop).await }
+    });
 
     let (source, policy) = match &options.source {
         SourceOptions::Manifests(path) => {
@@ -107,6 +111,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             Ok(()) => Err(anyhow::anyhow!("the configuration source stopped")),
             Err(error) => Err(error),
         },
+        ended = &mut mqtt_task => match flatten(ended, "the MQTT listener") {
+            Ok(()) => Err(anyhow::anyhow!("the MQTT listener stopped")),
+            Err(error) => Err(error),
+        },
         ended = &mut http_task => match ended {
             Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP listener stopped")),
             Ok(Err(error)) => Err(anyhow::Error::new(error).context("the HTTP listener failed")),
@@ -118,6 +126,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     // requests it has (long polls end at once, empty), then the store flushes and closes.
     source_task.abort();
     apply_task.abort();
+    mqtt_task.abort();
     let _ = stop_tx.send(true);
     if !http_task.is_finished() {
         let _ = http_task.await;

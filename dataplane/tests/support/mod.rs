@@ -23,6 +23,8 @@ pub struct Dataplane {
     pub addr: SocketAddr,
     logs: Arc<Mutex<String>>,
     http: reqwest::Client,
+    /// Later announcements (`mqtt listening on ...`).
+    announcements: Mutex<mpsc::Receiver<String>>,
 }
 
 impl Dataplane {
@@ -44,7 +46,7 @@ impl Dataplane {
             .expect("start gridline-dataplane");
         let logs = collect(child.stderr.take().expect("piped stderr"));
         let stdout = child.stdout.take().expect("piped stdout");
-        let line = wait_for_line(stdout, "http listening on ", START_TIMEOUT);
+        let (line, announcements) = wait_for_line(stdout, "http listening on ", START_TIMEOUT);
         let Some(line) = line else {
             let _ = child.kill();
             let _ = child.wait();
@@ -63,7 +65,21 @@ impl Dataplane {
             addr,
             logs,
             http: reqwest::Client::new(),
+            announcements: Mutex::new(announcements),
         }
+    }
+
+    /// Where MQTT listens: waits for the `mqtt listening on` line (printed once the served
+    /// Namespace turns the plaintext listener on).
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        let announcements = self.announcements.lock().unwrap();
+        let line = announcements
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("no `mqtt listening on` line; logs:\n{}", self.logs()));
+        line.trim_start_matches("mqtt listening on ")
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -156,13 +172,14 @@ fn collect(mut stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
 
 /// The first line of `stream` starting with `prefix`, read on a thread so a silent process
 /// cannot hang the test past `timeout`. The rest of the stream keeps being drained, so the
-/// process never blocks on a full pipe.
+/// process never blocks on a full pipe; later `... listening on` lines arrive on the receiver.
 fn wait_for_line(
     stream: impl Read + Send + 'static,
     prefix: &str,
     timeout: Duration,
-) -> Option<String> {
+) -> (Option<String>, mpsc::Receiver<String>) {
     let (tx, rx) = mpsc::channel();
+    let (later_tx, later) = mpsc::channel();
     let prefix = prefix.to_string();
     std::thread::spawn(move || {
         let mut sent = false;
@@ -171,10 +188,12 @@ fn wait_for_line(
             if !sent && line.starts_with(&prefix) {
                 let _ = tx.send(line);
                 sent = true;
+            } else if line.contains(" listening on ") {
+                let _ = later_tx.send(line);
             }
         }
     });
-    rx.recv_timeout(timeout).ok()
+    (rx.recv_timeout(timeout).ok(), later)
 }
 
 /// Call `check` every 50 ms until it returns true or `timeout` passes; how long it took.
@@ -361,4 +380,5 @@ pub fn objects_of(kind: &str) -> String {
 pub const APPLIED: &str = "gridline_config_reloads_total{result=\"applied\"}";
 pub const REJECTED: &str = "gridline_config_reloads_total{result=\"rejected\"}";
 
+pub mod mqtt;
 pub mod python;

@@ -1,0 +1,369 @@
+//! The router: sessions by client id, the subscription trie and the retained store, under one
+//! lock (`Broker::state`). Lock order: the router lock before a session's lock, never the
+//! other way round, and neither across an `.await`. Routing collects the target sessions,
+//! releases the router lock, then enqueues (each enqueue takes one session lock).
+
+use super::codec::{Message, QoS, SubscriptionOptions};
+use super::metrics::MqttMetrics;
+use super::session::{Attachment, QueueLimits, Session};
+use super::trie::Trie;
+use crate::snapshot::SharedSnapshot;
+use gridline_crds::model::topic::TopicFilter;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The broker's bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub queue: QueueLimits,
+    /// In-flight incoming QoS 2 messages per session (our CONNACK receive maximum).
+    pub receive_maximum: u16,
+    /// Largest packet accepted (remaining length, bytes).
+    pub max_packet_bytes: u32,
+    /// Largest application message payload (SPEC §D: 512 KB).
+    pub max_payload_bytes: usize,
+    /// Longest keep-alive granted (SPEC §D: 1160 s).
+    pub max_keep_alive_secs: u16,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            queue: QueueLimits {
+                max_queued_qos0: 100,
+                max_queued: 1000,
+            },
+            receive_maximum: 100,
+            max_packet_bytes: 512 * 1024 + 16 * 1024,
+            max_payload_bytes: 512 * 1024,
+            max_keep_alive_secs: 1160,
+        }
+    }
+}
+
+/// A subscriber in the trie: keyed by (share group, client id).
+type SubscriberKey = (Option<String>, String);
+
+#[derive(Clone)]
+struct Subscriber {
+    session: Arc<Session>,
+    options: SubscriptionOptions,
+    /// The filter without the `$share/<group>/` prefix; shares are per group and filter.
+    filter: String,
+}
+
+#[derive(Default)]
+struct RouterState {
+    sessions: HashMap<String, Arc<Session>>,
+    trie: Trie<SubscriberKey, Subscriber>,
+    retained: BTreeMap<String, Message>,
+    /// Round-robin position of each share (group, filter).
+    share_turn: HashMap<(String, String), usize>,
+    next_connection_id: u64,
+}
+
+pub struct Broker {
+    state: parking_lot::Mutex<RouterState>,
+    pub snapshot: SharedSnapshot,
+    pub metrics: MqttMetrics,
+    pub limits: Limits,
+}
+
+/// A subscription request, already parsed and authorized.
+pub struct NewSubscription {
+    pub raw: String,
+    pub share_group: Option<String>,
+    pub filter: TopicFilter,
+    pub options: SubscriptionOptions,
+}
+
+impl Broker {
+    pub fn new(snapshot: SharedSnapshot, metrics: MqttMetrics, limits: Limits) -> Self {
+        Self {
+            state: parking_lot::Mutex::new(RouterState::default()),
+            snapshot,
+            metrics,
+            limits,
+        }
+    }
+
+    /// Attach a connection to the session of `client_id`: a new one, the existing one
+    /// (taken over from any connection holding it), or a fresh one on clean start.
+    /// Returns the session, whether it was present, and the attachment.
+    pub fn attach(
+        &self,
+        client_id: &str,
+        authentication_name: &str,
+        clean_start: bool,
+    ) -> (Arc<Session>, bool, Attachment) {
+        let mut router = self.state.lock();
+        router.next_connection_id += 1;
+        let attachment = Attachment {
+            connection_id: router.next_connection_id,
+            kicked: Arc::new(tokio::sync::Notify::new()),
+        };
+        let existing = router.sessions.get(client_id).cloned();
+        let (session, present) = match existing {
+            Some(session) if session.authentication_name == authentication_name => (session, true),
+            Some(session) => {
+                // Another identity reuses the client id: its session is not ours to resume.
+                Self::remove_locked(&mut router, &session, &self.metrics);
+                let fresh = Arc::new(Session::new(client_id.into(), authentication_name.into()));
+                router.sessions.insert(client_id.into(), fresh.clone());
+                self.metrics.sessions.inc();
+                if let Some(old) = session.state.lock().attachment.take() {
+                    old.kicked.notify_one();
+                }
+                (fresh, false)
+            }
+            None => {
+                let fresh = Arc::new(Session::new(client_id.into(), authentication_name.into()));
+                router.sessions.insert(client_id.into(), fresh.clone());
+                self.metrics.sessions.inc();
+                (fresh, false)
+            }
+        };
+        let filters: Vec<String> = if present && clean_start {
+            session.state.lock().subscriptions.keys().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        for raw in filters {
+            Self::unsubscribe_locked(&mut router, &session, &raw, &self.metrics);
+        }
+        drop(router);
+        let mut state = session.state.lock();
+        if present && clean_start {
+            state.reset();
+        }
+        if let Some(old) = state.attachment.replace(attachment.clone()) {
+            old.kicked.notify_one();
+        }
+        drop(state);
+        (session, present && !clean_start, attachment)
+    }
+
+    /// The connection ended. The session is removed at once when its expiry is zero,
+    /// otherwise after its expiry interval, unless a connection attached in between.
+    pub fn detach(self: &Arc<Self>, session: &Arc<Session>, connection_id: u64) {
+        let expiry = {
+            let mut state = session.state.lock();
+            match &state.attachment {
+                Some(a) if a.connection_id == connection_id => state.attachment = None,
+                // Taken over: the new connection owns the session now.
+                _ => return,
+            }
+            state.expiry_interval
+        };
+        if expiry == 0 {
+            self.remove_if_detached(session);
+            return;
+        }
+        let broker = self.clone();
+        let session = session.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
+            broker.remove_if_detached(&session);
+        });
+    }
+
+    fn remove_if_detached(&self, session: &Arc<Session>) {
+        let mut router = self.state.lock();
+        if session.state.lock().attachment.is_some() {
+            return;
+        }
+        Self::remove_locked(&mut router, session, &self.metrics);
+    }
+
+    fn remove_locked(router: &mut RouterState, session: &Arc<Session>, metrics: &MqttMetrics) {
+        match router.sessions.get(&session.client_id) {
+            Some(current) if Arc::ptr_eq(current, session) => {}
+            _ => return,
+        }
+        router.sessions.remove(&session.client_id);
+        metrics.sessions.dec();
+        let filters: Vec<String> = session.state.lock().subscriptions.keys().cloned().collect();
+        for raw in filters {
+            Self::unsubscribe_locked(router, session, &raw, metrics);
+        }
+    }
+
+    /// Add (or replace) a subscription; whether it existed before, and the retained
+    /// messages it should receive now.
+    pub fn subscribe(&self, session: &Arc<Session>, new: NewSubscription) -> (bool, Vec<Message>) {
+        let mut router = self.state.lock();
+        let key = (new.share_group.clone(), session.client_id.clone());
+        let existed = router
+            .trie
+            .insert(
+                &new.filter,
+                key,
+                Subscriber {
+                    session: session.clone(),
+                    options: new.options,
+                    filter: new.filter.as_str().to_string(),
+                },
+            )
+            .is_some();
+        if !existed {
+            self.metrics.subscriptions.inc();
+        }
+        // Retained messages go to new, non-shared subscriptions (retain handling 0 and 1).
+        let send_retained = new.share_group.is_none()
+            && match new.options.retain_handling {
+                0 => true,
+                1 => !existed,
+                _ => false,
+            };
+        let retained = if send_retained {
+            router
+                .retained
+                .values()
+                .filter(|m| new.filter.matches(&m.topic))
+                .map(|m| {
+                    let mut m = m.clone();
+                    m.qos = m.qos.min(new.options.qos);
+                    m
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        drop(router);
+        session
+            .state
+            .lock()
+            .subscriptions
+            .insert(new.raw, new.options);
+        (existed, retained)
+    }
+
+    /// Remove a subscription by the filter the client wrote; whether it existed.
+    pub fn unsubscribe(&self, session: &Arc<Session>, raw: &str) -> bool {
+        let mut router = self.state.lock();
+        Self::unsubscribe_locked(&mut router, session, raw, &self.metrics)
+    }
+
+    fn unsubscribe_locked(
+        router: &mut RouterState,
+        session: &Arc<Session>,
+        raw: &str,
+        metrics: &MqttMetrics,
+    ) -> bool {
+        let Ok(Some((group, filter))) = split(raw) else {
+            return false;
+        };
+        let removed = router
+            .trie
+            .remove(&filter, &(group, session.client_id.clone()))
+            .is_some();
+        if removed {
+            metrics.subscriptions.dec();
+        }
+        session.state.lock().subscriptions.remove(raw);
+        removed
+    }
+
+    /// Route an (authorized) message to every matching subscription and keep it if retained.
+    /// Returns how many sessions it was queued for.
+    pub fn publish(&self, message: Message, publisher: &str) -> usize {
+        let mut router = self.state.lock();
+        if message.retain {
+            let had = if message.payload.is_empty() {
+                router.retained.remove(&message.topic).is_some()
+            } else {
+                router
+                    .retained
+                    .insert(message.topic.clone(), message.clone())
+                    .is_some()
+            };
+            match (had, message.payload.is_empty()) {
+                (false, false) => self.metrics.retained.inc(),
+                (true, true) => self.metrics.retained.dec(),
+                _ => {}
+            }
+        }
+        let matches = router.trie.matches(&message.topic);
+        // One copy per session (the highest QoS of its matching filters); one member per share.
+        let mut direct: BTreeMap<String, Subscriber> = BTreeMap::new();
+        let mut shares: BTreeMap<(String, String), Vec<Subscriber>> = BTreeMap::new();
+        for ((group, client_id), subscriber) in matches {
+            match group {
+                None => {
+                    if subscriber.options.no_local && client_id == publisher {
+                        continue;
+                    }
+                    match direct.get(&client_id) {
+                        Some(held) if held.options.qos >= subscriber.options.qos => {}
+                        _ => {
+                            direct.insert(client_id, subscriber);
+                        }
+                    }
+                }
+                Some(group) => shares
+                    .entry((group, subscriber.filter.clone()))
+                    .or_default()
+                    .push(subscriber),
+            }
+        }
+        let mut targets: Vec<Subscriber> = direct.into_values().collect();
+        for (share, members) in shares {
+            // Prefer connected members, in turn.
+            let connected: Vec<&Subscriber> = members
+                .iter()
+                .filter(|m| m.session.state.lock().attachment.is_some())
+                .collect();
+            let pool: Vec<&Subscriber> = if connected.is_empty() {
+                members.iter().collect()
+            } else {
+                connected
+            };
+            let turn = router.share_turn.entry(share).or_insert(0);
+            let chosen = pool[*turn % pool.len()].clone();
+            *turn = turn.wrapping_add(1);
+            targets.push(chosen);
+        }
+        drop(router);
+        let mut queued = 0;
+        for target in targets {
+            let mut copy = message.clone();
+            copy.qos = copy.qos.min(target.options.qos);
+            copy.retain = message.retain && target.options.retain_as_published;
+            if target
+                .session
+                .enqueue(copy, self.limits.queue, &self.metrics)
+            {
+                queued += 1;
+            }
+        }
+        queued
+    }
+}
+
+/// `(share group, filter)` of a subscription as the client wrote it.
+pub fn split(raw: &str) -> Result<Option<(Option<String>, TopicFilter)>, String> {
+    match gridline_crds::model::topic::parse_shared_subscription(raw) {
+        Ok(Some(shared)) => TopicFilter::parse(shared.filter)
+            .map(|f| Some((Some(shared.group.to_string()), f)))
+            .map_err(|e| e.to_string()),
+        Ok(None) => TopicFilter::parse(raw)
+            .map(|f| Some((None, f)))
+            .map_err(|e| e.to_string()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+impl QoS {
+    pub fn label(self) -> &'static str {
+        match self {
+            QoS::AtMostOnce => "0",
+            QoS::AtLeastOnce => "1",
+            QoS::ExactlyOnce => "2",
+        }
+    }
+}

@@ -1,0 +1,694 @@
+//! One client connection: CONNECT within the handshake timeout, then packets in, queued
+//! messages out and keep-alive, until the client leaves, misbehaves or is taken over.
+
+use super::authorize::{Authorizer, authenticate};
+use super::broker::{Broker, NewSubscription, split};
+use super::codec::{
+    Ack, Codec, CodecError, ConnAck, Connect, Disconnect, Message, Packet, Publish, QoS, SubAck,
+    Version, reason,
+};
+use super::session::{Attachment, Outbound, Session};
+use futures::{SinkExt, StreamExt};
+use gridline_crds::model::topic::validate_topic_name;
+use std::num::{NonZeroU16, NonZeroU32};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+use tracing::{debug, info};
+
+/// How the connection ended, for the will and the logs.
+enum End {
+    /// DISCONNECT: the will is discarded unless the reason asks for it.
+    Disconnected {
+        publish_will: bool,
+    },
+    /// Everything else publishes the will.
+    Lost(&'static str),
+    TakenOver,
+}
+
+type Conn<IO> = Framed<IO, Codec>;
+
+/// Serve one connection to its end. Never panics on what the client sends.
+pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(io: IO, broker: Arc<Broker>) {
+    let mut framed = Framed::new(io, Codec::server(broker.limits.max_packet_bytes));
+    let first = tokio::time::timeout(broker.limits.handshake_timeout, framed.next()).await;
+    let connect = match first {
+        Ok(Some(Ok(Packet::Connect(connect)))) => connect,
+        Ok(Some(Err(error))) => {
+            debug!(%error, "bad first packet");
+            if let CodecError::InvalidClientId | CodecError::UnsupportedProtocol = error {
+                refuse_connect(&mut framed, error.reason(), &broker).await;
+            }
+            return;
+        }
+        Err(_) => {
+            debug!("no CONNECT within the handshake timeout");
+            return;
+        }
+        _ => return,
+    };
+    let snapshot = broker.snapshot.load();
+    let authentication_name = match authenticate(&snapshot, &connect) {
+        Ok(name) => name,
+        Err(code) => {
+            info!(username = ?connect.username, reason = code, "CONNECT refused");
+            refuse_connect(&mut framed, code, &broker).await;
+            return;
+        }
+    };
+    drop(snapshot);
+    broker
+        .metrics
+        .connects
+        .with_label_values(&["accepted"])
+        .inc();
+    broker.metrics.connections.inc();
+    let mut connection = Connection::start(framed, broker.clone(), *connect, authentication_name);
+    let end = connection.run().await;
+    broker.metrics.connections.dec();
+    connection.finish(end).await;
+}
+
+async fn refuse_connect<IO: AsyncRead + AsyncWrite + Unpin>(
+    framed: &mut Conn<IO>,
+    code: u8,
+    broker: &Broker,
+) {
+    broker
+        .metrics
+        .connects
+        .with_label_values(&[&format!("0x{code:02x}")])
+        .inc();
+    let _ = framed.send(Packet::ConnAck(connack(code, false))).await;
+}
+
+fn connack(code: u8, session_present: bool) -> ConnAck {
+    ConnAck {
+        session_present,
+        reason: code,
+        reason_string: None,
+        session_expiry_interval: None,
+        receive_maximum: NonZeroU16::MAX,
+        maximum_packet_size: None,
+        assigned_client_id: None,
+        server_keep_alive: None,
+        topic_alias_maximum: 0,
+    }
+}
+
+struct Connection<IO> {
+    framed: Conn<IO>,
+    broker: Arc<Broker>,
+    version: Version,
+    session: Arc<Session>,
+    attachment: Attachment,
+    authorizer: Authorizer,
+    will: Option<Message>,
+    keep_alive: Option<Duration>,
+    /// Outgoing QoS 1/2 messages the client accepts in flight (its receive maximum).
+    client_receive_maximum: usize,
+    client_max_packet: Option<NonZeroU32>,
+    connack: ConnAck,
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
+    fn start(
+        framed: Conn<IO>,
+        broker: Arc<Broker>,
+        connect: Connect,
+        authentication_name: String,
+    ) -> Self {
+        let mut assigned = None;
+        let client_id = if connect.client_id.is_empty() {
+            let id = format!("gridline-{}", random_suffix());
+            assigned = Some(id.clone());
+            id
+        } else {
+            connect.client_id.clone()
+        };
+        let (session, present, attachment) =
+            broker.attach(&client_id, &authentication_name, connect.clean_start);
+        let max_expiry = broker
+            .snapshot
+            .load()
+            .namespace
+            .as_ref()
+            .map(|n| {
+                n.spec
+                    .topic_spaces_configuration
+                    .maximum_session_expiry_in_hours
+            })
+            .unwrap_or(1)
+            .clamp(1, 8) as u32
+            * 3600;
+        let expiry = connect.session_expiry_interval.min(max_expiry);
+        session.state.lock().expiry_interval = expiry;
+        let limits = broker.limits;
+        let granted_keep_alive = match connect.keep_alive {
+            0 => limits.max_keep_alive_secs,
+            asked => asked.min(limits.max_keep_alive_secs),
+        };
+        let mut ack = connack(reason::SUCCESS, present);
+        if connect.version == Version::V5 {
+            ack.receive_maximum =
+                NonZeroU16::new(limits.receive_maximum).unwrap_or(NonZeroU16::MIN);
+            ack.maximum_packet_size = Some(limits.max_packet_bytes);
+            ack.assigned_client_id = assigned;
+            if granted_keep_alive != connect.keep_alive {
+                ack.server_keep_alive = Some(granted_keep_alive);
+            }
+            if expiry != connect.session_expiry_interval {
+                ack.session_expiry_interval = Some(expiry);
+            }
+        }
+        // 3.1.1 cannot be told a different keep-alive: it keeps its own (0: none).
+        let keep_alive = match connect.version {
+            Version::V5 => granted_keep_alive,
+            Version::V311 => connect.keep_alive,
+        };
+        let authorizer = Authorizer::new(broker.snapshot.clone(), authentication_name);
+        info!(client = %client_id, authentication_name = authorizer.authentication_name(), version = ?connect.version, present, "connected");
+        Self {
+            framed,
+            version: connect.version,
+            session,
+            attachment,
+            authorizer,
+            will: connect.will.map(|w| w.message),
+            keep_alive: (keep_alive > 0).then(|| Duration::from_secs(u64::from(keep_alive))),
+            client_receive_maximum: connect
+                .receive_maximum
+                .map_or(usize::from(u16::MAX), |n| usize::from(n.get())),
+            client_max_packet: connect.maximum_packet_size,
+            connack: ack,
+            broker,
+        }
+    }
+
+    async fn send(&mut self, packet: Packet) -> Result<(), End> {
+        self.framed
+            .send(packet)
+            .await
+            .map_err(|_| End::Lost("write failed"))
+    }
+
+    async fn run(&mut self) -> End {
+        if let Some(max) = self.client_max_packet {
+            self.framed.codec_mut().set_max_outgoing(max.get());
+        }
+        let connack = self.connack.clone();
+        if let Err(end) = self.send(Packet::ConnAck(connack)).await {
+            return end;
+        }
+        if let Err(end) = self.resend_inflight().await {
+            return end;
+        }
+        let kicked = self.attachment.kicked.clone();
+        let mut deadline = self.next_deadline();
+        loop {
+            if let Err(end) = self.flush().await {
+                return end;
+            }
+            let session = self.session.clone();
+            let keep_alive = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let outcome = tokio::select! {
+                read = self.framed.next() => match read {
+                    Some(Ok(packet)) => {
+                        deadline = self.next_deadline();
+                        self.on_packet(packet).await
+                    }
+                    Some(Err(error)) => {
+                        debug!(%error, client = %self.session.client_id, "closing on a bad packet");
+                        let code = error.reason();
+                        let _ = self.disconnect(code).await;
+                        Err(End::Lost("malformed packet"))
+                    }
+                    None => Err(End::Lost("connection closed")),
+                },
+                () = session.wake.notified() => Ok(()),
+                () = kicked.notified() => {
+                    let _ = self.disconnect(reason::SESSION_TAKEN_OVER).await;
+                    Err(End::TakenOver)
+                }
+                () = keep_alive => {
+                    let _ = self.disconnect(reason::KEEP_ALIVE_TIMEOUT).await;
+                    Err(End::Lost("keep-alive timeout"))
+                }
+            };
+            if let Err(end) = outcome {
+                return end;
+            }
+        }
+    }
+
+    /// MQTT: the server closes after 1.5 keep-alive intervals without a packet.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.keep_alive.map(|k| Instant::now() + k + k / 2)
+    }
+
+    /// A server DISCONNECT (MQTT 5 only; 3.1.1 just closes).
+    async fn disconnect(&mut self, code: u8) -> Result<(), End> {
+        if self.version == Version::V5 {
+            self.send(Packet::Disconnect(Disconnect {
+                reason: code,
+                session_expiry_interval: None,
+                reason_string: None,
+            }))
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn resend_inflight(&mut self) -> Result<(), End> {
+        let inflight: Vec<(u16, Outbound)> = {
+            let state = self.session.state.lock();
+            state
+                .inflight
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect()
+        };
+        for (id, outbound) in inflight {
+            let Some(packet_id) = NonZeroU16::new(id) else {
+                continue;
+            };
+            let packet = match outbound {
+                Outbound::AwaitingPubAck(message) | Outbound::AwaitingPubRec(message) => {
+                    Packet::Publish(Box::new(Publish {
+                        dup: true,
+                        packet_id: Some(packet_id),
+                        topic_alias: None,
+                        subscription_ids: Vec::new(),
+                        message,
+                    }))
+                }
+                Outbound::AwaitingPubComp => Packet::PubRel(ok_ack(packet_id)),
+            };
+            self.send(packet).await?;
+        }
+        Ok(())
+    }
+
+    /// Send queued messages while the client's receive maximum allows.
+    async fn flush(&mut self) -> Result<(), End> {
+        loop {
+            let packet = {
+                let mut state = self.session.state.lock();
+                if state.inflight.len() >= self.client_receive_maximum {
+                    return Ok(());
+                }
+                let Some(queued) = state.queue.pop_front() else {
+                    return Ok(());
+                };
+                let mut message = queued.message;
+                if let Some(expiry) = message.properties.message_expiry_interval {
+                    let waited = queued.enqueued_at.elapsed().as_secs();
+                    let Some(left) = u64::from(expiry.get())
+                        .checked_sub(waited)
+                        .filter(|l| *l > 0)
+                    else {
+                        self.broker.metrics.drop_message("expired");
+                        continue;
+                    };
+                    message.properties.message_expiry_interval =
+                        NonZeroU32::new(u32::try_from(left).unwrap_or(u32::MAX));
+                }
+                let packet_id = match message.qos {
+                    QoS::AtMostOnce => None,
+                    qos => {
+                        let Some(id) = state.next_packet_id() else {
+                            state.queue.push_front(Queued::again(message));
+                            return Ok(());
+                        };
+                        let outbound = if qos == QoS::AtLeastOnce {
+                            Outbound::AwaitingPubAck(message.clone())
+                        } else {
+                            Outbound::AwaitingPubRec(message.clone())
+                        };
+                        state.inflight.insert(id.get(), outbound);
+                        Some(id)
+                    }
+                };
+                if self.version == Version::V311 {
+                    message.properties = Default::default();
+                }
+                Packet::Publish(Box::new(Publish {
+                    dup: false,
+                    packet_id,
+                    topic_alias: None,
+                    subscription_ids: Vec::new(),
+                    message,
+                }))
+            };
+            let Packet::Publish(publish) = &packet else {
+                unreachable!()
+            };
+            let qos = publish.message.qos;
+            let bytes = publish.message.payload.len();
+            match self.framed.send(packet).await {
+                Ok(()) => {
+                    self.broker
+                        .metrics
+                        .messages_out
+                        .with_label_values(&[qos.label()])
+                        .inc();
+                    self.broker.metrics.bytes_out.inc_by(bytes as u64);
+                }
+                // Larger than the client accepts: dropped, as MQTT 5 says.
+                Err(CodecError::TooLarge { .. }) => {
+                    self.broker.metrics.drop_message("too_large_for_client");
+                }
+                Err(_) => return Err(End::Lost("write failed")),
+            }
+        }
+    }
+
+    async fn on_packet(&mut self, packet: Packet) -> Result<(), End> {
+        match packet {
+            Packet::Publish(publish) => self.on_publish(*publish).await,
+            Packet::PubAck(ack) => {
+                self.session.state.lock().on_puback(ack.packet_id.get());
+                Ok(())
+            }
+            Packet::PubRec(ack) => {
+                let due = self
+                    .session
+                    .state
+                    .lock()
+                    .on_pubrec(ack.packet_id.get(), ack.reason >= 0x80);
+                if due {
+                    self.send(Packet::PubRel(ok_ack(ack.packet_id))).await?;
+                }
+                Ok(())
+            }
+            Packet::PubRel(ack) => {
+                let known = self.session.state.lock().on_pubrel(ack.packet_id.get());
+                let mut reply = ok_ack(ack.packet_id);
+                if !known && self.version == Version::V5 {
+                    reply.reason = reason::PACKET_IDENTIFIER_NOT_FOUND;
+                }
+                self.send(Packet::PubComp(reply)).await
+            }
+            Packet::PubComp(ack) => {
+                self.session.state.lock().on_pubcomp(ack.packet_id.get());
+                Ok(())
+            }
+            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe).await,
+            Packet::Unsubscribe { packet_id, filters } => {
+                let reasons = filters
+                    .iter()
+                    .map(|raw| {
+                        if self.broker.unsubscribe(&self.session, raw) {
+                            reason::SUCCESS
+                        } else {
+                            reason::NO_SUBSCRIPTION_EXISTED
+                        }
+                    })
+                    .collect();
+                self.send(Packet::UnsubAck(SubAck {
+                    packet_id,
+                    reasons,
+                    reason_string: None,
+                }))
+                .await
+            }
+            Packet::PingReq => self.send(Packet::PingResp).await,
+            Packet::Disconnect(disconnect) => {
+                if let Some(expiry) = disconnect.session_expiry_interval {
+                    let mut state = self.session.state.lock();
+                    // A session that was to end with the connection cannot be extended now.
+                    if state.expiry_interval != 0 {
+                        state.expiry_interval = expiry.min(state.expiry_interval.max(expiry));
+                    }
+                }
+                Err(End::Disconnected {
+                    publish_will: disconnect.reason == reason::DISCONNECT_WITH_WILL,
+                })
+            }
+            Packet::Auth { .. } => {
+                self.disconnect(reason::BAD_AUTHENTICATION_METHOD).await?;
+                Err(End::Lost("AUTH is not supported"))
+            }
+            // A second CONNECT, or a packet only a server sends.
+            _ => {
+                self.disconnect(reason::PROTOCOL_ERROR).await?;
+                Err(End::Lost("protocol error"))
+            }
+        }
+    }
+
+    async fn on_publish(&mut self, publish: Publish) -> Result<(), End> {
+        let metrics = &self.broker.metrics;
+        let qos = publish.message.qos;
+        metrics.messages_in.with_label_values(&[qos.label()]).inc();
+        metrics
+            .bytes_in
+            .inc_by(publish.message.payload.len() as u64);
+        if publish.topic_alias.is_some() {
+            // We grant no topic aliases (topic alias maximum 0).
+            self.disconnect(reason::TOPIC_ALIAS_INVALID).await?;
+            return Err(End::Lost("topic alias"));
+        }
+        if validate_topic_name(&publish.message.topic).is_err() {
+            self.disconnect(reason::TOPIC_NAME_INVALID).await?;
+            return Err(End::Lost("invalid topic name"));
+        }
+        if publish.message.payload.len() > self.broker.limits.max_payload_bytes {
+            self.disconnect(reason::PACKET_TOO_LARGE).await?;
+            return Err(End::Lost("message too large"));
+        }
+        let Some(packet_id) = publish
+            .packet_id
+            .filter(|_| qos != QoS::AtMostOnce)
+            .or(None)
+        else {
+            // QoS 0.
+            if self
+                .authorizer
+                .current()
+                .can_publish(&publish.message.topic)
+            {
+                self.broker
+                    .publish(publish.message, &self.session.client_id);
+            } else {
+                self.broker.metrics.drop_message("not_authorized");
+            }
+            return Ok(());
+        };
+        if qos == QoS::ExactlyOnce {
+            let (new, count) = {
+                let mut state = self.session.state.lock();
+                let new = state.on_incoming_qos2(packet_id.get());
+                (new, state.incoming_qos2.len())
+            };
+            if count > usize::from(self.broker.limits.receive_maximum) {
+                self.disconnect(reason::RECEIVE_MAXIMUM_EXCEEDED).await?;
+                return Err(End::Lost("receive maximum exceeded"));
+            }
+            if !new {
+                return self.send(Packet::PubRec(ok_ack(packet_id))).await;
+            }
+        }
+        let allowed = self
+            .authorizer
+            .current()
+            .can_publish(&publish.message.topic);
+        let mut ack = ok_ack(packet_id);
+        if allowed {
+            self.broker
+                .publish(publish.message, &self.session.client_id);
+        } else {
+            self.broker.metrics.drop_message("not_authorized");
+            info!(client = %self.session.client_id, topic = %publish.message.topic, "PUBLISH not authorized");
+            // 3.1.1 has no way to say no: the message is dropped, the flow completes.
+            if self.version == Version::V5 {
+                ack.reason = reason::NOT_AUTHORIZED;
+                if qos == QoS::ExactlyOnce {
+                    self.session.state.lock().on_pubrel(packet_id.get());
+                }
+            }
+        }
+        match qos {
+            QoS::AtLeastOnce => self.send(Packet::PubAck(ack)).await,
+            _ => self.send(Packet::PubRec(ack)).await,
+        }
+    }
+
+    async fn on_subscribe(&mut self, subscribe: super::codec::Subscribe) -> Result<(), End> {
+        let mut reasons = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
+        for (raw, options) in subscribe.filters {
+            let (group, filter) = match split(&raw) {
+                Ok(Some(parts)) => parts,
+                _ => {
+                    reasons.push(reason::TOPIC_FILTER_INVALID);
+                    continue;
+                }
+            };
+            if !self.authorizer.current().can_subscribe(&filter) {
+                info!(client = %self.session.client_id, filter = %raw, "SUBSCRIBE not authorized");
+                reasons.push(reason::NOT_AUTHORIZED);
+                continue;
+            }
+            let (_, messages) = self.broker.subscribe(
+                &self.session,
+                NewSubscription {
+                    raw,
+                    share_group: group,
+                    filter,
+                    options,
+                },
+            );
+            retained.extend(messages);
+            reasons.push(options.qos.as_u8());
+        }
+        self.send(Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            reasons,
+            reason_string: None,
+        }))
+        .await?;
+        for message in retained {
+            self.session
+                .enqueue(message, self.broker.limits.queue, &self.broker.metrics);
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self, end: End) {
+        let why = match &end {
+            End::Disconnected { .. } => "disconnected",
+            End::Lost(why) => why,
+            End::TakenOver => "taken over",
+        };
+        info!(client = %self.session.client_id, why, "connection ended");
+        let publish_will = match end {
+            End::Disconnected { publish_will } => publish_will,
+            End::Lost(_) => true,
+            End::TakenOver => false,
+        };
+        if let Some(will) = self.will.take()
+            && publish_will
+        {
+            if self.authorizer.current().can_publish(&will.topic) {
+                self.broker.publish(will, &self.session.client_id);
+            } else {
+                self.broker.metrics.drop_message("not_authorized");
+            }
+        }
+        let _ = self.framed.close().await;
+        self.broker
+            .detach(&self.session, self.attachment.connection_id);
+    }
+}
+
+use super::session::Queued;
+
+impl Queued {
+    fn again(message: Message) -> Self {
+        Queued {
+            message,
+            enqueued_at: Instant::now(),
+        }
+    }
+}
+
+fn ok_ack(packet_id: NonZeroU16) -> Ack {
+    Ack {
+        packet_id,
+        reason: reason::SUCCESS,
+        reason_string: None,
+    }
+}
+
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::broker::Limits;
+    use crate::mqtt::metrics::MqttMetrics;
+    use crate::snapshot::SharedSnapshot;
+
+    fn connect(keep_alive: u16) -> Connect {
+        Connect {
+            version: Version::V5,
+            client_id: "c1".into(),
+            clean_start: true,
+            keep_alive,
+            username: Some("c1".into()),
+            password: None,
+            session_expiry_interval: 0,
+            receive_maximum: None,
+            maximum_packet_size: None,
+            topic_alias_maximum: 0,
+            authentication_method: None,
+            will: None,
+        }
+    }
+
+    /// A connection past the authentication step, and the client's end of the pipe.
+    fn connected(keep_alive: u16) -> (Conn<tokio::io::DuplexStream>, tokio::task::JoinHandle<()>) {
+        let metrics = MqttMetrics::register(&prometheus::Registry::new()).unwrap();
+        let broker = Arc::new(Broker::new(
+            SharedSnapshot::new(),
+            metrics,
+            Limits::default(),
+        ));
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let server = Framed::new(server, Codec::new(Version::V5, 1 << 20));
+        let task = tokio::spawn(async move {
+            let mut connection =
+                Connection::start(server, broker, connect(keep_alive), "c1".into());
+            let end = connection.run().await;
+            connection.finish(end).await;
+        });
+        (Framed::new(client, Codec::new(Version::V5, 1 << 20)), task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_disconnected_after_one_and_a_half_keep_alives() {
+        let (mut client, task) = connected(10);
+        assert!(matches!(client.next().await, Some(Ok(Packet::ConnAck(a))) if a.reason == 0));
+        let start = Instant::now();
+        let packet = client.next().await;
+        assert!(
+            matches!(packet, Some(Ok(Packet::Disconnect(ref d))) if d.reason == reason::KEEP_ALIVE_TIMEOUT),
+            "{packet:?}"
+        );
+        assert_eq!(start.elapsed().as_secs(), 15);
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pings_keep_a_connection_alive() {
+        let (mut client, _task) = connected(10);
+        client.next().await.unwrap().unwrap();
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(12)).await;
+            client.send(Packet::PingReq).await.unwrap();
+            assert!(matches!(client.next().await, Some(Ok(Packet::PingResp))));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_keep_alive_over_the_limit_is_lowered_in_connack() {
+        let (mut client, _task) = connected(u16::MAX);
+        let Some(Ok(Packet::ConnAck(ack))) = client.next().await else {
+            panic!()
+        };
+        assert_eq!(ack.server_keep_alive, Some(1160));
+    }
+}

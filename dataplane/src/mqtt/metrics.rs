@@ -1,0 +1,69 @@
+//! `gridline_mqtt_*` metrics, registered into the data plane's registry.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+pub struct MqttMetrics {
+    pub connections: IntGauge,
+    pub connects: IntCounterVec,
+    pub sessions: IntGauge,
+    pub subscriptions: IntGauge,
+    pub messages_in: IntCounterVec,
+    pub messages_out: IntCounterVec,
+    pub retained: IntGauge,
+    pub dropped: IntCounterVec,
+    pub bytes_in: IntCounter,
+    pub bytes_out: IntCounter,
+}
+
+impl MqttMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let metrics = Self {
+            connections: IntGauge::new("gridline_mqtt_connections", "Open MQTT connections")?,
+            connects: IntCounterVec::new(
+                Opts::new(
+                    "gridline_mqtt_connects_total",
+                    "CONNECT attempts, by result (accepted or the refusal reason code)",
+                ),
+                &["result"],
+            )?,
+            sessions: IntGauge::new("gridline_mqtt_sessions", "MQTT sessions, connected or not")?,
+            subscriptions: IntGauge::new("gridline_mqtt_subscriptions", "MQTT subscriptions")?,
+            messages_in: IntCounterVec::new(
+                Opts::new(
+                    "gridline_mqtt_messages_in_total",
+                    "PUBLISH received, by QoS",
+                ),
+                &["qos"],
+            )?,
+            messages_out: IntCounterVec::new(
+                Opts::new("gridline_mqtt_messages_out_total", "PUBLISH sent, by QoS"),
+                &["qos"],
+            )?,
+            retained: IntGauge::new("gridline_mqtt_retained_messages", "Retained messages")?,
+            dropped: IntCounterVec::new(
+                Opts::new(
+                    "gridline_mqtt_dropped_messages_total",
+                    "Messages dropped, by reason",
+                ),
+                &["reason"],
+            )?,
+            bytes_in: IntCounter::new("gridline_mqtt_received_bytes_total", "Bytes received")?,
+            bytes_out: IntCounter::new("gridline_mqtt_sent_bytes_total", "Bytes sent")?,
+        };
+        registry.register(Box::new(metrics.connections.clone()))?;
+        registry.register(Box::new(metrics.connects.clone()))?;
+        registry.register(Box::new(metrics.sessions.clone()))?;
+        registry.register(Box::new(metrics.subscriptions.clone()))?;
+        registry.register(Box::new(metrics.messages_in.clone()))?;
+        registry.register(Box::new(metrics.messages_out.clone()))?;
+        registry.register(Box::new(metrics.retained.clone()))?;
+        registry.register(Box::new(metrics.dropped.clone()))?;
+        registry.register(Box::new(metrics.bytes_in.clone()))?;
+        registry.register(Box::new(metrics.bytes_out.clone()))?;
+        Ok(metrics)
+    }
+
+    pub fn drop_message(&self, reason: &str) {
+        self.dropped.with_label_values(&[reason]).inc();
+    }
+}

@@ -1,0 +1,278 @@
+//! A session: what outlives a connection (subscriptions, queued and in-flight messages,
+//! QoS 2 receipts), guarded by its own lock. The connection task drives it; the router only
+//! enqueues.
+
+use super::codec::{Message, QoS, SubscriptionOptions};
+use super::metrics::MqttMetrics;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::num::NonZeroU16;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Per-session bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueLimits {
+    /// QoS 0 messages are dropped once this many messages wait.
+    pub max_queued_qos0: usize,
+    /// QoS 1 and 2 messages are dropped once this many messages wait.
+    pub max_queued: usize,
+}
+
+/// An outgoing QoS 1/2 message the client has not finished acknowledging.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outbound {
+    /// QoS 1, PUBLISH sent.
+    AwaitingPubAck(Message),
+    /// QoS 2, PUBLISH sent.
+    AwaitingPubRec(Message),
+    /// QoS 2, PUBREL sent.
+    AwaitingPubComp,
+}
+
+#[derive(Clone, Debug)]
+pub struct Queued {
+    pub message: Message,
+    pub enqueued_at: Instant,
+}
+
+/// The connection currently attached to a session.
+#[derive(Clone, Debug)]
+pub struct Attachment {
+    pub connection_id: u64,
+    /// Notified when another connection takes the session over.
+    pub kicked: Arc<Notify>,
+}
+
+#[derive(Debug, Default)]
+pub struct SessionState {
+    pub queue: VecDeque<Queued>,
+    pub inflight: BTreeMap<u16, Outbound>,
+    next_packet_id: u16,
+    /// QoS 2 packet ids received (PUBREC sent), waiting for PUBREL.
+    pub incoming_qos2: BTreeSet<u16>,
+    /// Raw filters as subscribed (`$share/g/f` included) and their options.
+    pub subscriptions: BTreeMap<String, SubscriptionOptions>,
+    pub attachment: Option<Attachment>,
+    /// Session expiry interval (seconds), as last set by the client, capped.
+    pub expiry_interval: u32,
+}
+
+impl SessionState {
+    /// A free packet id for an outgoing QoS 1/2 message, or None if all 65535 are in flight.
+    pub fn next_packet_id(&mut self) -> Option<NonZeroU16> {
+        for _ in 0..u16::MAX {
+            self.next_packet_id = self.next_packet_id.wrapping_add(1).max(1);
+            if !self.inflight.contains_key(&self.next_packet_id) {
+                return NonZeroU16::new(self.next_packet_id);
+            }
+        }
+        None
+    }
+
+    /// The client acknowledged a QoS 1 message (PUBACK).
+    pub fn on_puback(&mut self, packet_id: u16) -> bool {
+        if matches!(
+            self.inflight.get(&packet_id),
+            Some(Outbound::AwaitingPubAck(_))
+        ) {
+            self.inflight.remove(&packet_id);
+            return true;
+        }
+        false
+    }
+
+    /// The client received a QoS 2 message (PUBREC): true when a PUBREL is due.
+    pub fn on_pubrec(&mut self, packet_id: u16, refused: bool) -> bool {
+        match self.inflight.get(&packet_id) {
+            Some(Outbound::AwaitingPubRec(_)) if refused => {
+                self.inflight.remove(&packet_id);
+                false
+            }
+            Some(Outbound::AwaitingPubRec(_)) | Some(Outbound::AwaitingPubComp) => {
+                self.inflight.insert(packet_id, Outbound::AwaitingPubComp);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The QoS 2 exchange of an outgoing message completed (PUBCOMP).
+    pub fn on_pubcomp(&mut self, packet_id: u16) -> bool {
+        if matches!(
+            self.inflight.get(&packet_id),
+            Some(Outbound::AwaitingPubComp)
+        ) {
+            self.inflight.remove(&packet_id);
+            return true;
+        }
+        false
+    }
+
+    /// An incoming QoS 2 PUBLISH: true when it is new (to be routed), false for a resend.
+    pub fn on_incoming_qos2(&mut self, packet_id: u16) -> bool {
+        self.incoming_qos2.insert(packet_id)
+    }
+
+    /// PUBREL of an incoming QoS 2 message: whether the packet id was known.
+    pub fn on_pubrel(&mut self, packet_id: u16) -> bool {
+        self.incoming_qos2.remove(&packet_id)
+    }
+
+    /// Forget what only a clean start forgets.
+    pub fn reset(&mut self) -> usize {
+        let subscriptions = self.subscriptions.len();
+        *self = SessionState {
+            attachment: self.attachment.take(),
+            ..SessionState::default()
+        };
+        subscriptions
+    }
+}
+
+pub struct Session {
+    pub client_id: String,
+    pub authentication_name: String,
+    pub state: parking_lot::Mutex<SessionState>,
+    /// Notified when a message is queued.
+    pub wake: Notify,
+}
+
+impl Session {
+    pub fn new(client_id: String, authentication_name: String) -> Self {
+        Self {
+            client_id,
+            authentication_name,
+            state: parking_lot::Mutex::new(SessionState::default()),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Queue a message for the client, within the limits; false (and counted) if dropped.
+    pub fn enqueue(&self, message: Message, limits: QueueLimits, metrics: &MqttMetrics) -> bool {
+        let mut state = self.state.lock();
+        let waiting = state.queue.len();
+        if message.qos == QoS::AtMostOnce && waiting >= limits.max_queued_qos0 {
+            drop(state);
+            metrics.drop_message("queue_full_qos0");
+            return false;
+        }
+        if waiting >= limits.max_queued {
+            drop(state);
+            metrics.drop_message("queue_full");
+            return false;
+        }
+        state.queue.push_back(Queued {
+            message,
+            enqueued_at: Instant::now(),
+        });
+        drop(state);
+        self.wake.notify_one();
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn message(qos: QoS) -> Message {
+        Message {
+            topic: "a".into(),
+            payload: Bytes::from_static(b"x"),
+            qos,
+            retain: false,
+            properties: Default::default(),
+        }
+    }
+
+    #[test]
+    fn qos1_flow_ends_with_puback() {
+        let mut state = SessionState::default();
+        let id = state.next_packet_id().unwrap().get();
+        state
+            .inflight
+            .insert(id, Outbound::AwaitingPubAck(message(QoS::AtLeastOnce)));
+        assert!(!state.on_pubcomp(id));
+        assert!(state.on_puback(id));
+        assert!(state.inflight.is_empty());
+        assert!(
+            !state.on_puback(id),
+            "a second PUBACK is not an acknowledgement"
+        );
+    }
+
+    #[test]
+    fn qos2_outgoing_flow_is_publish_pubrec_pubrel_pubcomp() {
+        let mut state = SessionState::default();
+        let id = state.next_packet_id().unwrap().get();
+        state
+            .inflight
+            .insert(id, Outbound::AwaitingPubRec(message(QoS::ExactlyOnce)));
+        assert!(!state.on_puback(id));
+        assert!(!state.on_pubcomp(id), "PUBCOMP before PUBREC is ignored");
+        assert!(state.on_pubrec(id, false));
+        assert_eq!(state.inflight.get(&id), Some(&Outbound::AwaitingPubComp));
+        assert!(
+            state.on_pubrec(id, false),
+            "a resent PUBREC gets PUBREL again"
+        );
+        assert!(state.on_pubcomp(id));
+        assert!(state.inflight.is_empty());
+    }
+
+    #[test]
+    fn a_refused_pubrec_ends_the_exchange() {
+        let mut state = SessionState::default();
+        state
+            .inflight
+            .insert(7, Outbound::AwaitingPubRec(message(QoS::ExactlyOnce)));
+        assert!(!state.on_pubrec(7, true));
+        assert!(state.inflight.is_empty());
+    }
+
+    #[test]
+    fn qos2_incoming_is_routed_once_until_pubrel() {
+        let mut state = SessionState::default();
+        assert!(state.on_incoming_qos2(5));
+        assert!(!state.on_incoming_qos2(5), "a resend is not routed again");
+        assert!(state.on_pubrel(5));
+        assert!(!state.on_pubrel(5));
+        assert!(
+            state.on_incoming_qos2(5),
+            "after PUBREL the id is free again"
+        );
+    }
+
+    #[test]
+    fn packet_ids_skip_zero_and_those_in_flight() {
+        let mut state = SessionState::default();
+        state.inflight.insert(1, Outbound::AwaitingPubComp);
+        assert_eq!(state.next_packet_id().unwrap().get(), 2);
+        state.next_packet_id = u16::MAX;
+        assert_eq!(state.next_packet_id().unwrap().get(), 2);
+    }
+
+    #[test]
+    fn a_full_queue_drops_qos0_first_then_everything() {
+        let metrics = MqttMetrics::register(&prometheus::Registry::new()).unwrap();
+        let session = Session::new("c".into(), "c".into());
+        let limits = QueueLimits {
+            max_queued_qos0: 1,
+            max_queued: 2,
+        };
+        assert!(session.enqueue(message(QoS::AtMostOnce), limits, &metrics));
+        assert!(!session.enqueue(message(QoS::AtMostOnce), limits, &metrics));
+        assert!(session.enqueue(message(QoS::AtLeastOnce), limits, &metrics));
+        assert!(!session.enqueue(message(QoS::ExactlyOnce), limits, &metrics));
+        assert_eq!(
+            metrics
+                .dropped
+                .with_label_values(&["queue_full_qos0"])
+                .get(),
+            1
+        );
+        assert_eq!(metrics.dropped.with_label_values(&["queue_full"]).get(), 1);
+    }
+}

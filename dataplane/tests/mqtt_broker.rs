@@ -1,0 +1,236 @@
+//! The MQTT broker, driven by mosquitto's clients against the real binary.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+use support::mqtt::{access, finish, namespace, publish, subscribe};
+use support::{Dataplane, Workspace};
+
+const V311: &str = "mqttv311";
+const V5: &str = "mqttv5";
+
+fn broker() -> (Workspace, Dataplane, std::net::SocketAddr) {
+    let workspace = Workspace::new();
+    workspace.write("namespace.yaml", &namespace("dev"));
+    workspace.write("access.yaml", &access("dev"));
+    let dataplane = workspace.start(&[]);
+    let addr = dataplane.mqtt_addr();
+    (workspace, dataplane, addr)
+}
+
+#[test]
+fn the_example_dashboard_receives_sensor_telemetry_at_every_qos_in_both_versions() {
+    let (_w, _d, addr) = broker();
+    for version in [V311, V5] {
+        for qos in ["0", "1", "2"] {
+            let sub = subscribe(
+                addr,
+                version,
+                "dashboard",
+                &[
+                    "-t",
+                    "devices/+/telemetry/#",
+                    "-q",
+                    qos,
+                    "-C",
+                    "1",
+                    "-W",
+                    "5",
+                ],
+            );
+            let out = publish(
+                addr,
+                version,
+                "sensor-1",
+                &["-t", "devices/sensor-1/telemetry", "-m", "hi", "-q", qos],
+            );
+            assert!(out.status.success(), "{version} qos {qos}: {out:?}");
+            let (stdout, stderr) = finish(sub);
+            assert_eq!(
+                stdout.trim(),
+                "devices/sensor-1/telemetry hi",
+                "{version} qos {qos}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn publishing_outside_ones_topic_space_is_refused_and_not_delivered() {
+    let (_w, _d, addr) = broker();
+    let sub = subscribe(
+        addr,
+        V5,
+        "dashboard",
+        &["-t", "devices/+/telemetry/#", "-W", "2"],
+    );
+    let refused = publish(
+        addr,
+        V5,
+        "sensor-1",
+        &["-t", "devices/sensor-2/telemetry", "-m", "x", "-q", "1"],
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Not authorized"),
+        "MQTT 5 PUBACK carries 0x87: {refused:?}"
+    );
+    // 3.1.1 cannot say no: the PUBACK comes, the message is dropped.
+    let dropped = publish(
+        addr,
+        V311,
+        "sensor-1",
+        &["-t", "devices/sensor-2/telemetry", "-m", "y", "-q", "1"],
+    );
+    assert!(dropped.status.success(), "{dropped:?}");
+    let (stdout, _) = finish(sub);
+    assert_eq!(stdout, "", "nothing refused is delivered");
+}
+
+#[test]
+fn subscribing_outside_ones_topic_space_is_refused_in_suback() {
+    let (_w, _d, addr) = broker();
+    for version in [V311, V5] {
+        let sub = subscribe(
+            addr,
+            version,
+            "sensor-1",
+            &["-t", "devices/+/telemetry/#", "-W", "2"],
+        );
+        let (_, stderr) = finish(sub);
+        assert!(stderr.contains("denied"), "{version}: {stderr}");
+    }
+}
+
+#[test]
+fn unknown_and_disabled_clients_are_refused_at_connect() {
+    let (_w, _d, addr) = broker();
+    for (user, v5_text) in [
+        ("nobody", "bad user name or password"),
+        ("retired", "not authorised"),
+    ] {
+        for version in [V311, V5] {
+            let out = publish(addr, version, user, &["-t", "lab/x", "-m", "x"]);
+            let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+            assert!(!out.status.success(), "{user} {version}");
+            assert!(
+                stderr.contains(v5_text) || stderr.contains(&v5_text.replace('s', "z")),
+                "{user} {version}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_retained_message_reaches_a_later_subscriber_until_an_empty_one_deletes_it() {
+    let (_w, _d, addr) = broker();
+    let out = publish(
+        addr,
+        V5,
+        "sensor-1",
+        &["-t", "lab/state", "-m", "on", "-r", "-q", "1"],
+    );
+    assert!(out.status.success());
+    let (stdout, _) = finish(subscribe(
+        addr,
+        V311,
+        "dashboard",
+        &["-t", "lab/#", "-C", "1", "-W", "3"],
+    ));
+    assert_eq!(stdout.trim(), "lab/state on");
+    publish(addr, V311, "sensor-1", &["-t", "lab/state", "-n", "-r"]);
+    let (stdout, _) = finish(subscribe(
+        addr,
+        V5,
+        "dashboard",
+        &["-t", "lab/#", "-W", "1"],
+    ));
+    assert_eq!(stdout, "");
+}
+
+#[test]
+fn the_will_is_published_when_a_client_vanishes() {
+    let (_w, _d, addr) = broker();
+    let sub = subscribe(
+        addr,
+        V5,
+        "dashboard",
+        &["-t", "lab/wills", "-C", "1", "-W", "5"],
+    );
+    // A raw MQTT 3.1.1 CONNECT with a will, then the socket is dropped without DISCONNECT.
+    let mut socket = TcpStream::connect(addr).unwrap();
+    let mut body = Vec::new();
+    body.extend_from_slice(b"\x00\x04MQTT\x04");
+    body.push(0b1000_0110); // username, will (QoS 0), clean session
+    body.extend_from_slice(&60u16.to_be_bytes());
+    for field in [&b"vanishing"[..], b"lab/wills", b"gone", b"sensor-2"] {
+        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        body.extend_from_slice(field);
+    }
+    socket.write_all(&[0x10, body.len() as u8]).unwrap();
+    socket.write_all(&body).unwrap();
+    let mut connack = [0u8; 4];
+    socket.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    drop(socket);
+    let (stdout, _) = finish(sub);
+    assert_eq!(stdout.trim(), "lab/wills gone");
+}
+
+#[test]
+fn a_shared_subscription_spreads_messages_across_its_members() {
+    let (_w, _d, addr) = broker();
+    let a = subscribe(
+        addr,
+        V5,
+        "dashboard",
+        &["-t", "$share/g/lab/jobs", "-W", "3", "-i", "a"],
+    );
+    let b = subscribe(
+        addr,
+        V5,
+        "sensor-2",
+        &["-t", "$share/g/lab/jobs", "-W", "3", "-i", "b"],
+    );
+    for n in 0..10 {
+        publish(
+            addr,
+            V5,
+            "sensor-1",
+            &["-t", "lab/jobs", "-m", &n.to_string(), "-q", "1"],
+        );
+    }
+    let (a, _) = finish(a);
+    let (b, _) = finish(b);
+    let (a, b) = (a.lines().count(), b.lines().count());
+    assert_eq!(a + b, 10, "each message exactly once");
+    assert!(a > 0 && b > 0, "both members get some: {a} and {b}");
+}
+
+#[test]
+fn malformed_bytes_and_idle_sockets_do_not_harm_the_listener() {
+    let (_w, mut dataplane, addr) = broker();
+    // An idle socket that never sends CONNECT.
+    let _idle = TcpStream::connect(addr).unwrap();
+    // Garbage: not a CONNECT.
+    let mut garbage = TcpStream::connect(addr).unwrap();
+    garbage.write_all(b"\xff\xff\xff\xff\xff garbage").unwrap();
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buffer = [0u8; 16];
+    assert_eq!(garbage.read(&mut buffer).unwrap_or(0), 0, "closed");
+    // A valid CONNECT followed by a malformed PUBLISH (remaining length past the packet).
+    let mut bad = TcpStream::connect(addr).unwrap();
+    bad.write_all(b"\x10\x18\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x01a\x00\x08sensor-1")
+        .unwrap();
+    bad.write_all(b"\x32\x03\x00\x05a").unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut received = Vec::new();
+    let _ = bad.read_to_end(&mut received);
+    assert!(dataplane.is_running());
+    // The listener still serves others at once.
+    let out = publish(addr, V311, "sensor-1", &["-t", "lab/ok", "-m", "x"]);
+    assert!(out.status.success(), "{out:?}");
+}
