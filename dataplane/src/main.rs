@@ -66,6 +66,9 @@ struct RunArgs {
     /// Address of the plaintext MQTT listener.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1883")]
     mqtt_addr: SocketAddr,
+    /// Address of the MQTT TLS listener (opened when the Namespace enables `listeners.mqttTls`).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8883")]
+    mqtts_addr: SocketAddr,
 }
 
 impl RunArgs {
@@ -82,6 +85,7 @@ impl RunArgs {
             data_dir: self.data_dir,
             http_addr: self.http_addr,
             mqtt_addr: self.mqtt_addr,
+            mqtts_addr: self.mqtts_addr,
         }
     }
 }

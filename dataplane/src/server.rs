@@ -35,6 +35,7 @@ pub struct RunOptions {
     pub data_dir: PathBuf,
     pub http_addr: SocketAddr,
     pub mqtt_addr: SocketAddr,
+    pub mqtts_addr: SocketAddr,
 }
 
 /// Run the data plane until SIGINT or SIGTERM, or until a part of it fails.
@@ -70,12 +71,16 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let state = AppState::new(snapshot.clone(), metrics.clone(), store.clone())
         .context("cannot register the API metrics")?
         .with_shutdown(stop_rx.clone());
-    let router = http::router(state);
+    // The broker exists before the listeners: the HTTP listener carries MQTT over WebSockets.
+    let broker = mqtt::broker(snapshot.clone(), metrics.registry(), &options.data_dir)
+        .context("cannot register the MQTT metrics")?;
+    let router = http::router(state).merge(mqtt::websocket::routes(broker.clone()));
     let mut http_task = tokio::spawn(http::serve(listener, router, stopped(stop_rx.clone())));
-    let mut mqtt_task = tokio::spawn({
-        let (snapshot, metrics, stop) = (snapshot.clone(), metrics.clone(), stop_rx.clone());
-        async move { mqtt::run_local(options.mqtt_addr, snapshot, metrics.registry(), stop).await }
-    });
+    let mqtt_addrs = mqtt::Addrs {
+        plaintext: options.mqtt_addr,
+        tls: options.mqtts_addr,
+    };
+    let mut mqtt_task = tokio::spawn(mqtt::run_local(broker, mqtt_addrs, stop_rx.clone()));
 
     let (source, policy) = match &options.source {
         SourceOptions::Manifests(path) => {
@@ -126,8 +131,15 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     // requests it has (long polls end at once, empty), then the store flushes and closes.
     source_task.abort();
     apply_task.abort();
-    mqtt_task.abort();
     let _ = stop_tx.send(true);
+    // Told to stop, the broker's persister writes its last state; give it a moment.
+    if !mqtt_task.is_finished()
+        && tokio::time::timeout(std::time::Duration::from_secs(5), &mut mqtt_task)
+            .await
+            .is_err()
+    {
+        mqtt_task.abort();
+    }
     if !http_task.is_finished() {
         let _ = http_task.await;
     }

@@ -11,24 +11,45 @@ use gridline_crds::types::State;
 use gridline_crds::types::permission_binding::Permission;
 use std::sync::Arc;
 
-/// Checks a CONNECT on the plaintext listener; the authentication name, or the reason code
-/// of the refusal (MQTT 5 numbering; the codec maps it for 3.1.1).
-pub fn authenticate(snapshot: &Snapshot, connect: &Connect) -> Result<String, u8> {
+/// The listener a connection came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    Plaintext,
+    Tls,
+    WebSocket,
+}
+
+/// Checks a CONNECT; the authentication name, or the reason code of the refusal (MQTT 5
+/// numbering; the codec maps it for 3.1.1).
+///
+/// Until X.509 and JWT authentication exist (issue 6), the only identity is the development
+/// one: the CONNECT username, taken without proof, and only when the Namespace turns on
+/// `mqttPlaintext.insecureUsernameAuthentication`. On TLS and WebSockets the same switch
+/// applies (a Namespace without it refuses every CONNECT there with 0x8C): TLS alone proves
+/// nothing about the client, so it must not become a way around the switch.
+pub fn authenticate(
+    snapshot: &Snapshot,
+    connect: &Connect,
+    listener: Listener,
+) -> Result<String, u8> {
     let Some(namespace) = &snapshot.namespace else {
         return Err(reason::SERVER_UNAVAILABLE);
     };
     if namespace.spec.topic_spaces_configuration.state != State::Enabled {
         return Err(reason::SERVER_UNAVAILABLE);
     }
-    let Some(listener) = &namespace.spec.listeners.mqtt_plaintext else {
-        return Err(reason::NOT_AUTHORIZED);
+    let listeners = &namespace.spec.listeners;
+    let plaintext = listeners.mqtt_plaintext.as_ref();
+    let open = match listener {
+        Listener::Plaintext => plaintext.is_some_and(|l| l.enabled),
+        Listener::Tls => listeners.mqtt_tls.enabled,
+        Listener::WebSocket => listeners.websockets,
     };
-    if !listener.enabled {
+    if !open {
         return Err(reason::NOT_AUTHORIZED);
     }
-    // Certificates and JWT arrive with TLS: without the development identity there is no
-    // way to prove who one is on plaintext.
-    if !listener.insecure_username_authentication || connect.authentication_method.is_some() {
+    let development_identity = plaintext.is_some_and(|l| l.insecure_username_authentication);
+    if !development_identity || connect.authentication_method.is_some() {
         return Err(reason::BAD_AUTHENTICATION_METHOD);
     }
     let Some(name) = connect.username.as_deref() else {

@@ -5,6 +5,7 @@
 
 use super::codec::{Message, QoS, SubscriptionOptions};
 use super::metrics::MqttMetrics;
+use super::persist::{self, StoredSession, StoredState};
 use super::session::{Attachment, QueueLimits, Session};
 use super::trie::Trie;
 use crate::snapshot::SharedSnapshot;
@@ -72,6 +73,8 @@ pub struct Broker {
     pub snapshot: SharedSnapshot,
     pub metrics: MqttMetrics,
     pub limits: Limits,
+    /// Where sessions and retained messages are kept across restarts (None: memory only).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// A subscription request, already parsed and authorized.
@@ -89,7 +92,14 @@ impl Broker {
             snapshot,
             metrics,
             limits,
+            data_dir: None,
         }
+    }
+
+    /// Keep sessions and retained messages under `<data_dir>/mqtt/` (see `persist`).
+    pub fn persisting_in(mut self, data_dir: std::path::PathBuf) -> Self {
+        self.data_dir = Some(data_dir);
+        self
     }
 
     /// Attach a connection to the session of `client_id`: a new one, the existing one
@@ -158,17 +168,27 @@ impl Broker {
                 // Taken over: the new connection owns the session now.
                 _ => return,
             }
+            state.detached_at = Some(persist::now());
             state.expiry_interval
         };
         if expiry == 0 {
             self.remove_if_detached(session);
             return;
         }
+        self.expire_later(session, Duration::from_secs(u64::from(expiry)));
+    }
+
+    /// Remove `session` after `after` unless a connection is attached by then (and has not
+    /// left again more recently: a later detach schedules its own removal).
+    fn expire_later(self: &Arc<Self>, session: &Arc<Session>, after: Duration) {
         let broker = self.clone();
         let session = session.clone();
+        let detached_at = session.state.lock().detached_at;
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
-            broker.remove_if_detached(&session);
+            tokio::time::sleep(after).await;
+            if session.state.lock().detached_at == detached_at {
+                broker.remove_if_detached(&session);
+            }
         });
     }
 
@@ -342,6 +362,109 @@ impl Broker {
             }
         }
         queued
+    }
+}
+
+impl Broker {
+    /// What outlives a restart (see `persist`): sessions with an expiry, their
+    /// subscriptions and undelivered QoS 1/2 messages, and the retained messages.
+    pub fn stored_state(&self) -> StoredState {
+        let router = self.state.lock();
+        let now = persist::now();
+        let mut sessions = Vec::new();
+        for session in router.sessions.values() {
+            let state = session.state.lock();
+            if state.expiry_interval == 0 {
+                continue;
+            }
+            let seen = match state.attachment {
+                Some(_) => now,
+                None => state.detached_at.unwrap_or(now),
+            };
+            sessions.push(StoredSession {
+                client_id: session.client_id.clone(),
+                authentication_name: session.authentication_name.clone(),
+                expiry_interval: state.expiry_interval,
+                expires_at: seen.saturating_add(u64::from(state.expiry_interval)),
+                subscriptions: state
+                    .subscriptions
+                    .iter()
+                    .map(|(raw, options)| (raw.clone(), options.into()))
+                    .collect(),
+                queue: persist::undelivered(&state),
+            });
+        }
+        sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        let retained = router
+            .retained
+            .values()
+            .map(|m| {
+                let left = m.properties.message_expiry_interval.map(|e| e.get());
+                persist::StoredMessage::from_message(m, left)
+            })
+            .collect();
+        StoredState { sessions, retained }
+    }
+
+    /// Restore what the last run stored: expired sessions are dropped, the others wait
+    /// detached for their client (and expire on time if it does not come back).
+    pub fn restore(self: &Arc<Self>, stored: StoredState) -> usize {
+        let now = persist::now();
+        {
+            let mut router = self.state.lock();
+            for message in stored.retained {
+                let message = message.into_message();
+                if router
+                    .retained
+                    .insert(message.topic.clone(), message)
+                    .is_none()
+                {
+                    self.metrics.retained.inc();
+                }
+            }
+        }
+        let mut restored = 0;
+        for stored in stored.sessions {
+            let Some(left) = stored.expires_at.checked_sub(now).filter(|l| *l > 0) else {
+                continue;
+            };
+            let session = Arc::new(Session::new(
+                stored.client_id.clone(),
+                stored.authentication_name,
+            ));
+            {
+                let mut router = self.state.lock();
+                if router.sessions.contains_key(&stored.client_id) {
+                    continue;
+                }
+                router
+                    .sessions
+                    .insert(stored.client_id.clone(), session.clone());
+                self.metrics.sessions.inc();
+            }
+            session.state.lock().expiry_interval = stored.expiry_interval;
+            for (raw, options) in &stored.subscriptions {
+                let Ok(Some((share_group, filter))) = split(raw) else {
+                    continue;
+                };
+                self.subscribe(
+                    &session,
+                    NewSubscription {
+                        raw: raw.clone(),
+                        share_group,
+                        filter,
+                        options: options.options(),
+                    },
+                );
+            }
+            for message in stored.queue {
+                session.enqueue(message.into_message(), self.limits.queue, &self.metrics);
+            }
+            session.state.lock().detached_at = Some(now);
+            self.expire_later(&session, Duration::from_secs(left));
+            restored += 1;
+        }
+        restored
     }
 }
 

@@ -1,13 +1,14 @@
 //! One client connection: CONNECT within the handshake timeout, then packets in, queued
 //! messages out and keep-alive, until the client leaves, misbehaves or is taken over.
 
-use super::authorize::{Authorizer, authenticate};
+use super::authorize::{Authorizer, Listener, authenticate};
 use super::broker::{Broker, NewSubscription, split};
 use super::codec::{
     Ack, Codec, CodecError, ConnAck, Connect, Disconnect, Message, Packet, Publish, QoS, SubAck,
     Version, reason,
 };
 use super::session::{Attachment, Outbound, Session};
+use super::tls::PeerCertificates;
 use futures::{SinkExt, StreamExt};
 use gridline_crds::model::topic::validate_topic_name;
 use std::num::{NonZeroU16, NonZeroU32};
@@ -31,8 +32,34 @@ enum End {
 
 type Conn<IO> = Framed<IO, Codec>;
 
+/// What carries the connection's bytes.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    Plaintext,
+    /// After the TLS handshake; the client's certificate chain (leaf first), empty when it
+    /// sent none. Kept for certificate authentication (issue 6).
+    Tls {
+        client_certificates: PeerCertificates,
+    },
+    WebSocket,
+}
+
+impl Transport {
+    fn listener(&self) -> Listener {
+        match self {
+            Transport::Plaintext => Listener::Plaintext,
+            Transport::Tls { .. } => Listener::Tls,
+            Transport::WebSocket => Listener::WebSocket,
+        }
+    }
+}
+
 /// Serve one connection to its end. Never panics on what the client sends.
-pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(io: IO, broker: Arc<Broker>) {
+pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
+    io: IO,
+    broker: Arc<Broker>,
+    transport: Transport,
+) {
     let mut framed = Framed::new(io, Codec::server(broker.limits.max_packet_bytes));
     let first = tokio::time::timeout(broker.limits.handshake_timeout, framed.next()).await;
     let connect = match first {
@@ -51,10 +78,11 @@ pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(io: IO, broker: Arc<Brok
         _ => return,
     };
     let snapshot = broker.snapshot.load();
-    let authentication_name = match authenticate(&snapshot, &connect) {
+    let listener = transport.listener();
+    let authentication_name = match authenticate(&snapshot, &connect, listener) {
         Ok(name) => name,
         Err(code) => {
-            info!(username = ?connect.username, reason = code, "CONNECT refused");
+            info!(username = ?connect.username, ?listener, reason = code, "CONNECT refused");
             refuse_connect(&mut framed, code, &broker).await;
             return;
         }
@@ -66,7 +94,13 @@ pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(io: IO, broker: Arc<Brok
         .with_label_values(&["accepted"])
         .inc();
     broker.metrics.connections.inc();
-    let mut connection = Connection::start(framed, broker.clone(), *connect, authentication_name);
+    let mut connection = Connection::start(
+        framed,
+        broker.clone(),
+        *connect,
+        authentication_name,
+        transport,
+    );
     let end = connection.run().await;
     broker.metrics.connections.dec();
     connection.finish(end).await;
@@ -112,6 +146,7 @@ struct Connection<IO> {
     client_receive_maximum: usize,
     client_max_packet: Option<NonZeroU32>,
     connack: ConnAck,
+    transport: Transport,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
@@ -120,6 +155,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         broker: Arc<Broker>,
         connect: Connect,
         authentication_name: String,
+        transport: Transport,
     ) -> Self {
         let mut assigned = None;
         let client_id = if connect.client_id.is_empty() {
@@ -170,7 +206,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             Version::V311 => connect.keep_alive,
         };
         let authorizer = Authorizer::new(broker.snapshot.clone(), authentication_name);
-        info!(client = %client_id, authentication_name = authorizer.authentication_name(), version = ?connect.version, present, "connected");
+        let client_certificate = matches!(&transport, Transport::Tls { client_certificates } if !client_certificates.is_empty());
+        info!(client = %client_id, authentication_name = authorizer.authentication_name(), version = ?connect.version, listener = ?transport.listener(), client_certificate, present, "connected");
         Self {
             framed,
             version: connect.version,
@@ -184,6 +221,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 .map_or(usize::from(u16::MAX), |n| usize::from(n.get())),
             client_max_packet: connect.maximum_packet_size,
             connack: ack,
+            transport,
             broker,
         }
     }
@@ -569,7 +607,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             End::Lost(why) => why,
             End::TakenOver => "taken over",
         };
-        info!(client = %self.session.client_id, why, "connection ended");
+        info!(client = %self.session.client_id, why, listener = ?self.transport.listener(), "connection ended");
         let publish_will = match end {
             End::Disconnected { publish_will } => publish_will,
             End::Lost(_) => true,
@@ -650,8 +688,13 @@ mod tests {
         let (client, server) = tokio::io::duplex(64 * 1024);
         let server = Framed::new(server, Codec::new(Version::V5, 1 << 20));
         let task = tokio::spawn(async move {
-            let mut connection =
-                Connection::start(server, broker, connect(keep_alive), "c1".into());
+            let mut connection = Connection::start(
+                server,
+                broker,
+                connect(keep_alive),
+                "c1".into(),
+                Transport::Plaintext,
+            );
             let end = connection.run().await;
             connection.finish(end).await;
         });

@@ -56,6 +56,8 @@ pub struct SessionState {
     pub attachment: Option<Attachment>,
     /// Session expiry interval (seconds), as last set by the client, capped.
     pub expiry_interval: u32,
+    /// When the last connection left (seconds since the epoch); None while never detached.
+    pub detached_at: Option<u64>,
 }
 
 impl SessionState {

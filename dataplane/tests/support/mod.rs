@@ -23,8 +23,8 @@ pub struct Dataplane {
     pub addr: SocketAddr,
     logs: Arc<Mutex<String>>,
     http: reqwest::Client,
-    /// Later announcements (`mqtt listening on ...`).
-    announcements: Mutex<mpsc::Receiver<String>>,
+    /// Later announcements (`mqtt listening on ...`), and those read but not yet asked for.
+    announcements: Mutex<(mpsc::Receiver<String>, Vec<String>)>,
 }
 
 impl Dataplane {
@@ -38,6 +38,7 @@ impl Dataplane {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
+            .args(["--mqtts-addr", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "info,gridline_dataplane=debug")
             .stdout(Stdio::piped())
@@ -65,18 +66,37 @@ impl Dataplane {
             addr,
             logs,
             http: reqwest::Client::new(),
-            announcements: Mutex::new(announcements),
+            announcements: Mutex::new((announcements, Vec::new())),
         }
     }
 
-    /// Where MQTT listens: waits for the `mqtt listening on` line (printed once the served
-    /// Namespace turns the plaintext listener on).
+    /// Where plaintext MQTT listens: waits for the `mqtt listening on` line (printed once the
+    /// served Namespace turns the plaintext listener on).
     pub fn mqtt_addr(&self) -> SocketAddr {
-        let announcements = self.announcements.lock().unwrap();
-        let line = announcements
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("no `mqtt listening on` line; logs:\n{}", self.logs()));
-        line.trim_start_matches("mqtt listening on ")
+        self.announced("mqtt listening on ")
+    }
+
+    /// Where MQTT over TLS listens (`mqtts listening on`).
+    pub fn mqtts_addr(&self) -> SocketAddr {
+        self.announced("mqtts listening on ")
+    }
+
+    /// The address of the announcement starting with `prefix` (waits up to 10 s for it).
+    pub fn announced(&self, prefix: &str) -> SocketAddr {
+        let mut guard = self.announcements.lock().unwrap();
+        let (announcements, seen) = &mut *guard;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let line = loop {
+            if let Some(i) = seen.iter().position(|l| l.starts_with(prefix)) {
+                break seen.remove(i);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match announcements.recv_timeout(left) {
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no `{prefix}` line; logs:\n{}", self.logs()),
+            }
+        };
+        line.trim_start_matches(prefix)
             .trim()
             .parse()
             .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))

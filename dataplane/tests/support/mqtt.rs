@@ -103,3 +103,76 @@ pub fn finish(child: Child) -> (String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// A test CA and a server certificate it signed for `localhost` and `127.0.0.1`, PEM.
+pub struct TestPki {
+    pub ca_pem: String,
+    pub server_chain_pem: String,
+    pub server_key_pem: String,
+}
+
+impl TestPki {
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Gridline test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let server_key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let server = params.signed_by(&server_key, &issuer).unwrap();
+        Self {
+            ca_pem: ca.pem(),
+            server_chain_pem: server.pem(),
+            server_key_pem: server_key.serialize_pem(),
+        }
+    }
+
+    /// A `kubernetes.io/tls` Secret with the server certificate and key.
+    pub fn secret(&self, name: &str) -> String {
+        let indent = |pem: &str| {
+            pem.lines()
+                .map(|l| format!("    {l}\n"))
+                .collect::<String>()
+        };
+        format!(
+            "apiVersion: v1
+kind: Secret
+metadata:
+  name: {name}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{}  tls.key: |
+{}",
+            indent(&self.server_chain_pem),
+            indent(&self.server_key_pem)
+        )
+    }
+}
+
+/// [`namespace`] with the TLS listener on, its certificate from Secret `secret`, and
+/// `minimumTlsVersionAllowed: <minimum>`.
+pub fn tls_namespace(name: &str, secret: &str, minimum: &str) -> String {
+    namespace(name)
+        .replacen(
+            "spec:\n",
+            &format!(
+                "spec:\n  tls:\n    secretName: {secret}\n  minimumTlsVersionAllowed: \"{minimum}\"\n"
+            ),
+            1,
+        )
+        .replacen(
+            "    mqttTls:\n      enabled: false\n",
+            "    mqttTls:\n      enabled: true\n",
+            1,
+        )
+}

@@ -1,0 +1,138 @@
+//! MQTT over WebSockets: `GET /mqtt` with subprotocol `mqtt` on the data plane's HTTP
+//! listener, when the served Namespace enables `listeners.websockets`.
+//!
+//! The upgraded socket is bridged to the same connection handler as TCP through an in-memory
+//! pipe: binary messages from the client are written into it, whatever the handler writes
+//! goes back as binary messages. MQTT packets may span messages and a message may hold
+//! several packets (MQTT 5 §6), so the byte stream is all the handler needs.
+
+use super::broker::Broker;
+use super::connection::{self, Transport};
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::debug;
+
+/// Bytes buffered between the WebSocket and the connection handler, each way.
+const PIPE_BYTES: usize = 64 * 1024;
+/// How long a client may take to answer our Close once the connection has ended.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+struct WebSocketState {
+    broker: Arc<Broker>,
+    /// Connections over WebSockets, bounded like a TCP listener's.
+    permits: Arc<Semaphore>,
+}
+
+/// The `/mqtt` route, to merge into the HTTP router.
+pub fn routes(broker: Arc<Broker>) -> Router {
+    let permits = Arc::new(Semaphore::new(broker.limits.max_connections));
+    Router::new()
+        .route("/mqtt", get(upgrade))
+        .with_state(WebSocketState { broker, permits })
+}
+
+async fn upgrade(State(state): State<WebSocketState>, upgrade: WebSocketUpgrade) -> Response {
+    let snapshot = state.broker.snapshot.load();
+    let enabled = snapshot.namespace.as_ref().is_some_and(|n| {
+        n.spec.listeners.websockets
+            && n.spec.topic_spaces_configuration.state == gridline_crds::types::State::Enabled
+    });
+    drop(snapshot);
+    if !enabled {
+        return (
+            StatusCode::NOT_FOUND,
+            "MQTT over WebSockets is not enabled on this Namespace\n",
+        )
+            .into_response();
+    }
+    let upgrade = upgrade.protocols(["mqtt"]);
+    if upgrade.selected_protocol().is_none() {
+        return (
+            StatusCode::BAD_REQUEST,
+            "MQTT over WebSockets needs the WebSocket subprotocol `mqtt`\n",
+        )
+            .into_response();
+    }
+    let Ok(permit) = state.permits.clone().try_acquire_owned() else {
+        state
+            .broker
+            .metrics
+            .connects
+            .with_label_values(&["over_limit"])
+            .inc();
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let broker = state.broker;
+    upgrade.on_upgrade(move |socket| bridge(socket, broker, permit))
+}
+
+/// Run the connection handler over `socket` until both ends are done.
+async fn bridge(socket: WebSocket, broker: Arc<Broker>, _permit: OwnedSemaphorePermit) {
+    let (client_end, handler_end) = tokio::io::duplex(PIPE_BYTES);
+    let (mut from_handler, mut to_handler) = tokio::io::split(client_end);
+    let (mut sink, mut stream) = socket.split();
+
+    let inbound = async move {
+        while let Some(Ok(message)) = stream.next().await {
+            match message {
+                Message::Binary(bytes) => {
+                    if to_handler.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+                // MQTT over WebSockets is binary only: a text message ends the connection.
+                Message::Text(_) | Message::Close(_) => break,
+                Message::Ping(_) | Message::Pong(_) => {}
+            }
+        }
+        // End of stream for the handler: it ends the connection (and publishes the will).
+        let _ = to_handler.shutdown().await;
+    };
+    let outbound = async move {
+        let mut buffer = vec![0u8; 16 * 1024];
+        let mut open = true;
+        loop {
+            let n = match from_handler.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            // Once the client is gone, keep draining so the handler never blocks on a write.
+            if open
+                && sink
+                    .send(Message::Binary(Bytes::copy_from_slice(&buffer[..n])))
+                    .await
+                    .is_err()
+            {
+                open = false;
+            }
+        }
+        if open {
+            let _ = sink.send(Message::Close(None)).await;
+        }
+    };
+    let handler = connection::handle(handler_end, broker, Transport::WebSocket);
+    let server = async {
+        tokio::join!(handler, outbound);
+    };
+    tokio::pin!(server);
+    tokio::pin!(inbound);
+    tokio::select! {
+        () = &mut server => {
+            if tokio::time::timeout(CLOSE_GRACE, &mut inbound).await.is_err() {
+                debug!("websocket client did not close in time");
+            }
+        }
+        () = &mut inbound => server.await,
+    }
+}
