@@ -3,16 +3,20 @@
 //! other way round, and neither across an `.await`. Routing collects the target sessions,
 //! releases the router lock, then enqueues (each enqueue takes one session lock).
 
+use super::authorize::Permissions;
+use super::codec::reason;
 use super::codec::{Message, QoS, SubscriptionOptions};
 use super::metrics::MqttMetrics;
 use super::persist::{self, StoredSession, StoredState};
-use super::session::{Attachment, QueueLimits, Session};
+use super::session::{Attachment, PendingWill, QueueLimits, Session};
 use super::trie::Trie;
 use crate::snapshot::SharedSnapshot;
 use gridline_crds::model::topic::TopicFilter;
 use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::info;
 
 /// The broker's bounds.
 #[derive(Clone, Copy, Debug)]
@@ -56,6 +60,7 @@ struct Subscriber {
     options: SubscriptionOptions,
     /// The filter without the `$share/<group>/` prefix; shares are per group and filter.
     filter: String,
+    subscription_id: Option<NonZeroU32>,
 }
 
 #[derive(Default)]
@@ -66,6 +71,30 @@ struct RouterState {
     /// Round-robin position of each share (group, filter).
     share_turn: HashMap<(String, String), usize>,
     next_connection_id: u64,
+    /// Sessions with a connection attached, per authentication name (the Namespace's
+    /// `maximumClientSessionsPerAuthenticationName` bounds it).
+    connected_by_name: HashMap<String, usize>,
+}
+
+impl RouterState {
+    fn count_connected(&mut self, authentication_name: &str, delta: isize) {
+        let count = self
+            .connected_by_name
+            .entry(authentication_name.to_string())
+            .or_default();
+        *count = count.saturating_add_signed(delta);
+        if *count == 0 {
+            self.connected_by_name.remove(authentication_name);
+        }
+    }
+}
+
+/// A connection attached to its session (see [`Broker::attach`]).
+pub struct Attached {
+    pub session: Arc<Session>,
+    /// Whether the session existed and was resumed (CONNACK session present).
+    pub present: bool,
+    pub attachment: Attachment,
 }
 
 pub struct Broker {
@@ -75,6 +104,9 @@ pub struct Broker {
     pub limits: Limits,
     /// Where sessions and retained messages are kept across restarts (None: memory only).
     pub data_dir: Option<std::path::PathBuf>,
+    /// Bumped when the served Snapshot changes (see `mod::watch_snapshot`): connections then
+    /// re-check their client and subscriptions.
+    pub snapshot_changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// A subscription request, already parsed and authorized.
@@ -83,6 +115,7 @@ pub struct NewSubscription {
     pub share_group: Option<String>,
     pub filter: TopicFilter,
     pub options: SubscriptionOptions,
+    pub subscription_id: Option<NonZeroU32>,
 }
 
 impl Broker {
@@ -93,6 +126,7 @@ impl Broker {
             metrics,
             limits,
             data_dir: None,
+            snapshot_changes: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -104,30 +138,55 @@ impl Broker {
 
     /// Attach a connection to the session of `client_id`: a new one, the existing one
     /// (taken over from any connection holding it), or a fresh one on clean start.
-    /// Returns the session, whether it was present, and the attachment.
+    /// Refused with 0x97 (quota exceeded) when `max_sessions_per_name` sessions of this
+    /// authentication name are connected already (taking over one of them is not a new one).
+    ///
+    /// Wills: a will waiting for its delay is discarded when the session is resumed, and
+    /// published when the session ends here (clean start, or another identity taking the
+    /// client id). A connection taken over is told whether the session ended with it.
     pub fn attach(
         &self,
         client_id: &str,
         authentication_name: &str,
         clean_start: bool,
-    ) -> (Arc<Session>, bool, Attachment) {
+        max_sessions_per_name: usize,
+    ) -> Result<Attached, u8> {
         let mut router = self.state.lock();
-        router.next_connection_id += 1;
-        let attachment = Attachment {
-            connection_id: router.next_connection_id,
-            kicked: Arc::new(tokio::sync::Notify::new()),
-        };
         let existing = router.sessions.get(client_id).cloned();
+        let takes_over_own = existing.as_ref().is_some_and(|s| {
+            s.authentication_name == authentication_name && s.state.lock().attachment.is_some()
+        });
+        let connected = router
+            .connected_by_name
+            .get(authentication_name)
+            .copied()
+            .unwrap_or(0);
+        if !takes_over_own && connected >= max_sessions_per_name {
+            return Err(reason::QUOTA_EXCEEDED);
+        }
+        router.next_connection_id += 1;
+        let attachment = Attachment::new(router.next_connection_id);
+        let mut ended_wills: Vec<(Message, String)> = Vec::new();
         let (session, present) = match existing {
             Some(session) if session.authentication_name == authentication_name => (session, true),
             Some(session) => {
                 // Another identity reuses the client id: its session is not ours to resume.
+                let (old, will) = {
+                    let mut state = session.state.lock();
+                    (state.attachment.take(), state.pending_will.take())
+                };
+                if old.is_some() {
+                    router.count_connected(&session.authentication_name, -1);
+                }
                 Self::remove_locked(&mut router, &session, &self.metrics);
                 let fresh = Arc::new(Session::new(client_id.into(), authentication_name.into()));
                 router.sessions.insert(client_id.into(), fresh.clone());
                 self.metrics.sessions.inc();
-                if let Some(old) = session.state.lock().attachment.take() {
-                    old.kicked.notify_one();
+                if let Some(old) = old {
+                    old.kick(true);
+                }
+                if let Some(will) = will {
+                    ended_wills.push((will.message, session.authentication_name.clone()));
                 }
                 (fresh, false)
             }
@@ -146,28 +205,96 @@ impl Broker {
         for raw in filters {
             Self::unsubscribe_locked(&mut router, &session, &raw, &self.metrics);
         }
-        drop(router);
         let mut state = session.state.lock();
+        if let Some(will) = state.pending_will.take()
+            && clean_start
+        {
+            ended_wills.push((will.message, session.authentication_name.clone()));
+        }
         if present && clean_start {
             state.reset();
         }
-        if let Some(old) = state.attachment.replace(attachment.clone()) {
-            old.kicked.notify_one();
+        match state.attachment.replace(attachment.clone()) {
+            Some(old) => old.kick(clean_start),
+            None => router.count_connected(authentication_name, 1),
         }
         drop(state);
-        (session, present && !clean_start, attachment)
+        drop(router);
+        for (will, owner) in ended_wills {
+            self.publish_will(will, &owner, client_id);
+        }
+        Ok(Attached {
+            session,
+            present: present && !clean_start,
+            attachment,
+        })
+    }
+
+    /// Publish a will now, if its owner may publish on its topic under the Snapshot served.
+    pub fn publish_will(&self, will: Message, authentication_name: &str, client_id: &str) {
+        let permissions = Permissions::compute(self.snapshot.load(), authentication_name);
+        if permissions.can_publish(&will.topic) {
+            info!(client = %client_id, topic = %will.topic, "will published");
+            self.publish(will, client_id);
+        } else {
+            self.metrics.drop_message("not_authorized");
+        }
+    }
+
+    /// Keep the will of connection `connection_id` (which has just ended) until `delay`
+    /// passes, then publish it unless a new connection resumed the session meanwhile.
+    /// Call before `detach`, with a delay no longer than the session's expiry.
+    pub fn publish_will_later(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        connection_id: u64,
+        will: Message,
+        delay: Duration,
+    ) {
+        {
+            let mut state = session.state.lock();
+            if state.attachment.as_ref().map(|a| a.connection_id) != Some(connection_id) {
+                // Taken over while ending: the session was resumed before any delay passed.
+                return;
+            }
+            state.pending_will = Some(PendingWill {
+                connection_id,
+                message: will,
+            });
+        }
+        let broker = self.clone();
+        let session = session.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let due = {
+                let mut state = session.state.lock();
+                match &state.pending_will {
+                    Some(w) if w.connection_id == connection_id => state.pending_will.take(),
+                    _ => None,
+                }
+            };
+            if let Some(will) = due {
+                broker.publish_will(
+                    will.message,
+                    &session.authentication_name,
+                    &session.client_id,
+                );
+            }
+        });
     }
 
     /// The connection ended. The session is removed at once when its expiry is zero,
     /// otherwise after its expiry interval, unless a connection attached in between.
     pub fn detach(self: &Arc<Self>, session: &Arc<Session>, connection_id: u64) {
         let expiry = {
+            let mut router = self.state.lock();
             let mut state = session.state.lock();
             match &state.attachment {
                 Some(a) if a.connection_id == connection_id => state.attachment = None,
                 // Taken over: the new connection owns the session now.
                 _ => return,
             }
+            router.count_connected(&session.authentication_name, -1);
             state.detached_at = Some(persist::now());
             state.expiry_interval
         };
@@ -192,12 +319,26 @@ impl Broker {
         });
     }
 
+    /// The session ends (expired, or its connection left with expiry 0): a will still
+    /// waiting for its delay is published now.
     fn remove_if_detached(&self, session: &Arc<Session>) {
         let mut router = self.state.lock();
-        if session.state.lock().attachment.is_some() {
-            return;
-        }
+        let will = {
+            let mut state = session.state.lock();
+            if state.attachment.is_some() {
+                return;
+            }
+            state.pending_will.take()
+        };
         Self::remove_locked(&mut router, session, &self.metrics);
+        drop(router);
+        if let Some(will) = will {
+            self.publish_will(
+                will.message,
+                &session.authentication_name,
+                &session.client_id,
+            );
+        }
     }
 
     fn remove_locked(router: &mut RouterState, session: &Arc<Session>, metrics: &MqttMetrics) {
@@ -227,6 +368,7 @@ impl Broker {
                     session: session.clone(),
                     options: new.options,
                     filter: new.filter.as_str().to_string(),
+                    subscription_id: new.subscription_id,
                 },
             )
             .is_some();
@@ -255,11 +397,12 @@ impl Broker {
             Vec::new()
         };
         drop(router);
-        session
-            .state
-            .lock()
-            .subscriptions
-            .insert(new.raw, new.options);
+        let mut state = session.state.lock();
+        match new.subscription_id {
+            Some(id) => state.subscription_ids.insert(new.raw.clone(), id),
+            None => state.subscription_ids.remove(&new.raw),
+        };
+        state.subscriptions.insert(new.raw, new.options);
         (existed, retained)
     }
 
@@ -285,7 +428,9 @@ impl Broker {
         if removed {
             metrics.subscriptions.dec();
         }
-        session.state.lock().subscriptions.remove(raw);
+        let mut state = session.state.lock();
+        state.subscriptions.remove(raw);
+        state.subscription_ids.remove(raw);
         removed
     }
 
@@ -311,12 +456,17 @@ impl Broker {
         let matches = router.trie.matches(&message.topic);
         // One copy per session (the highest QoS of its matching filters); one member per share.
         let mut direct: BTreeMap<String, Subscriber> = BTreeMap::new();
+        let mut direct_ids: BTreeMap<String, Vec<NonZeroU32>> = BTreeMap::new();
         let mut shares: BTreeMap<(String, String), Vec<Subscriber>> = BTreeMap::new();
         for ((group, client_id), subscriber) in matches {
             match group {
                 None => {
                     if subscriber.options.no_local && client_id == publisher {
                         continue;
+                    }
+                    // A session gets one copy carrying every matching subscription's id.
+                    if let Some(id) = subscriber.subscription_id {
+                        direct_ids.entry(client_id.clone()).or_default().push(id);
                     }
                     match direct.get(&client_id) {
                         Some(held) if held.options.qos >= subscriber.options.qos => {}
@@ -331,7 +481,15 @@ impl Broker {
                     .push(subscriber),
             }
         }
-        let mut targets: Vec<Subscriber> = direct.into_values().collect();
+        let mut targets: Vec<(Subscriber, Vec<NonZeroU32>)> = direct
+            .into_iter()
+            .map(|(client_id, subscriber)| {
+                let mut ids = direct_ids.remove(&client_id).unwrap_or_default();
+                ids.sort_unstable();
+                ids.dedup();
+                (subscriber, ids)
+            })
+            .collect();
         for (share, members) in shares {
             // Prefer connected members, in turn.
             let connected: Vec<&Subscriber> = members
@@ -346,17 +504,18 @@ impl Broker {
             let turn = router.share_turn.entry(share).or_insert(0);
             let chosen = pool[*turn % pool.len()].clone();
             *turn = turn.wrapping_add(1);
-            targets.push(chosen);
+            let ids = chosen.subscription_id.into_iter().collect();
+            targets.push((chosen, ids));
         }
         drop(router);
         let mut queued = 0;
-        for target in targets {
+        for (target, ids) in targets {
             let mut copy = message.clone();
             copy.qos = copy.qos.min(target.options.qos);
             copy.retain = message.retain && target.options.retain_as_published;
             if target
                 .session
-                .enqueue(copy, self.limits.queue, &self.metrics)
+                .enqueue_with(copy, ids, self.limits.queue, &self.metrics)
             {
                 queued += 1;
             }
@@ -389,7 +548,11 @@ impl Broker {
                 subscriptions: state
                     .subscriptions
                     .iter()
-                    .map(|(raw, options)| (raw.clone(), options.into()))
+                    .map(|(raw, options)| {
+                        let mut stored: persist::StoredOptions = options.into();
+                        stored.subscription_id = state.subscription_ids.get(raw).map(|i| i.get());
+                        (raw.clone(), stored)
+                    })
                     .collect(),
                 queue: persist::undelivered(&state),
             });
@@ -454,6 +617,7 @@ impl Broker {
                         share_group,
                         filter,
                         options: options.options(),
+                        subscription_id: options.subscription_id.and_then(NonZeroU32::new),
                     },
                 );
             }

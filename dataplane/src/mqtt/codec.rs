@@ -331,6 +331,30 @@ impl Decoder for Codec {
     }
 }
 
+/// Decode every whole packet at the start of `bytes` as a server would (`version` None: the
+/// first packet must be a CONNECT and says the version; `Some`: a codec of that version),
+/// stopping at the first error or at an incomplete packet. The entry point of the fuzz target
+/// (`dataplane/fuzz/`) and of the codec's property tests: it must never panic.
+pub fn decode_stream(
+    version: Option<Version>,
+    max_incoming: u32,
+    bytes: &[u8],
+) -> (Vec<Packet>, Option<CodecError>) {
+    let mut codec = match version {
+        Some(version) => Codec::new(version, max_incoming),
+        None => Codec::server(max_incoming),
+    };
+    let mut buffer = BytesMut::from(bytes);
+    let mut packets = Vec::new();
+    loop {
+        match codec.decode(&mut buffer) {
+            Ok(Some(packet)) => packets.push(packet),
+            Ok(None) => return (packets, None),
+            Err(error) => return (packets, Some(error)),
+        }
+    }
+}
+
 impl Encoder<Packet> for Codec {
     type Error = CodecError;
 
@@ -374,7 +398,9 @@ fn v3_return_code(reason_code: u8) -> v3::ConnectAckReason {
         reason::SUCCESS => R::ConnectionAccepted,
         reason::UNSUPPORTED_PROTOCOL_VERSION => R::UnacceptableProtocolVersion,
         reason::CLIENT_IDENTIFIER_NOT_VALID => R::IdentifierRejected,
-        reason::SERVER_UNAVAILABLE | reason::SERVER_BUSY => R::ServiceUnavailable,
+        reason::SERVER_UNAVAILABLE | reason::SERVER_BUSY | reason::QUOTA_EXCEEDED => {
+            R::ServiceUnavailable
+        }
         reason::BAD_USER_NAME_OR_PASSWORD => R::BadUserNameOrPassword,
         _ => R::NotAuthorized,
     }
@@ -843,7 +869,7 @@ fn to_v5(packet: Packet) -> v5::Packet {
             topic_alias_max: a.topic_alias_maximum,
             retain_available: true,
             wildcard_subscription_available: true,
-            subscription_identifiers_available: false,
+            subscription_identifiers_available: true,
             shared_subscription_available: true,
             server_keepalive_sec: a.server_keep_alive,
             response_info: None,

@@ -2,15 +2,17 @@
 //! messages out and keep-alive, until the client leaves, misbehaves or is taken over.
 
 use super::authorize::{Authorizer, Listener, authenticate};
-use super::broker::{Broker, NewSubscription, split};
+use super::broker::{Attached, Broker, NewSubscription, split};
 use super::codec::{
     Ack, Codec, CodecError, ConnAck, Connect, Disconnect, Message, Packet, Publish, QoS, SubAck,
     Version, reason,
 };
+use super::limits::{NamespaceLimits, RateLimit};
 use super::session::{Attachment, Outbound, Session};
 use super::tls::PeerCertificates;
 use futures::{SinkExt, StreamExt};
 use gridline_crds::model::topic::validate_topic_name;
+use std::collections::HashMap;
 use std::num::{NonZeroU16, NonZeroU32};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +33,9 @@ enum End {
 }
 
 type Conn<IO> = Framed<IO, Codec>;
+
+/// Topic aliases a client may use towards us (MQTT 5 CONNACK Topic Alias Maximum).
+pub const TOPIC_ALIAS_MAXIMUM: u16 = 10;
 
 /// What carries the connection's bytes.
 #[derive(Clone, Debug)]
@@ -87,7 +92,16 @@ pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
     };
+    let limits = NamespaceLimits::of(&snapshot);
     drop(snapshot);
+    let attached = match attach(&broker, &connect, &authentication_name, limits) {
+        Ok(attached) => attached,
+        Err(code) => {
+            info!(username = ?connect.username, reason = code, "CONNECT refused: sessions per authentication name");
+            refuse_connect(&mut framed, code, &broker).await;
+            return;
+        }
+    };
     broker
         .metrics
         .connects
@@ -100,10 +114,34 @@ pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
         *connect,
         authentication_name,
         transport,
+        attached,
+        limits,
     );
     let end = connection.run().await;
     broker.metrics.connections.dec();
     connection.finish(end).await;
+}
+
+/// The session for `connect` (the client id, or one assigned for an empty one).
+fn attach(
+    broker: &Broker,
+    connect: &Connect,
+    authentication_name: &str,
+    limits: NamespaceLimits,
+) -> Result<(Attached, Option<String>), u8> {
+    let (client_id, assigned) = if connect.client_id.is_empty() {
+        let id = format!("gridline-{}", random_suffix());
+        (id.clone(), Some(id))
+    } else {
+        (connect.client_id.clone(), None)
+    };
+    let attached = broker.attach(
+        &client_id,
+        authentication_name,
+        connect.clean_start,
+        limits.sessions_per_name,
+    )?;
+    Ok((attached, assigned))
 }
 
 async fn refuse_connect<IO: AsyncRead + AsyncWrite + Unpin>(
@@ -141,12 +179,21 @@ struct Connection<IO> {
     attachment: Attachment,
     authorizer: Authorizer,
     will: Option<Message>,
+    /// MQTT 5 Will Delay Interval (seconds; 0 for 3.1.1).
+    will_delay: u32,
     keep_alive: Option<Duration>,
     /// Outgoing QoS 1/2 messages the client accepts in flight (its receive maximum).
     client_receive_maximum: usize,
     client_max_packet: Option<NonZeroU32>,
     connack: ConnAck,
     transport: Transport,
+    limits: NamespaceLimits,
+    /// Inbound topic aliases (MQTT 5), 1..=TOPIC_ALIAS_MAXIMUM.
+    topic_aliases: HashMap<u16, String>,
+    rate: RateLimit,
+    /// While over the message rate: reading resumes then.
+    paused_until: Option<Instant>,
+    snapshot_changes: tokio::sync::watch::Receiver<u64>,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
@@ -156,43 +203,30 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         connect: Connect,
         authentication_name: String,
         transport: Transport,
+        (attached, assigned): (Attached, Option<String>),
+        limits: NamespaceLimits,
     ) -> Self {
-        let mut assigned = None;
-        let client_id = if connect.client_id.is_empty() {
-            let id = format!("gridline-{}", random_suffix());
-            assigned = Some(id.clone());
-            id
-        } else {
-            connect.client_id.clone()
-        };
-        let (session, present, attachment) =
-            broker.attach(&client_id, &authentication_name, connect.clean_start);
-        let max_expiry = broker
-            .snapshot
-            .load()
-            .namespace
-            .as_ref()
-            .map(|n| {
-                n.spec
-                    .topic_spaces_configuration
-                    .maximum_session_expiry_in_hours
-            })
-            .unwrap_or(1)
-            .clamp(1, 8) as u32
-            * 3600;
+        let Attached {
+            session,
+            present,
+            attachment,
+        } = attached;
+        let client_id = session.client_id.clone();
+        let max_expiry = limits.max_session_expiry_secs;
         let expiry = connect.session_expiry_interval.min(max_expiry);
         session.state.lock().expiry_interval = expiry;
-        let limits = broker.limits;
+        let broker_limits = broker.limits;
         let granted_keep_alive = match connect.keep_alive {
-            0 => limits.max_keep_alive_secs,
-            asked => asked.min(limits.max_keep_alive_secs),
+            0 => broker_limits.max_keep_alive_secs,
+            asked => asked.min(broker_limits.max_keep_alive_secs),
         };
         let mut ack = connack(reason::SUCCESS, present);
         if connect.version == Version::V5 {
             ack.receive_maximum =
-                NonZeroU16::new(limits.receive_maximum).unwrap_or(NonZeroU16::MIN);
-            ack.maximum_packet_size = Some(limits.max_packet_bytes);
+                NonZeroU16::new(broker_limits.receive_maximum).unwrap_or(NonZeroU16::MIN);
+            ack.maximum_packet_size = Some(broker_limits.max_packet_bytes);
             ack.assigned_client_id = assigned;
+            ack.topic_alias_maximum = TOPIC_ALIAS_MAXIMUM;
             if granted_keep_alive != connect.keep_alive {
                 ack.server_keep_alive = Some(granted_keep_alive);
             }
@@ -214,6 +248,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             session,
             attachment,
             authorizer,
+            will_delay: connect
+                .will
+                .as_ref()
+                .and_then(|w| w.delay_interval)
+                .unwrap_or(0),
             will: connect.will.map(|w| w.message),
             keep_alive: (keep_alive > 0).then(|| Duration::from_secs(u64::from(keep_alive))),
             client_receive_maximum: connect
@@ -222,6 +261,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             client_max_packet: connect.maximum_packet_size,
             connack: ack,
             transport,
+            limits,
+            topic_aliases: HashMap::new(),
+            rate: RateLimit::new(limits.messages_per_second),
+            paused_until: None,
+            snapshot_changes: broker.snapshot_changes.subscribe(),
             broker,
         }
     }
@@ -257,8 +301,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     None => std::future::pending().await,
                 }
             };
+            let paused_until = self.paused_until;
+            let resume = async {
+                match paused_until {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let mut changes = self.snapshot_changes.clone();
             let outcome = tokio::select! {
-                read = self.framed.next() => match read {
+                read = self.framed.next(), if paused_until.is_none() => match read {
                     Some(Ok(packet)) => {
                         deadline = self.next_deadline();
                         self.on_packet(packet).await
@@ -272,6 +324,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     None => Err(End::Lost("connection closed")),
                 },
                 () = session.wake.notified() => Ok(()),
+                () = resume => {
+                    self.paused_until = None;
+                    // The client was not silent: we were not reading.
+                    deadline = self.next_deadline();
+                    Ok(())
+                }
+                Ok(()) = changes.changed() => {
+                    self.snapshot_changes.mark_unchanged();
+                    self.on_snapshot_change().await
+                }
                 () = kicked.notified() => {
                     let _ = self.disconnect(reason::SESSION_TAKEN_OVER).await;
                     Err(End::TakenOver)
@@ -346,6 +408,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 let Some(queued) = state.queue.pop_front() else {
                     return Ok(());
                 };
+                let subscription_ids = queued.subscription_ids;
                 let mut message = queued.message;
                 if let Some(expiry) = message.properties.message_expiry_interval {
                     let waited = queued.enqueued_at.elapsed().as_secs();
@@ -363,7 +426,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     QoS::AtMostOnce => None,
                     qos => {
                         let Some(id) = state.next_packet_id() else {
-                            state.queue.push_front(Queued::again(message));
+                            state
+                                .queue
+                                .push_front(Queued::again(message, subscription_ids));
                             return Ok(());
                         };
                         let outbound = if qos == QoS::AtLeastOnce {
@@ -382,7 +447,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     dup: false,
                     packet_id,
                     topic_alias: None,
-                    subscription_ids: Vec::new(),
+                    subscription_ids: match self.version {
+                        Version::V5 => subscription_ids,
+                        Version::V311 => Vec::new(),
+                    },
                     message,
                 }))
             };
@@ -483,17 +551,40 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
     }
 
-    async fn on_publish(&mut self, publish: Publish) -> Result<(), End> {
+    async fn on_publish(&mut self, mut publish: Publish) -> Result<(), End> {
+        if let Some(until) = self.rate.take() {
+            self.paused_until = Some(until);
+            self.broker
+                .metrics
+                .limited
+                .with_label_values(&["messages_per_second"])
+                .inc();
+        }
         let metrics = &self.broker.metrics;
         let qos = publish.message.qos;
         metrics.messages_in.with_label_values(&[qos.label()]).inc();
         metrics
             .bytes_in
             .inc_by(publish.message.payload.len() as u64);
-        if publish.topic_alias.is_some() {
-            // We grant no topic aliases (topic alias maximum 0).
-            self.disconnect(reason::TOPIC_ALIAS_INVALID).await?;
-            return Err(End::Lost("topic alias"));
+        if let Some(alias) = publish.topic_alias {
+            if alias.get() > TOPIC_ALIAS_MAXIMUM || self.version == Version::V311 {
+                self.disconnect(reason::TOPIC_ALIAS_INVALID).await?;
+                return Err(End::Lost("topic alias over the maximum"));
+            }
+            if publish.message.topic.is_empty() {
+                match self.topic_aliases.get(&alias.get()) {
+                    Some(topic) => publish.message.topic = topic.clone(),
+                    // MQTT 5 §3.3.4: an alias with no mapping is a protocol error.
+                    None => {
+                        self.disconnect(reason::PROTOCOL_ERROR).await?;
+                        return Err(End::Lost("unknown topic alias"));
+                    }
+                }
+            } else if validate_topic_name(&publish.message.topic).is_ok() {
+                self.topic_aliases
+                    .insert(alias.get(), publish.message.topic.clone());
+            }
+            publish.topic_alias = None;
         }
         if validate_topic_name(&publish.message.topic).is_err() {
             self.disconnect(reason::TOPIC_NAME_INVALID).await?;
@@ -576,6 +667,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 reasons.push(reason::NOT_AUTHORIZED);
                 continue;
             }
+            let over_limit = {
+                let state = self.session.state.lock();
+                !state.subscriptions.contains_key(&raw)
+                    && state.subscriptions.len() >= self.limits.subscriptions_per_connection
+            };
+            if over_limit {
+                info!(client = %self.session.client_id, filter = %raw, "SUBSCRIBE over maximumSubscriptionsPerConnection");
+                self.broker
+                    .metrics
+                    .limited
+                    .with_label_values(&["subscriptions_per_connection"])
+                    .inc();
+                reasons.push(reason::QUOTA_EXCEEDED);
+                continue;
+            }
             let (_, messages) = self.broker.subscribe(
                 &self.session,
                 NewSubscription {
@@ -583,6 +689,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     share_group: group,
                     filter,
                     options,
+                    subscription_id: subscribe.subscription_id,
                 },
             );
             retained.extend(messages);
@@ -594,9 +701,50 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             reason_string: None,
         }))
         .await?;
+        let ids: Vec<NonZeroU32> = subscribe.subscription_id.into_iter().collect();
         for message in retained {
-            self.session
-                .enqueue(message, self.broker.limits.queue, &self.broker.metrics);
+            self.session.enqueue_with(
+                message,
+                ids.clone(),
+                self.broker.limits.queue,
+                &self.broker.metrics,
+            );
+        }
+        Ok(())
+    }
+
+    /// The served Snapshot changed: a Client disabled or deleted is disconnected (MQTT 5:
+    /// DISCONNECT 0x87; 3.1.1: closed), and subscriptions no longer authorized are dropped.
+    async fn on_snapshot_change(&mut self) -> Result<(), End> {
+        let snapshot = self.broker.snapshot.load();
+        let enabled = snapshot
+            .client_by_authentication_name(self.authorizer.authentication_name())
+            .is_some_and(|c| c.enabled);
+        drop(snapshot);
+        if !enabled {
+            info!(client = %self.session.client_id, authentication_name = self.authorizer.authentication_name(), "client disabled or deleted: disconnecting");
+            let _ = self.disconnect(reason::NOT_AUTHORIZED).await;
+            return Err(End::Lost("client disabled"));
+        }
+        let filters: Vec<String> = self
+            .session
+            .state
+            .lock()
+            .subscriptions
+            .keys()
+            .cloned()
+            .collect();
+        let permissions = self.authorizer.current();
+        let revoked: Vec<String> = filters
+            .into_iter()
+            .filter(|raw| match split(raw) {
+                Ok(Some((_, filter))) => !permissions.can_subscribe(&filter),
+                _ => true,
+            })
+            .collect();
+        for raw in revoked {
+            info!(client = %self.session.client_id, filter = %raw, "subscription no longer authorized: dropped");
+            self.broker.unsubscribe(&self.session, &raw);
         }
         Ok(())
     }
@@ -610,16 +758,36 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         info!(client = %self.session.client_id, why, listener = ?self.transport.listener(), "connection ended");
         let publish_will = match end {
             End::Disconnected { publish_will } => publish_will,
-            End::Lost(_) => true,
-            End::TakenOver => false,
+            End::Lost(_) | End::TakenOver => true,
         };
         if let Some(will) = self.will.take()
             && publish_will
         {
-            if self.authorizer.current().can_publish(&will.topic) {
-                self.broker.publish(will, &self.session.client_id);
+            let delay = self.will_delay;
+            let client_id = &self.session.client_id;
+            let owner = self.authorizer.authentication_name().to_string();
+            if let End::TakenOver = end {
+                // MQTT 5 §3.1.4: the will of a connection taken over is published as usual —
+                // at once when its delay is 0 or the take-over ends the session (clean start,
+                // another identity); a delayed will is discarded, as the new connection
+                // resumed the session before the delay passed.
+                if delay == 0 || self.attachment.session_ended() {
+                    self.broker.publish_will(will, &owner, client_id);
+                }
             } else {
-                self.broker.metrics.drop_message("not_authorized");
+                // §3.1.3.2.2: after the delay, or when the session ends if that is sooner.
+                let expiry = self.session.state.lock().expiry_interval;
+                if delay == 0 || expiry == 0 {
+                    self.broker.publish_will(will, &owner, client_id);
+                } else {
+                    let after = Duration::from_secs(u64::from(delay.min(expiry)));
+                    self.broker.publish_will_later(
+                        &self.session,
+                        self.attachment.connection_id,
+                        will,
+                        after,
+                    );
+                }
             }
         }
         let _ = self.framed.close().await;
@@ -631,10 +799,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
 use super::session::Queued;
 
 impl Queued {
-    fn again(message: Message) -> Self {
+    fn again(message: Message, subscription_ids: Vec<NonZeroU32>) -> Self {
         Queued {
             message,
             enqueued_at: Instant::now(),
+            subscription_ids,
         }
     }
 }
@@ -659,6 +828,7 @@ mod tests {
     use crate::mqtt::broker::Limits;
     use crate::mqtt::metrics::MqttMetrics;
     use crate::snapshot::SharedSnapshot;
+    use gridline_crds::model::Snapshot;
 
     fn connect(keep_alive: u16) -> Connect {
         Connect {
@@ -679,6 +849,13 @@ mod tests {
 
     /// A connection past the authentication step, and the client's end of the pipe.
     fn connected(keep_alive: u16) -> (Conn<tokio::io::DuplexStream>, tokio::task::JoinHandle<()>) {
+        connected_with(keep_alive, NamespaceLimits::of(&Snapshot::default()))
+    }
+
+    fn connected_with(
+        keep_alive: u16,
+        limits: NamespaceLimits,
+    ) -> (Conn<tokio::io::DuplexStream>, tokio::task::JoinHandle<()>) {
         let metrics = MqttMetrics::register(&prometheus::Registry::new()).unwrap();
         let broker = Arc::new(Broker::new(
             SharedSnapshot::new(),
@@ -688,12 +865,16 @@ mod tests {
         let (client, server) = tokio::io::duplex(64 * 1024);
         let server = Framed::new(server, Codec::new(Version::V5, 1 << 20));
         let task = tokio::spawn(async move {
+            let connect = connect(keep_alive);
+            let attached = attach(&broker, &connect, "c1", limits).unwrap();
             let mut connection = Connection::start(
                 server,
                 broker,
-                connect(keep_alive),
+                connect,
                 "c1".into(),
                 Transport::Plaintext,
+                attached,
+                limits,
             );
             let end = connection.run().await;
             connection.finish(end).await;
@@ -733,5 +914,90 @@ mod tests {
             panic!()
         };
         assert_eq!(ack.server_keep_alive, Some(1160));
+    }
+
+    fn publish(topic: &str, alias: Option<u16>, packet_id: u16) -> Packet {
+        Packet::Publish(Box::new(Publish {
+            dup: false,
+            packet_id: NonZeroU16::new(packet_id),
+            topic_alias: alias.and_then(NonZeroU16::new),
+            subscription_ids: Vec::new(),
+            message: Message {
+                topic: topic.into(),
+                payload: bytes::Bytes::from_static(b"x"),
+                qos: if packet_id == 0 {
+                    QoS::AtMostOnce
+                } else {
+                    QoS::AtLeastOnce
+                },
+                retain: false,
+                properties: Default::default(),
+            },
+        }))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connack_grants_topic_aliases_and_announces_subscription_identifiers() {
+        let (mut client, _task) = connected(60);
+        let Some(Ok(Packet::ConnAck(ack))) = client.next().await else {
+            panic!()
+        };
+        assert_eq!(ack.topic_alias_maximum, TOPIC_ALIAS_MAXIMUM);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_topic_alias_over_the_maximum_is_disconnected_with_0x94() {
+        let (mut client, task) = connected(60);
+        client.next().await.unwrap().unwrap();
+        client
+            .send(publish("lab/a", Some(TOPIC_ALIAS_MAXIMUM + 1), 1))
+            .await
+            .unwrap();
+        let packet = client.next().await;
+        assert!(
+            matches!(packet, Some(Ok(Packet::Disconnect(ref d))) if d.reason == reason::TOPIC_ALIAS_INVALID),
+            "{packet:?}"
+        );
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_alias_never_set_is_a_protocol_error_and_a_set_one_is_resolved() {
+        let (mut client, task) = connected(60);
+        client.next().await.unwrap().unwrap();
+        client.send(publish("lab/a", Some(3), 1)).await.unwrap();
+        assert!(matches!(client.next().await, Some(Ok(Packet::PubAck(_)))));
+        client.send(publish("", Some(3), 2)).await.unwrap();
+        let ack = client.next().await;
+        assert!(
+            matches!(ack, Some(Ok(Packet::PubAck(ref a))) if a.packet_id.get() == 2),
+            "the alias resolves: {ack:?}"
+        );
+        client.send(publish("", Some(4), 3)).await.unwrap();
+        let packet = client.next().await;
+        assert!(
+            matches!(packet, Some(Ok(Packet::Disconnect(ref d))) if d.reason == reason::PROTOCOL_ERROR),
+            "{packet:?}"
+        );
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn over_the_message_rate_reading_pauses_until_the_bucket_refills() {
+        let mut limits = NamespaceLimits::of(&Snapshot::default());
+        limits.messages_per_second = 5;
+        let (mut client, _task) = connected_with(60, limits);
+        client.next().await.unwrap().unwrap();
+        let start = Instant::now();
+        for id in 1..=20u16 {
+            client.send(publish("lab/a", None, id)).await.unwrap();
+        }
+        for _ in 1..=20u16 {
+            assert!(matches!(client.next().await, Some(Ok(Packet::PubAck(_)))));
+        }
+        // A burst of 5 tokens (the 6th message is read, then reading pauses), then one
+        // message every 0.2 s: the 20th is read 14 × 0.2 s in.
+        let elapsed = start.elapsed().as_secs_f64();
+        assert!((2.7..3.0).contains(&elapsed), "{elapsed}");
     }
 }

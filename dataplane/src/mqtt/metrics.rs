@@ -13,6 +13,8 @@ pub struct MqttMetrics {
     pub dropped: IntCounterVec,
     pub bytes_in: IntCounter,
     pub bytes_out: IntCounter,
+    /// Namespace limits hit, by limit (`subscriptions_per_connection`, `messages_per_second`).
+    pub limited: IntCounterVec,
 }
 
 impl MqttMetrics {
@@ -49,6 +51,13 @@ impl MqttMetrics {
             )?,
             bytes_in: IntCounter::new("gridline_mqtt_received_bytes_total", "Bytes received")?,
             bytes_out: IntCounter::new("gridline_mqtt_sent_bytes_total", "Bytes sent")?,
+            limited: IntCounterVec::new(
+                Opts::new(
+                    "gridline_mqtt_limited_total",
+                    "Namespace limits hit (subscriptions refused, reads paused), by limit",
+                ),
+                &["limit"],
+            )?,
         };
         registry.register(Box::new(metrics.connections.clone()))?;
         registry.register(Box::new(metrics.connects.clone()))?;
@@ -60,6 +69,7 @@ impl MqttMetrics {
         registry.register(Box::new(metrics.dropped.clone()))?;
         registry.register(Box::new(metrics.bytes_in.clone()))?;
         registry.register(Box::new(metrics.bytes_out.clone()))?;
+        registry.register(Box::new(metrics.limited.clone()))?;
         Ok(metrics)
     }
 

@@ -5,6 +5,7 @@ pub mod authorize;
 pub mod broker;
 pub mod codec;
 pub mod connection;
+pub mod limits;
 pub mod metrics;
 pub mod persist;
 pub mod session;
@@ -194,6 +195,7 @@ pub async fn run_local(
     }
     drop(served);
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(watch_snapshot(broker.clone(), stop.clone()));
     if let Some(data_dir) = broker.data_dir.clone() {
         tasks.spawn(persist::run(broker.clone(), data_dir, stop.clone()));
     }
@@ -217,6 +219,26 @@ pub async fn run_local(
     let _ = stop.wait_for(|s| *s).await;
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Tell connections when the served Snapshot changes (`Broker::snapshot_changes`), so that
+/// a disabled Client is disconnected and revoked subscriptions are dropped. The Snapshot is
+/// an `ArcSwap`: comparing pointers every 100 ms costs nothing and needs no hook in the
+/// applier.
+async fn watch_snapshot(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut seen = broker.snapshot.load();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let served = broker.snapshot.load();
+        if !Arc::ptr_eq(&served, &seen) {
+            seen = served;
+            broker.snapshot_changes.send_modify(|n| *n += 1);
+        }
+    }
 }
 
 /// Bind `addr` and announce `<scheme> listening on <addr>` (tests parse it).

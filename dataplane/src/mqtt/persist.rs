@@ -47,6 +47,9 @@ pub struct StoredOptions {
     pub no_local: bool,
     pub retain_as_published: bool,
     pub retain_handling: u8,
+    /// MQTT 5 subscription identifier (absent in files of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_id: Option<u32>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -114,6 +117,7 @@ impl From<&SubscriptionOptions> for StoredOptions {
             no_local: o.no_local,
             retain_as_published: o.retain_as_published,
             retain_handling: o.retain_handling,
+            subscription_id: None,
         }
     }
 }
@@ -270,6 +274,7 @@ mod tests {
                     no_local: false,
                     retain_as_published: false,
                     retain_handling: 0,
+                    subscription_id: None,
                 },
             )],
             queue: vec![StoredMessage::from_message(
@@ -307,7 +312,7 @@ mod tests {
     #[tokio::test]
     async fn sessions_without_expiry_are_not_stored() {
         let broker = broker();
-        let (session, _, _) = broker.attach("c", "dashboard", true);
+        let session = broker.attach("c", "dashboard", true, 1).unwrap().session;
         assert_eq!(session.state.lock().expiry_interval, 0);
         assert!(broker.stored_state().sessions.is_empty());
     }

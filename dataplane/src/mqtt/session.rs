@@ -5,7 +5,7 @@
 use super::codec::{Message, QoS, SubscriptionOptions};
 use super::metrics::MqttMetrics;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::num::NonZeroU16;
+use std::num::{NonZeroU16, NonZeroU32};
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -34,6 +34,8 @@ pub enum Outbound {
 pub struct Queued {
     pub message: Message,
     pub enqueued_at: Instant,
+    /// The identifiers of the client's subscriptions that matched (MQTT 5), sent with it.
+    pub subscription_ids: Vec<NonZeroU32>,
 }
 
 /// The connection currently attached to a session.
@@ -42,6 +44,39 @@ pub struct Attachment {
     pub connection_id: u64,
     /// Notified when another connection takes the session over.
     pub kicked: Arc<Notify>,
+    /// Set before `kicked` when the take-over also ends the session (clean start, or another
+    /// identity reusing the client id): the old connection's will is then due at once.
+    pub session_ended: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Attachment {
+    pub fn new(connection_id: u64) -> Self {
+        Self {
+            connection_id,
+            kicked: Arc::new(Notify::new()),
+            session_ended: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    /// Tell the connection holding the session that another one took it over.
+    pub fn kick(&self, session_ended: bool) {
+        self.session_ended
+            .store(session_ended, std::sync::atomic::Ordering::Release);
+        self.kicked.notify_one();
+    }
+
+    pub fn session_ended(&self) -> bool {
+        self.session_ended
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// A will waiting for its delay (MQTT 5 Will Delay Interval) after its connection ended.
+#[derive(Clone, Debug)]
+pub struct PendingWill {
+    /// The connection that left it; the timer publishes only its own will.
+    pub connection_id: u64,
+    pub message: Message,
 }
 
 #[derive(Debug, Default)]
@@ -53,11 +88,16 @@ pub struct SessionState {
     pub incoming_qos2: BTreeSet<u16>,
     /// Raw filters as subscribed (`$share/g/f` included) and their options.
     pub subscriptions: BTreeMap<String, SubscriptionOptions>,
+    /// The subscription identifier given with a raw filter, if any (MQTT 5).
+    pub subscription_ids: BTreeMap<String, NonZeroU32>,
     pub attachment: Option<Attachment>,
     /// Session expiry interval (seconds), as last set by the client, capped.
     pub expiry_interval: u32,
     /// When the last connection left (seconds since the epoch); None while never detached.
     pub detached_at: Option<u64>,
+    /// The will of the last connection, until its delay passes, the session ends, or a new
+    /// connection resumes the session (which discards it).
+    pub pending_will: Option<PendingWill>,
 }
 
 impl SessionState {
@@ -126,6 +166,7 @@ impl SessionState {
         let subscriptions = self.subscriptions.len();
         *self = SessionState {
             attachment: self.attachment.take(),
+            pending_will: self.pending_will.take(),
             ..SessionState::default()
         };
         subscriptions
@@ -152,6 +193,17 @@ impl Session {
 
     /// Queue a message for the client, within the limits; false (and counted) if dropped.
     pub fn enqueue(&self, message: Message, limits: QueueLimits, metrics: &MqttMetrics) -> bool {
+        self.enqueue_with(message, Vec::new(), limits, metrics)
+    }
+
+    /// [`Session::enqueue`], with the identifiers of the subscriptions that matched.
+    pub fn enqueue_with(
+        &self,
+        message: Message,
+        subscription_ids: Vec<NonZeroU32>,
+        limits: QueueLimits,
+        metrics: &MqttMetrics,
+    ) -> bool {
         let mut state = self.state.lock();
         let waiting = state.queue.len();
         if message.qos == QoS::AtMostOnce && waiting >= limits.max_queued_qos0 {
@@ -167,6 +219,7 @@ impl Session {
         state.queue.push_back(Queued {
             message,
             enqueued_at: Instant::now(),
+            subscription_ids,
         });
         drop(state);
         self.wake.notify_one();

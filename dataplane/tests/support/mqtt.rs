@@ -4,11 +4,16 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-/// A Namespace with the broker on and the development plaintext listener.
+/// The line of [`namespace`] that sets the sessions per authentication name.
+pub const SESSIONS_PER_NAME: &str = "    maximumClientSessionsPerAuthenticationName: 100\n";
+
+/// A Namespace with the broker on and the development plaintext listener. Tests connect many
+/// clients under one authentication name, often right after another left (the broker may not
+/// have seen that close yet): 100 sessions per name, not the default 1.
 pub fn namespace(name: &str) -> String {
     super::namespace(name).replacen(
         "spec:\n",
-        "spec:\n  topicSpacesConfiguration:\n    state: Enabled\n",
+        &format!("spec:\n  topicSpacesConfiguration:\n    state: Enabled\n{SESSIONS_PER_NAME}"),
         1,
     ) + "    mqttPlaintext:\n      port: 1883\n      insecureUsernameAuthentication: true\n"
 }
@@ -175,4 +180,180 @@ pub fn tls_namespace(name: &str, secret: &str, minimum: &str) -> String {
             "    mqttTls:\n      enabled: true\n",
             1,
         )
+}
+
+/// A raw MQTT client over the broker's own codec, for what mosquitto's clients cannot express
+/// (will delay, take-over, topic aliases without a topic, subscription identifiers).
+pub struct RawClient {
+    framed:
+        tokio_util::codec::Framed<tokio::net::TcpStream, gridline_dataplane::mqtt::codec::Codec>,
+}
+
+/// A CONNECT of `version` for `client_id` as `user`: clean start, keep-alive 60, no will.
+pub fn connect_packet(
+    version: gridline_dataplane::mqtt::codec::Version,
+    client_id: &str,
+    user: &str,
+) -> gridline_dataplane::mqtt::codec::Connect {
+    gridline_dataplane::mqtt::codec::Connect {
+        version,
+        client_id: client_id.into(),
+        clean_start: true,
+        keep_alive: 60,
+        username: Some(user.into()),
+        password: None,
+        session_expiry_interval: 0,
+        receive_maximum: None,
+        maximum_packet_size: None,
+        topic_alias_maximum: 0,
+        authentication_method: None,
+        will: None,
+    }
+}
+
+/// An application message on `topic` at `qos`, no properties.
+pub fn message(
+    topic: &str,
+    payload: &str,
+    qos: gridline_dataplane::mqtt::codec::QoS,
+) -> gridline_dataplane::mqtt::codec::Message {
+    gridline_dataplane::mqtt::codec::Message {
+        topic: topic.into(),
+        payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
+        qos,
+        retain: false,
+        properties: Default::default(),
+    }
+}
+
+impl RawClient {
+    /// Connect and read the CONNACK.
+    pub async fn connect(
+        addr: SocketAddr,
+        connect: gridline_dataplane::mqtt::codec::Connect,
+    ) -> (Self, gridline_dataplane::mqtt::codec::ConnAck) {
+        use gridline_dataplane::mqtt::codec::{Codec, Packet};
+        let socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let codec = Codec::new(connect.version, 1 << 20);
+        let mut client = Self {
+            framed: tokio_util::codec::Framed::new(socket, codec),
+        };
+        client.send(Packet::Connect(Box::new(connect))).await;
+        match client.next(Duration::from_secs(5)).await {
+            Some(Packet::ConnAck(ack)) => (client, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, packet: gridline_dataplane::mqtt::codec::Packet) {
+        use futures::SinkExt;
+        self.framed.send(packet).await.expect("send");
+    }
+
+    /// The next packet within `wait`; None on timeout or when the connection closed.
+    pub async fn next(
+        &mut self,
+        wait: Duration,
+    ) -> Option<gridline_dataplane::mqtt::codec::Packet> {
+        use futures::StreamExt;
+        match tokio::time::timeout(wait, self.framed.next()).await {
+            Ok(Some(Ok(packet))) => Some(packet),
+            _ => None,
+        }
+    }
+
+    /// SUBSCRIBE (QoS 1) and the SUBACK's reason codes.
+    pub async fn subscribe(
+        &mut self,
+        packet_id: u16,
+        subscription_id: Option<u32>,
+        filters: &[(&str, bool)],
+    ) -> Vec<u8> {
+        use gridline_dataplane::mqtt::codec::{Packet, QoS, Subscribe, SubscriptionOptions};
+        let filters = filters
+            .iter()
+            .map(|(filter, no_local)| {
+                (
+                    filter.to_string(),
+                    SubscriptionOptions {
+                        qos: QoS::AtLeastOnce,
+                        no_local: *no_local,
+                        retain_as_published: false,
+                        retain_handling: 0,
+                    },
+                )
+            })
+            .collect();
+        self.send(Packet::Subscribe(Subscribe {
+            packet_id: std::num::NonZeroU16::new(packet_id).expect("packet id"),
+            subscription_id: subscription_id.and_then(std::num::NonZeroU32::new),
+            filters,
+        }))
+        .await;
+        match self.next(Duration::from_secs(5)).await {
+            Some(Packet::SubAck(ack)) => ack.reasons,
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// PUBLISH at QoS 0 (packet id 0) or 1, optionally with a topic alias; at QoS 1 the
+    /// PUBACK's reason code.
+    pub async fn publish(
+        &mut self,
+        packet_id: u16,
+        topic: &str,
+        payload: &str,
+        topic_alias: Option<u16>,
+    ) -> Option<u8> {
+        use gridline_dataplane::mqtt::codec::{Packet, Publish, QoS};
+        let qos = if packet_id == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        self.send(Packet::Publish(Box::new(Publish {
+            dup: false,
+            packet_id: std::num::NonZeroU16::new(packet_id),
+            topic_alias: topic_alias.and_then(std::num::NonZeroU16::new),
+            subscription_ids: Vec::new(),
+            message: message(topic, payload, qos),
+        })))
+        .await;
+        if packet_id == 0 {
+            return None;
+        }
+        loop {
+            match self.next(Duration::from_secs(5)).await {
+                Some(Packet::PubAck(ack)) => return Some(ack.reason),
+                Some(_) => continue,
+                None => panic!("no PUBACK"),
+            }
+        }
+    }
+
+    /// The next PUBLISH within `wait` (acknowledged when QoS 1), skipping other packets.
+    pub async fn next_publish(
+        &mut self,
+        wait: Duration,
+    ) -> Option<gridline_dataplane::mqtt::codec::Publish> {
+        use gridline_dataplane::mqtt::codec::{Ack, Packet};
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await? {
+                Packet::Publish(publish) => {
+                    if let Some(packet_id) = publish.packet_id {
+                        self.send(Packet::PubAck(Ack {
+                            packet_id,
+                            reason: 0,
+                            reason_string: None,
+                        }))
+                        .await;
+                    }
+                    return Some(*publish);
+                }
+                _ => continue,
+            }
+        }
+    }
 }
