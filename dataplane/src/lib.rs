@@ -9,6 +9,7 @@ pub mod auth;
 pub mod check;
 pub mod cloudevents;
 pub mod config;
+pub mod delivery;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;

@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use gridline_dataplane::config::NamespaceSelection;
+use gridline_dataplane::delivery::TimeScale;
 use gridline_dataplane::server::{RunOptions, SourceOptions};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -69,6 +70,17 @@ struct RunArgs {
     /// Address of the MQTT TLS listener (opened when the Namespace enables `listeners.mqttTls`).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8883")]
     mqtts_addr: SocketAddr,
+    /// Test-only: multiply push delivery's retry delays by this factor in (0, 1], so that
+    /// tests run the whole retry schedule in seconds.
+    #[arg(long, hide = true, value_name = "F", env = "GRIDLINE_TEST_TIME_SCALE", value_parser = time_scale)]
+    test_time_scale: Option<TimeScale>,
+}
+
+fn time_scale(text: &str) -> Result<TimeScale, String> {
+    let factor: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number"))?;
+    TimeScale::new(factor)
 }
 
 impl RunArgs {
@@ -86,6 +98,7 @@ impl RunArgs {
             http_addr: self.http_addr,
             mqtt_addr: self.mqtt_addr,
             mqtts_addr: self.mqtts_addr,
+            test_time_scale: self.test_time_scale.unwrap_or_default(),
         }
     }
 }

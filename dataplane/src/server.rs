@@ -4,6 +4,7 @@
 use crate::config::kubernetes::KubernetesSource;
 use crate::config::local::LocalSource;
 use crate::config::{ConfigSource, LoadedConfig, NamespaceSelection};
+use crate::delivery::{PushManager, PushTuning, TimeScale};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::mqtt;
@@ -36,6 +37,8 @@ pub struct RunOptions {
     pub http_addr: SocketAddr,
     pub mqtt_addr: SocketAddr,
     pub mqtts_addr: SocketAddr,
+    /// Test-only: multiplies push delivery's retry delays (1 in production).
+    pub test_time_scale: TimeScale,
 }
 
 /// Run the data plane until SIGINT or SIGTERM, or until a part of it fails.
@@ -60,6 +63,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     .await
     .context("cannot open the event store")?;
     info!("event store open");
+    let push = PushManager::start(
+        store.clone(),
+        metrics.registry(),
+        PushTuning {
+            time_scale: options.test_time_scale,
+            ..PushTuning::default()
+        },
+    )?;
 
     let listener = TcpListener::bind(options.http_addr)
         .await
@@ -70,7 +81,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = AppState::new(snapshot.clone(), metrics.clone(), store.clone())
         .context("cannot register the API metrics")?
-        .with_shutdown(stop_rx.clone());
+        .with_shutdown(stop_rx.clone())
+        .with_push_status(push.status());
     // The broker exists before the listeners: the HTTP listener carries MQTT over WebSockets.
     let broker = mqtt::broker(snapshot.clone(), metrics.registry(), &options.data_dir)
         .context("cannot register the MQTT metrics")?;
@@ -100,10 +112,16 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let (updates_tx, updates) = mpsc::channel(1);
     let mut source_task = tokio::spawn(source.run(updates_tx));
     // The store learns of every Snapshot (the first included) before requests can name it.
-    let applier = Applier::new(snapshot, metrics, options.selection.clone(), policy).on_apply({
-        let store = store.clone();
-        move |snapshot| store.apply_snapshot(snapshot)
-    });
+    let applier = Applier::new(snapshot, metrics, options.selection.clone(), policy)
+        .on_apply({
+            let store = store.clone();
+            move |snapshot| store.apply_snapshot(snapshot)
+        })
+        // After the store: dispatchers read the subscriptions it serves.
+        .on_apply({
+            let push = push.clone();
+            move |snapshot| push.apply_snapshot(snapshot)
+        });
     let mut apply_task = tokio::spawn(apply_updates(applier, updates));
 
     let result = tokio::select! {
@@ -143,6 +161,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     if !http_task.is_finished() {
         let _ = http_task.await;
     }
+    // Requests in flight get a grace period; settlements are written before the store closes.
+    push.stop().await;
     store.close().await;
     info!("event store closed");
     result

@@ -100,6 +100,11 @@ async fn child(dir: &Path) {
             .into_iter()
             .partition(|r| id_of(&r.event).is_multiple_of(2));
         let tokens: Vec<String> = acknowledge.iter().map(|r| r.lock_token.clone()).collect();
+        // Announced first: a kill between the settle and the report below leaves these
+        // acknowledged in the store, yet unreported.
+        for event in &acknowledge {
+            println!("acknowledging {}", id_of(&event.event));
+        }
         let outcome = store
             .settle("orders", "all", Settle::Acknowledge, &tokens)
             .await
@@ -132,6 +137,7 @@ fn a_kill_9_loses_no_acknowledged_publish_and_forgets_no_acknowledgement() {
         .unwrap();
     let mut published = BTreeSet::new();
     let mut acknowledged = BTreeSet::new();
+    let mut being_acknowledged = BTreeSet::new();
     let stdout = BufReader::new(process.stdout.take().unwrap());
     for line in stdout.lines() {
         let line = line.unwrap();
@@ -139,6 +145,9 @@ fn a_kill_9_loses_no_acknowledged_publish_and_forgets_no_acknowledgement() {
         match words.as_slice() {
             ["published", first, end] => {
                 published.extend(first.parse::<u64>().unwrap()..end.parse::<u64>().unwrap());
+            }
+            ["acknowledging", id] => {
+                being_acknowledged.insert(id.parse::<u64>().unwrap());
             }
             ["acknowledged", id] => {
                 acknowledged.insert(id.parse::<u64>().unwrap());
@@ -175,9 +184,10 @@ fn a_kill_9_loses_no_acknowledged_publish_and_forgets_no_acknowledgement() {
         store.close().await;
         delivered
     });
+    // An event whose acknowledgement was under way at the kill may be either.
     let lost: Vec<_> = published
         .difference(&acknowledged)
-        .filter(|id| !delivered.contains(id))
+        .filter(|id| !delivered.contains(id) && !being_acknowledged.contains(id))
         .take(10)
         .collect();
     assert!(lost.is_empty(), "published events lost: {lost:?}...");

@@ -2,6 +2,7 @@
 
 pub mod api;
 
+use crate::delivery::StatusBoard;
 use crate::metrics::{self, Metrics};
 use crate::snapshot::{Readiness, SharedSnapshot};
 use crate::store::EventStore;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub store: EventStore,
     pub api: Arc<ApiMetrics>,
     pub draining: Draining,
+    /// Push subscriptions' delivery status (empty until push delivery is wired in).
+    pub push_status: StatusBoard,
 }
 
 impl AppState {
@@ -43,7 +46,14 @@ impl AppState {
             store,
             api,
             draining: Draining::default(),
+            push_status: StatusBoard::default(),
         })
+    }
+
+    /// Serve push delivery's status at `/status/eventsubscriptions`.
+    pub fn with_push_status(mut self, status: StatusBoard) -> Self {
+        self.push_status = status;
+        self
     }
 
     /// Long polls end (empty) once `stop` turns true, so shutdown does not wait for them.
@@ -87,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/status/eventsubscriptions", get(push_status))
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             record_request,
@@ -124,6 +135,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// Push subscriptions' delivery status (see `delivery/status.rs`); the operator will copy it
+/// into the EventSubscriptions' status.
+async fn push_status(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(state.push_status.render())
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {

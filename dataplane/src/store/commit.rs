@@ -250,6 +250,11 @@ impl Committer {
         self.sync_files(&mut files)
     }
 
+    /// Refuse new work from now on (the topic's files are being deleted).
+    pub fn refuse_new_work(&self) {
+        self.pending.lock().closed = true;
+    }
+
     /// Refuse new work, wait for the running flusher, fsync everything.
     pub async fn close(self: &Arc<Self>) {
         loop {

@@ -5,7 +5,7 @@
 
 use super::PublishedEvent;
 use super::clock::{Millis, rfc3339};
-use super::subscription::DeadLetterReason;
+use super::subscription::{DeadLetterReason, LastAttempt};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -16,11 +16,15 @@ pub struct DeadLetter<'a> {
     pub dead_letter_time: Millis,
     pub publish_time: Millis,
     pub subscription: &'a str,
+    /// Push delivery: how the last attempt ended (absent for events the store expired itself).
+    pub last_attempt: Option<LastAttempt>,
 }
 
 /// The event to append to the dead-letter topic: the stored CloudEvent with `deadletterreason`,
-/// `deliveryattempts`, `deadlettertime`, `publishtime` and `sourcesubscription` added. `None`
-/// if the stored bytes are not a JSON object (they always are unless the disk is corrupt).
+/// `deliveryattempts`, `deadlettertime`, `publishtime` and `sourcesubscription` added, and for
+/// push deliveries `lastdeliveryoutcome`, `lastdeliverytime` and (when the endpoint answered)
+/// `lasthttpstatuscode`. `None` if the stored bytes are not a JSON object (they always are
+/// unless the disk is corrupt).
 pub fn dead_letter_event(stored: &[u8], facts: &DeadLetter<'_>) -> Option<PublishedEvent> {
     let mut event: serde_json::Map<String, Value> = serde_json::from_slice(stored).ok()?;
     event.insert(
@@ -40,6 +44,13 @@ pub fn dead_letter_event(stored: &[u8], facts: &DeadLetter<'_>) -> Option<Publis
         Value::from(rfc3339(facts.publish_time)),
     );
     event.insert("sourcesubscription".into(), Value::from(facts.subscription));
+    if let Some(last) = &facts.last_attempt {
+        if let Some(status) = last.http_status {
+            event.insert("lasthttpstatuscode".into(), Value::from(status));
+        }
+        event.insert("lastdeliveryoutcome".into(), Value::from(last.outcome));
+        event.insert("lastdeliverytime".into(), Value::from(rfc3339(last.time)));
+    }
     let attributes = Value::Object(event);
     let json = RawValue::from_string(attributes.to_string()).ok()?;
     Some(PublishedEvent { attributes, json })
@@ -60,6 +71,7 @@ mod tests {
                 dead_letter_time: 1_700_000_060_000,
                 publish_time: 1_700_000_000_000,
                 subscription: "orders-sub",
+                last_attempt: None,
             },
         )
         .unwrap();
@@ -72,7 +84,35 @@ mod tests {
         assert_eq!(value["deadlettertime"], "2023-11-14T22:14:20.000Z");
         assert_eq!(value["publishtime"], "2023-11-14T22:13:20.000Z");
         assert_eq!(value["sourcesubscription"], "orders-sub");
+        assert!(value.get("lastdeliveryoutcome").is_none());
         assert_eq!(event.attributes, value);
+    }
+
+    #[test]
+    fn a_push_dead_letter_says_how_the_last_attempt_ended() {
+        let stored = br#"{"specversion":"1.0","id":"e1","source":"/s","type":"t"}"#;
+        let event = dead_letter_event(
+            stored,
+            &DeadLetter {
+                reason: DeadLetterReason::NonRetryableStatus,
+                delivery_attempts: 1,
+                dead_letter_time: 1_700_000_060_000,
+                publish_time: 1_700_000_000_000,
+                subscription: "hook",
+                last_attempt: Some(LastAttempt {
+                    http_status: Some(404),
+                    outcome: "NotFound",
+                    time: 1_700_000_059_000,
+                }),
+            },
+        )
+        .unwrap();
+        let value: Value = serde_json::from_str(event.json.get()).unwrap();
+        assert_eq!(value["deadletterreason"], "NonRetryableStatus");
+        assert_eq!(value["lasthttpstatuscode"], 404);
+        assert_eq!(value["lastdeliveryoutcome"], "NotFound");
+        assert_eq!(value["lastdeliverytime"], "2023-11-14T22:14:19.000Z");
+        assert_eq!(value["deliveryattempts"], 1);
     }
 
     #[test]
@@ -83,6 +123,7 @@ mod tests {
             dead_letter_time: 0,
             publish_time: 0,
             subscription: "s",
+            last_attempt: None,
         };
         assert!(dead_letter_event(b"[1]", &facts).is_none());
     }

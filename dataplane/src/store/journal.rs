@@ -6,6 +6,12 @@
 //!   whole state; written at its creation and when the journal is compacted.
 //! - `Upsert` (2): `cursor u64 | n u32 | n × entry` — receive, release, renew, expiry.
 //! - `Remove` (3): `n u32 | n × address u64` — acknowledge, reject, dead-letter, drop.
+//! - `Retire` (4): `time i64` — the configuration stopped (time > 0) or resumed (0) serving it.
+//! - `Forget` (5): nothing — its state is gone for good (retired for longer than retention).
+//!
+//! A `Snapshot` of a retired subscription ends with its retirement time (`i64`); a snapshot
+//! without those trailing bytes is of a served subscription (and of every journal written
+//! before retirement was recorded).
 //!
 //! Entry: `address u64 | len u32 | publish_time i64 | delivery_count u32 | state u8 |
 //! time i64 | nonce u64`, state 1 = locked until `time` with `nonce`, 2 = waiting until `time`.
@@ -28,6 +34,8 @@ pub type SubscriptionId = u32;
 const SNAPSHOT: u8 = 1;
 const UPSERT: u8 = 2;
 const REMOVE: u8 = 3;
+const RETIRE: u8 = 4;
+const FORGET: u8 = 5;
 const LOCKED: u8 = 1;
 const WAITING: u8 = 2;
 const HEADER: usize = 8;
@@ -110,6 +118,21 @@ pub fn encode_snapshot(buf: &mut Vec<u8>, state: &SubscriptionState) {
     buf.extend_from_slice(&state.cursor.to_le_bytes());
     let entries: Vec<(u64, InFlight)> = state.in_flight().map(|(a, e)| (*a, *e)).collect();
     put_entries(buf, &entries);
+    if let Some(retired_at) = state.retired_at {
+        buf.extend_from_slice(&retired_at.to_le_bytes());
+    }
+    finish(buf, start);
+}
+
+/// `retired_at`: `None` when the subscription is served again.
+pub fn encode_retire(buf: &mut Vec<u8>, id: SubscriptionId, seq: u64, retired_at: Option<i64>) {
+    let start = begin(buf, RETIRE, id, seq);
+    buf.extend_from_slice(&retired_at.unwrap_or(0).to_le_bytes());
+    finish(buf, start);
+}
+
+pub fn encode_forget(buf: &mut Vec<u8>, id: SubscriptionId, seq: u64) {
+    let start = begin(buf, FORGET, id, seq);
     finish(buf, start);
 }
 
@@ -196,6 +219,7 @@ fn apply(
                 let name = String::from_utf8(r.bytes(name_len)?.to_vec()).ok()?;
                 let cursor = r.u64()?;
                 let entries = r.entries()?;
+                let retired_at = if r.0.is_empty() { None } else { Some(r.i64()?) };
                 // A creation record can be written after a compaction snapshot that already
                 // holds the subscription: the newer state wins.
                 if states.get(&id).is_none_or(|s| seq >= s.seq && seq > 0) {
@@ -204,7 +228,20 @@ fn apply(
                         state.set(address, entry);
                     }
                     state.seq = seq;
+                    state.retired_at = retired_at;
                     states.insert(id, state);
+                }
+            }
+            RETIRE => {
+                let time = r.i64()?;
+                if let Some(state) = states.get_mut(&id).filter(|s| seq > s.seq) {
+                    state.retired_at = (time != 0).then_some(time);
+                    state.seq = seq;
+                }
+            }
+            FORGET => {
+                if states.get(&id).is_some_and(|s| seq > s.seq) {
+                    states.remove(&id);
                 }
             }
             UPSERT => {
@@ -417,6 +454,32 @@ mod tests {
             1,
             "the acknowledged event stays gone"
         );
+    }
+
+    #[test]
+    fn retirement_survives_replay_and_compaction_and_forget_removes_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path(dir.path());
+        let (mut state, mut buf) = sample_state();
+        let seq = state.next_seq();
+        encode_retire(&mut buf, 4, seq, Some(1_000));
+        fs::write(&path, &buf).unwrap();
+        let (_, states) = Journal::open(path.clone(), 0).unwrap();
+        assert_eq!(states[&4].retired_at, Some(1_000));
+
+        let mut compacted = Vec::new();
+        states[&4].snapshot_record(&mut compacted);
+        let revived = states[&4].seq + 1;
+        encode_retire(&mut compacted, 4, revived, None);
+        fs::write(&path, &compacted).unwrap();
+        let (_, states) = Journal::open(path.clone(), 0).unwrap();
+        assert_eq!(states[&4].retired_at, None, "served again");
+        assert_eq!(states[&4].in_flight_count(), 1);
+
+        encode_forget(&mut compacted, 4, revived + 1);
+        fs::write(&path, &compacted).unwrap();
+        let (_, states) = Journal::open(path, 0).unwrap();
+        assert!(states.is_empty());
     }
 
     #[test]

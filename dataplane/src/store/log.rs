@@ -300,6 +300,31 @@ impl Log {
             .map_or(0, |(b, _)| *b)
     }
 
+    /// When the newest event was published; for an empty log, when its segment file was
+    /// last written (so that an empty log counts from its creation). `None` if unknown.
+    pub fn newest_activity(&self) -> Option<Millis> {
+        let segments = self.segments.read();
+        let mut newer_first: Option<Millis> = None;
+        for segment in segments.values().rev() {
+            // A segment's newest time is unknown only for sealed segments this process did
+            // not write; the first time of the segment after it bounds it from above.
+            if let Some(time) = segment.newest_publish_time().or(newer_first) {
+                return Some(time);
+            }
+            newer_first = segment.first_publish_time();
+        }
+        let modified = segments
+            .values()
+            .next_back()?
+            .file
+            .metadata()
+            .ok()?
+            .modified()
+            .ok()?;
+        let since_epoch = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+        Some(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
+    }
+
     /// Bytes held on disk (approximately: the span of addresses still present).
     pub fn bytes_on_disk(&self) -> u64 {
         self.end().saturating_sub(self.start())

@@ -113,6 +113,12 @@ impl StoreMetrics {
         }
     }
 
+    /// Forget the series of a topic whose files were deleted.
+    pub fn forget_topic(&self, topic: &str) {
+        let _ = self.published_events.remove_label_values(&[topic]);
+        let _ = self.store_bytes.remove_label_values(&[topic]);
+    }
+
     /// Forget the series of a subscription that is no longer served.
     pub fn forget_subscription(&self, topic: &str, subscription: &str) {
         for family in [

@@ -9,6 +9,7 @@ mod journal;
 mod lock_token;
 mod log;
 mod metrics;
+mod push;
 mod queue;
 mod retention;
 mod subscription;
@@ -32,6 +33,9 @@ use topic::{Subscription, Topic};
 use tracing::Instrument;
 
 pub use gridline_crds::types::namespace::FsyncPolicy;
+pub use push::{PushConsumer, PushEvent, PushLease, PushSettle, PushTake};
+pub use subscription::{DeadLetterReason, LastAttempt};
+pub use topic::PUSH_LOCK_DURATION;
 
 /// Cheap to clone (Arc inside). One per data-plane process.
 #[derive(Clone)]
@@ -73,10 +77,14 @@ impl Default for StoreTuning {
     }
 }
 
-/// The store's shared state. Lock order (outer first): `topics` → a topic's committer
-/// `files` → a topic's `states` → one subscription's state → a committer's `pending`.
-/// None is held across an `.await`.
+/// The store's shared state. Lock order (outer first): `lifecycle` → `topics` → a topic's
+/// committer `files` → a topic's `states` → one subscription's state → a committer's
+/// `pending`. None is held across an `.await`.
 pub(crate) struct Inner {
+    /// Held while a Snapshot is applied and while the files of a removed topic or the state of
+    /// a removed subscription are deleted, so that a Snapshot bringing one back never races
+    /// its deletion.
+    lifecycle: parking_lot::Mutex<()>,
     root: PathBuf,
     clock: Clock,
     metrics: Arc<StoreMetrics>,
@@ -119,6 +127,44 @@ impl Inner {
             .filter(|t| t.is_served.load(Ordering::Acquire))
             .cloned()
             .collect()
+    }
+
+    fn unserved_topics(&self) -> Vec<Arc<Topic>> {
+        self.topics
+            .read()
+            .values()
+            .filter(|t| !t.is_served.load(Ordering::Acquire))
+            .cloned()
+            .collect()
+    }
+
+    /// Delete the files of topic `name` if the configuration still does not serve it.
+    /// Blocking. The directory is first renamed into `trash/` under the lifecycle lock (an
+    /// atomic step a Snapshot cannot interleave with), then removed. Returns whether it was.
+    fn delete_topic_files(&self, name: &str) -> std::io::Result<bool> {
+        let trashed = {
+            let _lifecycle = self.lifecycle.lock();
+            let Some(topic) = self.topics.read().get(name).cloned() else {
+                return Ok(false);
+            };
+            if topic.is_served.load(Ordering::Acquire) {
+                return Ok(false);
+            }
+            self.topics.write().remove(name);
+            topic.committer.refuse_new_work();
+            let trash = self.root.join("trash");
+            std::fs::create_dir_all(&trash)?;
+            let mut nonce = [0u8; 8];
+            getrandom::fill(&mut nonce).map_err(std::io::Error::other)?;
+            let target = trash.join(format!("{name}.{:016x}", u64::from_ne_bytes(nonce)));
+            let topics = self.root.join("topics");
+            std::fs::rename(topics.join(name), &target)?;
+            log::sync_dir(&topics)?;
+            self.metrics.forget_topic(name);
+            target
+        };
+        std::fs::remove_dir_all(&trashed)?;
+        Ok(true)
     }
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>, StoreError> {
@@ -214,6 +260,7 @@ impl EventStore {
         let metrics = Arc::new(StoreMetrics::new().map_err(std::io::Error::other)?);
         metrics.register(options.metrics.registry());
         let inner = Arc::new(Inner {
+            lifecycle: parking_lot::Mutex::new(()),
             root: options.data_dir.join("store"),
             clock: Clock::new(),
             metrics,
@@ -239,9 +286,11 @@ impl EventStore {
     /// Called with every Snapshot the data plane starts serving (and once at start-up, before
     /// any request is served). Creates logs for new topics, delivery state for new queue/push
     /// subscriptions — starting at the current end of their topic —, applies changed settings
-    /// and stops serving removed topics/subscriptions (their files stay).
+    /// and stops serving removed topics/subscriptions (their files stay until retention has
+    /// passed, see `retention.rs`).
     pub fn apply_snapshot(&self, snapshot: Arc<Snapshot>) {
         let inner = &self.inner;
+        let _lifecycle = inner.lifecycle.lock();
         let storage = snapshot.namespace.as_ref().map(|n| &n.spec.storage);
         let policy = storage.map_or(FsyncPolicy::Always, |s| s.fsync_policy);
         let interval = storage.map_or(100, |s| {
@@ -332,6 +381,26 @@ impl EventStore {
         .await
     }
 
+    /// The dispatcher's handle on push subscription `subscription` of `topic` (see
+    /// `push.rs`).
+    pub fn push_consumer(
+        &self,
+        topic: &str,
+        subscription: &str,
+    ) -> Result<PushConsumer, StoreError> {
+        let found = self.inner.topic(topic)?;
+        let served = found
+            .served
+            .load()
+            .get(subscription)
+            .cloned()
+            .ok_or_else(|| StoreError::SubscriptionNotFound {
+                topic: topic.to_string(),
+                subscription: subscription.to_string(),
+            })?;
+        PushConsumer::new(Arc::clone(&self.inner), found, served)
+    }
+
     /// Flush and stop (graceful shutdown): new calls fail with `ShuttingDown`, long polls
     /// return, queued writes finish and everything is fsynced.
     pub async fn close(&self) {
@@ -356,6 +425,11 @@ impl EventStore {
 
 /// Open every topic found on disk (served or not: the first Snapshot decides).
 fn recover(inner: &Inner) -> std::io::Result<()> {
+    // A deletion interrupted by a crash: the topic had already left `topics/`.
+    let trash = inner.root.join("trash");
+    if trash.exists() {
+        std::fs::remove_dir_all(&trash)?;
+    }
     let topics_dir = inner.root.join("topics");
     std::fs::create_dir_all(&topics_dir)?;
     for entry in std::fs::read_dir(&topics_dir)? {
@@ -436,6 +510,8 @@ pub enum StoreError {
         "event subscription '{subscription}' on topic '{topic}' uses push delivery; receive and settle work on queue subscriptions only"
     )]
     NotAQueueSubscription { topic: String, subscription: String },
+    #[error("event subscription '{subscription}' on topic '{topic}' uses queue delivery")]
+    NotAPushSubscription { topic: String, subscription: String },
     #[error("the store is shutting down")]
     ShuttingDown,
     #[error("storage failure: {0}")]

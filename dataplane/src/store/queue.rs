@@ -8,8 +8,7 @@ use super::dead_letter::{DeadLetter, dead_letter_event};
 use super::lock_token::{self, LockToken};
 use super::log::{Chunk, Record};
 use super::subscription::{
-    DeadLetterReason, Doomed, Handout, InFlight, NewEvent, QueuePolicy, SettleAction,
-    SubscriptionState,
+    Doomed, Handout, InFlight, Lease, NewEvent, QueuePolicy, SettleAction, SubscriptionState,
 };
 use super::topic::{Subscription, Topic, wait};
 use super::{FailedLockToken, LockTokenError, ReceivedEvent, Settle, SettleOutcome, StoreError};
@@ -55,8 +54,23 @@ pub async fn receive(
         let config = subscription.config.load();
         let expired = config.expiration.is_some_and(|t| now >= t);
         if !expired {
-            let (events, more) =
-                take_batch(inner, topic, subscription, &config.policy, max_events).await?;
+            let limits = TakeLimits {
+                max_events,
+                max_bytes: None,
+                new_events: true,
+                durable_leases: true,
+            };
+            let nonces = lock_token::nonces(max_events)?.into_iter();
+            let (events, more) = take_batch(
+                inner,
+                topic,
+                subscription,
+                &config.policy,
+                limits,
+                nonces,
+                received_event,
+            )
+            .await?;
             if !events.is_empty() {
                 return Ok(events);
             }
@@ -125,18 +139,50 @@ fn dropped_addresses(handout: &Handout, from: usize, policy: &QueuePolicy) -> Ve
     handout.doomed[from..].iter().map(|d| d.address).collect()
 }
 
+/// How much one take may lease.
+#[derive(Clone, Copy, Debug)]
+pub struct TakeLimits {
+    pub max_events: usize,
+    /// Stop once the leased records hold this many bytes (at least one event is leased).
+    pub max_bytes: Option<u64>,
+    /// Whether to read new events at the cursor, or only hand out redeliveries.
+    pub new_events: bool,
+    /// Whether to return only once the leases are durable. A queue receive must (the client
+    /// holds lock tokens that must outlive a crash). Push delivery need not: its leases never
+    /// leave the process, and the settlement that follows a lease is journaled after it, so a
+    /// durable settlement implies a durable lease; a lease lost in a crash only means the
+    /// event is attempted again.
+    pub durable_leases: bool,
+}
+
+/// The queue API's view of a leased event.
+fn received_event(lease: &Lease, json: &[u8]) -> Option<ReceivedEvent> {
+    Some(ReceivedEvent {
+        lock_token: lease.token.encode(),
+        delivery_count: lease.token.delivery_count,
+        event: raw_event(json)?,
+    })
+}
+
 /// One attempt: redeliveries first (in address order), then new events from the cursor.
-/// Returns the events and whether more of the log is left to scan.
-async fn take_batch(
+/// `make` turns each lease and its event's stored JSON into what the caller returns; `nonces`
+/// supplies one lock nonce per lease. Returns the events and whether more of the log is left
+/// to scan.
+pub async fn take_batch<T>(
     inner: &Inner,
     topic: &Arc<Topic>,
     subscription: &Arc<Subscription>,
     policy: &QueuePolicy,
-    max_events: usize,
-) -> Result<(Vec<ReceivedEvent>, bool), StoreError> {
+    limits: TakeLimits,
+    mut nonces: impl Iterator<Item = u64>,
+    make: impl Fn(&Lease, &[u8]) -> Option<T>,
+) -> Result<(Vec<T>, bool), StoreError> {
     let clock = topic.clock;
-    let mut nonces = lock_token::nonces(max_events)?.into_iter();
-    let mut handout = Handout::default();
+    let max_events = limits.max_events;
+    let mut handout = match limits.max_bytes {
+        Some(bytes) => Handout::with_byte_budget(bytes),
+        None => Handout::default(),
+    };
     let mut commits = Vec::new();
 
     // Redeliveries: decided in memory.
@@ -147,7 +193,10 @@ async fn take_batch(
         let dropped = dropped_addresses(&handout, 0, policy);
         commits.extend(record_change(topic, &mut state, &changed, &dropped, false)?);
         subscription.update_pending(&state);
-        (state.cursor, handout.leases.len() < max_events)
+        (
+            state.cursor,
+            limits.new_events && !handout.is_full(max_events),
+        )
     };
     let redelivered = handout.leases.len();
     let doomed_waiting = handout.doomed.len();
@@ -231,7 +280,7 @@ async fn take_batch(
                 commits.extend(record_change(topic, &mut state, &changed, &dropped, moved)?);
             }
             subscription.update_pending(&state);
-            (state.cursor, handout.leases.len() >= max_events)
+            (state.cursor, handout.is_full(max_events))
         };
         scanned += chunk.len();
         chunks.push(chunk);
@@ -247,12 +296,15 @@ async fn take_batch(
         next = Some(read.await.map_err(io::Error::other)??);
     }
 
-    for commit in commits {
-        wait(commit).await?;
+    if limits.durable_leases {
+        for commit in commits {
+            wait(commit).await?;
+        }
     }
     count_outcomes(topic, subscription, &handout, policy);
 
     // The events to return, in the order they were leased.
+    let read_at_cursor = chunk_index(&chunks);
     let mut received = Vec::with_capacity(handout.leases.len());
     for (index, lease) in handout.leases.iter().enumerate() {
         let json = if index < redelivered {
@@ -261,14 +313,10 @@ async fn take_batch(
                 .and_then(|r| r.view())
                 .map(|v| v.json)
         } else {
-            chunk_json(&chunks, lease.address)
+            read_at_cursor.get(&lease.address).copied()
         };
-        match json.and_then(raw_event) {
-            Some(event) => received.push(ReceivedEvent {
-                lock_token: lease.token.encode(),
-                delivery_count: lease.token.delivery_count,
-                event,
-            }),
+        match json.and_then(|json| make(lease, json)) {
+            Some(event) => received.push(event),
             None => tracing::error!(
                 topic = %topic.name,
                 subscription = %subscription.name,
@@ -292,7 +340,9 @@ async fn take_batch(
                         .and_then(Record::view)
                         .map(|v| v.json.to_vec())
                 } else {
-                    chunk_json(&chunks, doomed.address).map(<[u8]>::to_vec)
+                    read_at_cursor
+                        .get(&doomed.address)
+                        .map(|json| json.to_vec())
                 };
                 (*doomed, json)
             })
@@ -307,14 +357,14 @@ async fn take_batch(
     Ok((received, more))
 }
 
-fn chunk_json(chunks: &[Chunk], address: u64) -> Option<&[u8]> {
-    let chunk = chunks
+/// The complete events of the chunks read, by address. (A chunk's bytes usually end inside a
+/// record that the next chunk starts with: an address is found by the records, not by the
+/// byte ranges read.)
+fn chunk_index(chunks: &[Chunk]) -> HashMap<u64, &[u8]> {
+    chunks
         .iter()
-        .find(|c| c.start <= address && address < c.start + c.len() as u64)?;
-    chunk
-        .events()
-        .find(|e| e.address == address)
-        .map(|e| e.json)
+        .flat_map(|chunk| chunk.events().map(|event| (event.address, event.json)))
+        .collect()
 }
 
 fn raw_event(json: &[u8]) -> Option<Box<RawValue>> {
@@ -400,6 +450,7 @@ pub async fn dead_letter(
             dead_letter_time: now,
             publish_time: doomed.publish_time,
             subscription: &subscription.name,
+            last_attempt: doomed.last_attempt,
         };
         match dead_letter_event(json, &facts) {
             Some(event) => events.push(event),
@@ -469,8 +520,6 @@ pub async fn settle(
     action: Settle,
     lock_tokens: &[String],
 ) -> Result<SettleOutcome, StoreError> {
-    let config = subscription.config.load();
-    let policy = &config.policy;
     let action = match action {
         Settle::Acknowledge => SettleAction::Acknowledge,
         Settle::Release { delay } => SettleAction::Release {
@@ -480,6 +529,45 @@ pub async fn settle(
         Settle::RenewLock => SettleAction::RenewLock,
     };
     let mut outcome = SettleOutcome::default();
+    let mut items = Vec::with_capacity(lock_tokens.len());
+    let mut texts = Vec::with_capacity(lock_tokens.len());
+    for text in lock_tokens {
+        match LockToken::decode(text) {
+            Some(token) => {
+                items.push((token, action));
+                texts.push(text);
+            }
+            None => outcome.failed.push(FailedLockToken {
+                lock_token: text.clone(),
+                error: LockTokenError::Malformed,
+            }),
+        }
+    }
+    let results = settle_tokens(inner, topic, subscription, &items).await?;
+    for (text, result) in texts.into_iter().zip(results) {
+        match result {
+            Ok(()) => outcome.succeeded.push(text.clone()),
+            Err(error) => outcome.failed.push(FailedLockToken {
+                lock_token: text.clone(),
+                error,
+            }),
+        }
+    }
+    Ok(outcome)
+}
+
+/// Settle each locked event with its own action (push delivery settles a request's events
+/// together, each with what its attempt count and age call for). One journal write for all;
+/// durable before it returns; then the dead letters. One result per item, in order.
+pub async fn settle_tokens(
+    inner: &Inner,
+    topic: &Arc<Topic>,
+    subscription: &Arc<Subscription>,
+    items: &[(LockToken, SettleAction)],
+) -> Result<Vec<Result<(), LockTokenError>>, StoreError> {
+    let config = subscription.config.load();
+    let policy = &config.policy;
+    let mut results = Vec::with_capacity(items.len());
     let mut doomed = Vec::new();
     let commit = {
         let mut state = subscription.state.lock();
@@ -488,28 +576,19 @@ pub async fn settle(
         subscription.metrics.lock_expiries.inc_by(expired);
         let mut upserts = Vec::new();
         let mut removes = Vec::new();
-        for text in lock_tokens {
-            let Some(token) = LockToken::decode(text) else {
-                outcome.failed.push(FailedLockToken {
-                    lock_token: text.clone(),
-                    error: LockTokenError::Malformed,
-                });
-                continue;
-            };
-            match state.check_lock(&token, now) {
+        for (token, action) in items {
+            match state.check_lock(token, now) {
                 Ok(entry) => {
-                    let (after, rejected) = state.settle(token.address, entry, action, now, policy);
+                    let (after, rejected) =
+                        state.settle(token.address, entry, *action, now, policy);
                     match after {
                         Some(entry) => upserts.push((token.address, entry)),
                         None => removes.push(token.address),
                     }
                     doomed.extend(rejected);
-                    outcome.succeeded.push(text.clone());
+                    results.push(Ok(()));
                 }
-                Err(error) => outcome.failed.push(FailedLockToken {
-                    lock_token: text.clone(),
-                    error,
-                }),
+                Err(error) => results.push(Err(error)),
             }
         }
         let commit = record_change(topic, &mut state, &upserts, &removes, false)?;
@@ -519,17 +598,25 @@ pub async fn settle(
     if let Some(commit) = commit {
         wait(commit).await?;
     }
-    let settled = outcome.succeeded.len() as u64;
     let metrics = &subscription.metrics;
-    match action {
-        SettleAction::Acknowledge => metrics.acknowledged.inc_by(settled),
-        SettleAction::Release { .. } => {
-            metrics.released.inc_by(settled);
-            // Released events (or a new deadline to wait for) are there for long polls.
-            subscription.notify.notify_waiters();
+    let mut released = false;
+    for ((_, action), result) in items.iter().zip(&results) {
+        if result.is_err() {
+            continue;
         }
-        SettleAction::Reject => metrics.rejected.inc_by(settled),
-        SettleAction::RenewLock => {}
+        match action {
+            SettleAction::Acknowledge => metrics.acknowledged.inc(),
+            SettleAction::Release { .. } => {
+                metrics.released.inc();
+                released = true;
+            }
+            SettleAction::Reject | SettleAction::DeadLetter { .. } => metrics.rejected.inc(),
+            SettleAction::RenewLock => {}
+        }
+    }
+    if released {
+        // Released events (or a new deadline to wait for) are there for long polls.
+        subscription.notify.notify_waiters();
     }
     if !doomed.is_empty() {
         match &policy.dead_letter_topic {
@@ -538,17 +625,19 @@ pub async fn settle(
                 dead_letter(inner, topic, subscription, dead_letter_topic, doomed).await?;
             }
             None => {
-                topic
-                    .metrics
-                    .dropped_events
-                    .with_label_values(&[
-                        topic.name.as_str(),
-                        subscription.name.as_str(),
-                        DeadLetterReason::Rejected.as_str(),
-                    ])
-                    .inc_by(doomed.len() as u64);
+                for doomed in &doomed {
+                    topic
+                        .metrics
+                        .dropped_events
+                        .with_label_values(&[
+                            topic.name.as_str(),
+                            subscription.name.as_str(),
+                            doomed.reason.as_str(),
+                        ])
+                        .inc();
+                }
             }
         }
     }
-    Ok(outcome)
+    Ok(results)
 }

@@ -1,7 +1,9 @@
 //! Background upkeep of the store: fsync under the `Interval` policy, the time-to-live sweep
 //! (events no subscription can deliver any more are dead-lettered or dropped, so cursors move
-//! on even when nobody receives), and deleting segments that every served subscription is
-//! past and that are older than the topic's retention.
+//! on even when nobody receives), deleting segments that every served subscription is past
+//! and that are older than the topic's retention, and deleting what the configuration removed
+//! once retention has passed: the state of a removed subscription, the files of a removed
+//! topic. Never sooner, so that a configuration mistake, fixed, destroys nothing.
 
 use super::Inner;
 use super::clock::Millis;
@@ -10,11 +12,16 @@ use super::subscription::{Doomed, Handout, NewEvent};
 use super::topic::{Subscription, Topic};
 use super::{FsyncPolicy, StoreError};
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// How much of the log the sweep reads per subscription per pass.
 const SWEEP_BYTES: usize = 1 << 20;
+
+/// The longest retention a topic can have (`eventRetentionInDays` ≤ 7): what is assumed for
+/// a topic on disk whose configuration this process has never seen.
+const MAX_RETENTION: Millis = 7 * 24 * 3600 * 1000;
 
 /// Fsync dirty topics every interval while the policy is `Interval`.
 pub async fn fsync_task(inner: Weak<Inner>) {
@@ -70,14 +77,60 @@ pub async fn retention_task(inner: Weak<Inner>, period: Duration) {
     }
 }
 
-/// One pass over every served topic.
-pub async fn run_once(inner: &Inner) -> Result<(), StoreError> {
+/// One pass over every topic.
+pub async fn run_once(inner: &Arc<Inner>) -> Result<(), StoreError> {
     for topic in inner.served_topics() {
         let subscriptions: Vec<Arc<Subscription>> = topic.served.load().values().cloned().collect();
         for subscription in &subscriptions {
             sweep_expired(inner, &topic, subscription).await?;
         }
         delete_segments(&topic).await?;
+        forget_retired_subscriptions(inner, &topic).await?;
+    }
+    for topic in inner.unserved_topics() {
+        delete_removed_topic(inner, &topic).await?;
+    }
+    Ok(())
+}
+
+/// Forget the state of the topic's subscriptions that the configuration removed longer than
+/// the topic's retention ago.
+async fn forget_retired_subscriptions(
+    inner: &Arc<Inner>,
+    topic: &Arc<Topic>,
+) -> Result<(), StoreError> {
+    let retention = topic.retention.load(Ordering::Relaxed).min(MAX_RETENTION);
+    let (inner, topic) = (Arc::clone(inner), Arc::clone(topic));
+    tokio::task::spawn_blocking(move || {
+        let _lifecycle = inner.lifecycle.lock();
+        if !topic.is_served.load(Ordering::Acquire) {
+            // Its files go as a whole (`delete_removed_topic`).
+            return Ok(Vec::new());
+        }
+        topic.forget_retired(retention)
+    })
+    .await
+    .map_err(io::Error::other)??;
+    Ok(())
+}
+
+/// Delete the files of a topic the configuration no longer has, once its newest event is past
+/// its retention (the last retention it was served with; the longest possible if it was not
+/// served since the process started).
+async fn delete_removed_topic(inner: &Arc<Inner>, topic: &Arc<Topic>) -> Result<(), StoreError> {
+    let retention = topic.retention.load(Ordering::Relaxed).min(MAX_RETENTION);
+    let Some(newest) = topic.log.newest_activity() else {
+        return Ok(());
+    };
+    if topic.clock.now().saturating_sub(newest) <= retention {
+        return Ok(());
+    }
+    let (inner, name) = (Arc::clone(inner), topic.name.clone());
+    let deleted = tokio::task::spawn_blocking(move || inner.delete_topic_files(&name))
+        .await
+        .map_err(io::Error::other)??;
+    if deleted {
+        tracing::info!(topic = %topic.name, "deleted the files of a topic removed from the configuration: its newest event is past retention");
     }
     Ok(())
 }
@@ -85,7 +138,7 @@ pub async fn run_once(inner: &Inner) -> Result<(), StoreError> {
 /// Delete the segments every served subscription is past and that are older than retention.
 pub async fn delete_segments(topic: &Arc<Topic>) -> Result<usize, StoreError> {
     let before = topic.low_watermark();
-    let retention = topic.retention.load(std::sync::atomic::Ordering::Relaxed);
+    let retention = topic.retention.load(Ordering::Relaxed);
     let published_by: Millis = topic.clock.now().saturating_sub(retention);
     let log = Arc::clone(&topic.log);
     let deleted = tokio::task::spawn_blocking(move || log.delete_segments(before, published_by))

@@ -62,6 +62,8 @@ pub enum DeadLetterReason {
     MaxDeliveryCountExceeded,
     TimeToLiveExceeded,
     Rejected,
+    /// Push delivery: the endpoint answered a status that is never retried (SPEC §C).
+    NonRetryableStatus,
 }
 
 impl DeadLetterReason {
@@ -70,8 +72,21 @@ impl DeadLetterReason {
             DeadLetterReason::MaxDeliveryCountExceeded => "MaxDeliveryCountExceeded",
             DeadLetterReason::TimeToLiveExceeded => "TimeToLiveExceeded",
             DeadLetterReason::Rejected => "Rejected",
+            DeadLetterReason::NonRetryableStatus => "NonRetryableStatus",
         }
     }
+}
+
+/// Push delivery: what the last delivery attempt of a dead-lettered event ended with. Only
+/// the dispatcher knows it, so only events it gives up on carry it (not those the store
+/// expires on its own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LastAttempt {
+    /// The HTTP status, when the endpoint answered at all.
+    pub http_status: Option<u16>,
+    /// A short CamelCase word (`TimedOut`, `ServerError`, `NotFound`, ...).
+    pub outcome: &'static str,
+    pub time: Millis,
 }
 
 /// An event that must leave the subscription: dead-lettered (then `finish_dead_letter`) or
@@ -83,6 +98,7 @@ pub struct Doomed {
     pub publish_time: Millis,
     pub delivery_attempts: u32,
     pub reason: DeadLetterReason,
+    pub last_attempt: Option<LastAttempt>,
 }
 
 /// An event just locked for a receiver.
@@ -90,6 +106,7 @@ pub struct Doomed {
 pub struct Lease {
     pub address: u64,
     pub len: u32,
+    pub publish_time: Millis,
     pub token: LockToken,
 }
 
@@ -100,6 +117,26 @@ pub struct Handout {
     pub doomed: Vec<Doomed>,
     /// Lock expiries found due while handing out (for the metric).
     pub expired_locks: u64,
+    /// Stop leasing once the leased records hold this many bytes (`None`: no limit). Push
+    /// delivery sets it so that one take fills its free requests and no more.
+    pub byte_budget: Option<u64>,
+    /// Record bytes leased so far.
+    pub leased_bytes: u64,
+}
+
+impl Handout {
+    /// With a byte budget: at least one event, then up to the budget.
+    pub fn with_byte_budget(bytes: u64) -> Handout {
+        Handout {
+            byte_budget: Some(bytes),
+            ..Handout::default()
+        }
+    }
+
+    /// No more leases: `max` reached or the byte budget spent.
+    pub fn is_full(&self, max: usize) -> bool {
+        self.leases.len() >= max || self.byte_budget.is_some_and(|b| self.leased_bytes >= b)
+    }
 }
 
 /// A new event at the cursor, as read from the log.
@@ -115,9 +152,17 @@ pub struct NewEvent {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum SettleAction {
     Acknowledge,
-    Release { delay: Millis },
+    Release {
+        delay: Millis,
+    },
     Reject,
     RenewLock,
+    /// Push delivery gives up on the event: like `Reject`, with the dispatcher's reason and
+    /// what its last attempt ended with.
+    DeadLetter {
+        reason: DeadLetterReason,
+        last_attempt: LastAttempt,
+    },
 }
 
 #[derive(Debug)]
@@ -136,6 +181,10 @@ pub struct SubscriptionState {
     pub unread_estimate: u64,
     /// The owner id tokens carry (the pod ordinal).
     owner: u16,
+    /// When the configuration stopped serving this subscription (journaled). No event
+    /// published after that matches it, so once retention has passed since, its state holds
+    /// nothing worth keeping and is forgotten.
+    pub retired_at: Option<Millis>,
 }
 
 impl SubscriptionState {
@@ -150,7 +199,46 @@ impl SubscriptionState {
             timers: BTreeSet::new(),
             unread_estimate: 0,
             owner,
+            retired_at: None,
         }
+    }
+
+    /// Mark the subscription as no longer served, from `now` (unless it already is). Returns
+    /// whether that changed anything.
+    pub fn retire(&mut self, now: Millis) -> bool {
+        if self.retired_at.is_some() {
+            return false;
+        }
+        self.retired_at = Some(now);
+        true
+    }
+
+    /// Served again. Returns whether it had been retired.
+    pub fn revive(&mut self) -> bool {
+        self.retired_at.take().is_some()
+    }
+
+    /// Every lock becomes a wait that is due `now` (push delivery, when its dispatcher starts:
+    /// the only holder of this subscription's locks was an earlier dispatcher, now gone).
+    /// Returns the changed entries for the journal.
+    pub fn release_locks(&mut self, now: Millis) -> Vec<(u64, InFlight)> {
+        let locked: Vec<(u64, InFlight)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, entry)| matches!(entry.state, EventState::Locked { .. }))
+            .map(|(address, entry)| {
+                let waiting = InFlight {
+                    state: EventState::Waiting { not_before: now },
+                    ..*entry
+                };
+                (*address, waiting)
+            })
+            .collect();
+        for (address, entry) in &locked {
+            self.set(*address, *entry);
+        }
+        self.process_due(now);
+        locked
     }
 
     pub fn in_flight(&self) -> impl Iterator<Item = (&u64, &InFlight)> {
@@ -242,7 +330,7 @@ impl SubscriptionState {
     ) -> Vec<(u64, InFlight)> {
         handout.expired_locks += self.process_due(now);
         let mut changed = Vec::new();
-        while handout.leases.len() < max {
+        while !handout.is_full(max) {
             let Some(address) = self.ready.pop_first() else {
                 break;
             };
@@ -285,7 +373,7 @@ impl SubscriptionState {
                 // Another receiver took it between our read and this lock.
                 continue;
             }
-            if handout.leases.len() >= max {
+            if handout.is_full(max) {
                 break;
             }
             if event.matched {
@@ -347,6 +435,7 @@ impl SubscriptionState {
                     publish_time: event.publish_time,
                     delivery_attempts: 0,
                     reason: DeadLetterReason::TimeToLiveExceeded,
+                    last_attempt: None,
                 };
                 self.doom(doomed, policy, handout, &mut changed);
                 self.unread_estimate = self.unread_estimate.saturating_sub(1);
@@ -380,6 +469,7 @@ impl SubscriptionState {
                 publish_time: entry.publish_time,
                 delivery_attempts: entry.delivery_count,
                 reason: DeadLetterReason::TimeToLiveExceeded,
+                last_attempt: None,
             };
             self.doom(doomed, policy, handout, &mut changed);
         }
@@ -406,6 +496,7 @@ impl SubscriptionState {
             publish_time: entry.publish_time,
             delivery_attempts: entry.delivery_count,
             reason,
+            last_attempt: None,
         })
     }
 
@@ -448,9 +539,11 @@ impl SubscriptionState {
             ..entry
         };
         self.set(address, leased);
+        handout.leased_bytes += u64::from(entry.len);
         handout.leases.push(Lease {
             address,
             len: entry.len,
+            publish_time: entry.publish_time,
             token: LockToken {
                 owner: self.owner,
                 subscription: self.id,
@@ -530,13 +623,21 @@ impl SubscriptionState {
                 self.set(address, renewed);
                 (Some(renewed), None)
             }
-            SettleAction::Reject => {
+            SettleAction::Reject | SettleAction::DeadLetter { .. } => {
+                let (reason, last_attempt) = match action {
+                    SettleAction::DeadLetter {
+                        reason,
+                        last_attempt,
+                    } => (reason, Some(last_attempt)),
+                    _ => (DeadLetterReason::Rejected, None),
+                };
                 let doomed = Doomed {
                     address,
                     len: entry.len,
                     publish_time: entry.publish_time,
                     delivery_attempts: entry.delivery_count,
-                    reason: DeadLetterReason::Rejected,
+                    reason,
+                    last_attempt,
                 };
                 if policy.dead_letter_topic.is_some() {
                     let held = InFlight {
@@ -606,6 +707,18 @@ impl SubscriptionState {
     pub fn remove_record(&mut self, addresses: &[u64], buf: &mut Vec<u8>) {
         let seq = self.next_seq();
         journal::encode_remove(buf, self.id, seq, addresses);
+    }
+
+    /// The journal record of the retirement state (after `retire` or `revive`).
+    pub fn retire_record(&mut self, buf: &mut Vec<u8>) {
+        let seq = self.next_seq();
+        journal::encode_retire(buf, self.id, seq, self.retired_at);
+    }
+
+    /// The journal record that forgets this subscription.
+    pub fn forget_record(&mut self, buf: &mut Vec<u8>) {
+        let seq = self.next_seq();
+        journal::encode_forget(buf, self.id, seq);
     }
 
     /// The journal record of the whole state (creation and compaction).

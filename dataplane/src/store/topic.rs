@@ -26,15 +26,22 @@ pub type StateTable = RwLock<BTreeMap<SubscriptionId, Arc<Mutex<SubscriptionStat
 /// What a subscription does with its events, from the Snapshot.
 pub enum Mode {
     Queue,
-    /// Push delivery is another module's; the store keeps its cursor and expires its events.
+    /// Delivered by a dispatcher of `delivery/` (see `push.rs`), the subscription's only
+    /// consumer.
     Push,
 }
+
+/// How long the push dispatcher's lock on an event lasts. Longer than any delivery can take
+/// (a 30 s attempt, queued behind at most a couple of others of the same take), so a lock
+/// never expires under a live dispatcher; a dispatcher that starts releases its predecessor's
+/// locks at once, so the length never delays redelivery after a restart.
+pub const PUSH_LOCK_DURATION: Millis = 5 * 60 * 1000;
 
 /// A subscription's settings, swapped whole when a Snapshot changes them.
 pub struct SubscriptionConfig {
     pub mode: Mode,
-    /// Lock duration, max deliveries, TTL, dead-letter topic (the lock duration is unused
-    /// under push delivery).
+    /// Lock duration (under push delivery: `PUSH_LOCK_DURATION`), max deliveries, TTL,
+    /// dead-letter topic.
     pub policy: QueuePolicy,
     pub filter: CompiledFilter,
     /// After this, the subscription delivers nothing.
@@ -56,7 +63,7 @@ impl SubscriptionConfig {
             Delivery::Push(push) => (
                 Mode::Push,
                 QueuePolicy {
-                    lock_duration: 0,
+                    lock_duration: PUSH_LOCK_DURATION,
                     max_delivery_count: push.max_delivery_count,
                     time_to_live: duration_millis(push.event_time_to_live),
                     dead_letter_topic: push.dead_letter_topic.clone(),
@@ -181,7 +188,8 @@ impl Topic {
 
     /// Serve exactly `subscriptions` (this topic's, from a Snapshot): keep existing ones with
     /// their new settings, create new ones at the end of the log, stop serving the others
-    /// (their state stays on disk, in case the removal was a transient configuration error).
+    /// (their state stays on disk, in case the removal was a transient configuration error,
+    /// and is retired: forgotten once retention has passed, see `forget_retired`).
     pub fn serve(&self, subscriptions: &[&CompiledSubscription], owner: u16) -> io::Result<()> {
         let current = self.served.load();
         let mut next = BTreeMap::new();
@@ -220,8 +228,68 @@ impl Topic {
                 self.metrics.forget_subscription(&self.name, name);
             }
         }
+        self.mark_retirements(&next);
         self.served.store(Arc::new(next));
         Ok(())
+    }
+
+    /// Journal which states the configuration serves: a state it stopped serving (or never
+    /// served since a restart) is retired from now on; a served one is not. Quiet writes: a
+    /// retirement lost in a crash is recorded again, later (so never sooner), on the first
+    /// Snapshot after the restart; a lost revival is recorded again when served again.
+    fn mark_retirements(&self, served: &BTreeMap<String, Arc<Subscription>>) {
+        let now = self.clock.now();
+        let served_ids: std::collections::BTreeSet<SubscriptionId> =
+            served.values().map(|s| s.id).collect();
+        for state in self.states.read().values() {
+            let mut state = state.lock();
+            let changed = if served_ids.contains(&state.id) {
+                state.revive()
+            } else {
+                state.retire(now)
+            };
+            if changed {
+                let mut record = Vec::new();
+                state.retire_record(&mut record);
+                self.committer.submit_quietly(&record);
+            }
+        }
+    }
+
+    /// Forget the states retired for longer than `retention`: no event published since they
+    /// were retired matches them, so every event they could still deliver is past retention.
+    /// Written and fsynced at once, under the committer's files lock so that a compaction
+    /// cannot interleave. Blocking. The caller holds the store's lifecycle lock, so that no
+    /// Snapshot serves a state while it is being forgotten. Returns the names forgotten.
+    pub fn forget_retired(&self, retention: Millis) -> io::Result<Vec<String>> {
+        let now = self.clock.now();
+        let due = |state: &SubscriptionState| {
+            state
+                .retired_at
+                .is_some_and(|at| now.saturating_sub(at) > retention)
+        };
+        if !self.states.read().values().any(|s| due(&s.lock())) {
+            return Ok(Vec::new());
+        }
+        let mut forgotten = Vec::new();
+        self.committer.create_with(|_| {
+            let mut states = self.states.write();
+            let mut record = Vec::new();
+            states.retain(|_, state| {
+                let mut state = state.lock();
+                if !due(&state) {
+                    return true;
+                }
+                state.forget_record(&mut record);
+                forgotten.push(state.name.clone());
+                false
+            });
+            Ok(record)
+        })?;
+        for name in &forgotten {
+            tracing::info!(topic = %self.name, subscription = %name, "forgot the state of a subscription removed from the configuration longer than retention ago");
+        }
+        Ok(forgotten)
     }
 
     /// The state of the subscription called `name`: recovered, or new at the end of the log.

@@ -402,3 +402,4 @@ pub const REJECTED: &str = "gridline_config_reloads_total{result=\"rejected\"}";
 
 pub mod mqtt;
 pub mod python;
+pub mod webhook;

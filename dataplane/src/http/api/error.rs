@@ -196,7 +196,9 @@ impl From<StoreError> for ApiError {
             StoreError::TopicNotFound(_) | StoreError::SubscriptionNotFound { .. } => {
                 ApiError::not_found(error.to_string())
             }
-            StoreError::NotAQueueSubscription { .. } => ApiError::bad_request(error.to_string()),
+            StoreError::NotAQueueSubscription { .. } | StoreError::NotAPushSubscription { .. } => {
+                ApiError::bad_request(error.to_string())
+            }
             StoreError::ShuttingDown => ApiError::unavailable(error.to_string()),
             StoreError::Io(io) => {
                 // The details are for the operator, not the client.

@@ -1,8 +1,11 @@
 //! Store behaviour through its public façade: `delivery` covers the queue semantics,
-//! `durability` recovery, retention and the fsync policies.
+//! `durability` recovery, retention and the fsync policies, `lifecycle` what happens to the
+//! files of removed topics and subscriptions, `push` the push dispatcher's access.
 
 mod delivery;
 mod durability;
+mod lifecycle;
+mod push;
 
 use super::*;
 use crate::metrics::Metrics;
