@@ -1,0 +1,9 @@
+//! The Gridline operator: runs each Gridline Namespace as a StatefulSet and reports, for every
+//! object, whether it is accepted and served. See `README.md` beside this crate for the design.
+
+pub mod children;
+pub mod options;
+pub mod status;
+
+#[cfg(test)]
+mod testing;

@@ -1,0 +1,126 @@
+//! Conditions as the Kubernetes convention wants them: CamelCase reasons, a message for
+//! people, `observedGeneration`, and a `lastTransitionTime` that moves only when the status
+//! does (zookeeper-operator merges the same way).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+/// The current time at the API server's precision (whole seconds), so that a condition read
+/// back compares equal to the one written.
+pub fn now() -> Time {
+    let seconds = Timestamp::now().as_second();
+    Time(Timestamp::from_second(seconds).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+/// What a condition should say, before its transition time is decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Desired {
+    pub fn new(type_: &'static str, status: bool, reason: &'static str, message: String) -> Self {
+        Self {
+            type_,
+            status,
+            reason,
+            message,
+        }
+    }
+}
+
+fn status_text(status: bool) -> &'static str {
+    if status { "True" } else { "False" }
+}
+
+/// The conditions to write: `desired`, in order, each keeping the `lastTransitionTime` of the
+/// current condition of its type when its status has not changed, and taking `now` otherwise.
+/// Current conditions of other types are dropped: the operator owns every condition it reports.
+pub fn merge(
+    current: &[Condition],
+    desired: &[Desired],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    desired
+        .iter()
+        .map(|d| {
+            let status = status_text(d.status);
+            let last_transition_time = current
+                .iter()
+                .find(|c| c.type_ == d.type_ && c.status == status)
+                .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+            Condition {
+                type_: d.type_.to_string(),
+                status: status.to_string(),
+                reason: d.reason.to_string(),
+                message: d.message.clone(),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+/// The status of condition `type_`, if present.
+pub fn status_of(conditions: &[Condition], type_: &str) -> Option<bool> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: i64) -> Time {
+        Time(Timestamp::from_second(second).unwrap())
+    }
+
+    fn ready(status: bool, reason: &'static str) -> Desired {
+        Desired::new("Ready", status, reason, format!("{reason}!"))
+    }
+
+    #[test]
+    fn a_new_condition_transitions_now() {
+        let merged = merge(&[], &[ready(false, "PodsNotReady")], Some(2), &at(100));
+        assert_eq!(merged[0].last_transition_time, at(100));
+        assert_eq!(merged[0].status, "False");
+        assert_eq!(merged[0].observed_generation, Some(2));
+    }
+
+    #[test]
+    fn an_unchanged_status_keeps_its_transition_time_even_when_the_reason_changes() {
+        let current = merge(&[], &[ready(false, "PodsNotReady")], Some(1), &at(100));
+        let merged = merge(&current, &[ready(false, "NotAccepted")], Some(2), &at(200));
+        assert_eq!(merged[0].last_transition_time, at(100));
+        assert_eq!(merged[0].reason, "NotAccepted");
+        assert_eq!(merged[0].observed_generation, Some(2));
+    }
+
+    #[test]
+    fn a_changed_status_transitions_now() {
+        let current = merge(&[], &[ready(false, "PodsNotReady")], Some(1), &at(100));
+        let merged = merge(&current, &[ready(true, "PodsReady")], Some(1), &at(200));
+        assert_eq!(merged[0].last_transition_time, at(200));
+        assert_eq!(status_of(&merged, "Ready"), Some(true));
+    }
+
+    #[test]
+    fn merging_what_is_already_there_changes_nothing() {
+        let current = merge(&[], &[ready(true, "PodsReady")], Some(1), &at(100));
+        assert_eq!(
+            merge(&current, &[ready(true, "PodsReady")], Some(1), &at(500)),
+            current
+        );
+    }
+
+    #[test]
+    fn now_has_whole_seconds_like_the_api_server() {
+        assert_eq!(now().0.subsec_nanosecond(), 0);
+    }
+}

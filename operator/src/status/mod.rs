@@ -1,0 +1,9 @@
+//! Status of every Gridline object, computed by pure functions from the compiled model and
+//! the readiness of each Namespace's pods.
+
+pub mod conditions;
+mod desired;
+
+pub use desired::{
+    AcceptedEvent, CONDITION_INSECURE, Plan, Pods, StatusChange, desired_status, evaluate, plan,
+};

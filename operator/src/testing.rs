@@ -1,0 +1,97 @@
+//! Objects for tests, shaped as the API server returns them (uid, generation, namespace).
+
+use gridline_crds::types::{
+    Client, ClientGroup, EventSubscription, Namespace, PermissionBinding, Topic, TopicSpace,
+};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+pub const K8S_NS: &str = "shop";
+
+fn object<K: DeserializeOwned>(kind: &str, name: &str, spec: Value) -> K {
+    serde_json::from_value(json!({
+        "apiVersion": "gridline.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": K8S_NS,
+            "uid": format!("uid-{kind}-{name}"),
+            "generation": 1,
+            "resourceVersion": "1",
+        },
+        "spec": spec,
+    }))
+    .expect("a valid test object")
+}
+
+/// A Namespace with TLS off (so it needs no Secret) and MQTT on.
+pub fn namespace(name: &str) -> Namespace {
+    object(
+        "Namespace",
+        name,
+        json!({
+            "topicSpacesConfiguration": {"state": "Enabled"},
+            "listeners": {
+                "mqttTls": {"enabled": false, "port": 8883},
+                "https": {"enabled": false, "port": 443},
+            },
+        }),
+    )
+}
+
+pub fn topic(name: &str, namespace: &str) -> Topic {
+    object("Topic", name, json!({"namespaceRef": {"name": namespace}}))
+}
+
+pub fn queue_subscription(name: &str, topic: &str) -> EventSubscription {
+    object(
+        "EventSubscription",
+        name,
+        json!({
+            "topicRef": {"name": topic},
+            "deliveryConfiguration": {"deliveryMode": "Queue", "queue": {}},
+        }),
+    )
+}
+
+pub fn client(name: &str, namespace: &str) -> Client {
+    object(
+        "Client",
+        name,
+        json!({"namespaceRef": {"name": namespace}, "attributes": {"type": "sensor"}}),
+    )
+}
+
+pub fn client_group(name: &str, namespace: &str, query: &str) -> ClientGroup {
+    object(
+        "ClientGroup",
+        name,
+        json!({"namespaceRef": {"name": namespace}, "query": query}),
+    )
+}
+
+pub fn topic_space(name: &str, namespace: &str) -> TopicSpace {
+    object(
+        "TopicSpace",
+        name,
+        json!({"namespaceRef": {"name": namespace}, "topicTemplates": ["devices/+/telemetry"]}),
+    )
+}
+
+pub fn permission_binding(
+    name: &str,
+    namespace: &str,
+    group: &str,
+    space: &str,
+) -> PermissionBinding {
+    object(
+        "PermissionBinding",
+        name,
+        json!({
+            "namespaceRef": {"name": namespace},
+            "clientGroupName": group,
+            "topicSpaceName": space,
+            "permission": "Publisher",
+        }),
+    )
+}
