@@ -4,7 +4,7 @@
 use crate::config::kubernetes::KubernetesSource;
 use crate::config::local::LocalSource;
 use crate::config::{ConfigSource, LoadedConfig, NamespaceSelection};
-use crate::delivery::{PushManager, PushTuning, TimeScale};
+use crate::delivery::{PushManager, PushTuning, StatusWriter, TimeScale};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::mqtt;
@@ -102,10 +102,19 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
                 ReloadPolicy::AllOrNothing,
             )
         }
-        SourceOptions::Kubernetes { k8s_namespace } => (
-            ConfigSource::Kubernetes(KubernetesSource::connect(k8s_namespace.clone()).await?),
-            ReloadPolicy::ServeValid,
-        ),
+        SourceOptions::Kubernetes { k8s_namespace } => {
+            let source = KubernetesSource::connect(k8s_namespace.clone()).await?;
+            // Push subscriptions' delivery conditions go into their status (in local mode
+            // they are only served at /status/eventsubscriptions).
+            let writer = StatusWriter::new(
+                source.client(),
+                source.k8s_namespace(),
+                push.status(),
+                pod_name(),
+            );
+            tokio::spawn(writer.run(stop_rx.clone()));
+            (ConfigSource::Kubernetes(source), ReloadPolicy::ServeValid)
+        }
     };
     // A small bound: a source blocks rather than queue loads nobody will look at (each load
     // supersedes the one before).
@@ -202,6 +211,13 @@ fn flatten(
 
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// This pod's name (Kubernetes sets HOSTNAME to it), for messages several pods may write.
+fn pod_name() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".to_string())
 }
 
 /// Resolves on SIGINT or SIGTERM (what Kubernetes sends before killing a pod).

@@ -42,6 +42,16 @@ impl KubernetesSource {
         }
     }
 
+    /// The API client (the data plane writes push subscriptions' delivery conditions with it).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The Kubernetes namespace watched.
+    pub fn k8s_namespace(&self) -> &str {
+        &self.k8s_namespace
+    }
+
     /// Connect with the in-cluster service account, or the local kubeconfig.
     pub async fn connect(k8s_namespace: Option<String>) -> anyhow::Result<Self> {
         let client = Client::try_default()

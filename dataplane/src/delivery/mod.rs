@@ -9,10 +9,12 @@ mod metrics;
 mod rate;
 mod schedule;
 mod status;
+mod status_writer;
 mod webhook;
 
 pub use schedule::TimeScale;
 pub use status::StatusBoard;
+pub use status_writer::StatusWriter;
 
 use crate::store::{EventStore, PushConsumer};
 use dispatcher::{Dispatcher, Shared};

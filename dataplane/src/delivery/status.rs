@@ -30,7 +30,7 @@ pub enum ConditionStatus {
 }
 
 impl ConditionStatus {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             ConditionStatus::True => "True",
             ConditionStatus::False => "False",
@@ -140,7 +140,8 @@ impl SubscriptionStatus {
     }
 }
 
-type Key = (String, String);
+/// (topic, subscription).
+pub type Key = (String, String);
 
 /// Every push subscription's status. Cheap to clone.
 #[derive(Clone, Default)]
@@ -173,6 +174,15 @@ impl StatusBoard {
             .lock()
             .get(&(topic.to_string(), subscription.to_string()))
             .cloned()
+    }
+
+    /// A copy of every entry, by topic then subscription name.
+    pub fn entries(&self) -> Vec<(Key, SubscriptionStatus)> {
+        self.entries
+            .lock()
+            .iter()
+            .map(|(key, status)| (key.clone(), status.clone()))
+            .collect()
     }
 
     /// `{"eventSubscriptions": [...]}`, by topic then subscription name.
