@@ -5,5 +5,12 @@ pub mod children;
 pub mod options;
 pub mod status;
 
+pub mod backoff;
+pub mod controller;
+pub mod error;
+pub mod metrics;
 #[cfg(test)]
 mod testing;
+
+#[cfg(test)]
+mod fixtures;

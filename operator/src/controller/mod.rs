@@ -1,0 +1,8 @@
+//! The controllers: one applies each Namespace's children, the other writes every object's
+//! status from the compiled model.
+
+pub mod children;
+pub mod status;
+mod stores;
+
+pub use stores::Stores;

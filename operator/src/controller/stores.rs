@@ -1,0 +1,2 @@
+//! stores
+pub struct Stores;
