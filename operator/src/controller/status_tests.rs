@@ -1,0 +1,252 @@
+use super::*;
+use crate::fixtures::{Expect, mock_client};
+use crate::testing::*;
+use http::{Method, StatusCode};
+use serde_json::Value;
+
+const STATUS_QUERY: &str = "?&fieldManager=gridline-operator";
+
+fn status_patch(plural: &str, name: &str) -> Expect {
+    Expect::new(
+        Method::PATCH,
+        format!("/apis/gridline.dev/v1alpha1/namespaces/shop/{plural}/{name}/status{STATUS_QUERY}"),
+    )
+    .echo()
+}
+
+fn event_post() -> Expect {
+    Expect::new(
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/shop/events?",
+    )
+    .echo()
+}
+
+fn context(client: Client) -> Arc<StatusContext> {
+    let ctx = StatusContext::new(client, Metrics::new(), "test-replica".into());
+    // One write at a time: the script's order is then the plan's order.
+    Arc::new(StatusContext {
+        concurrency: 1,
+        ..Arc::into_inner(ctx).expect("sole owner")
+    })
+}
+
+fn ready(name: &str) -> BTreeMap<String, Pods> {
+    BTreeMap::from([(
+        name.to_string(),
+        Pods {
+            desired: 1,
+            ready: 1,
+        },
+    )])
+}
+
+fn namespace_and_topic() -> Objects {
+    Objects {
+        namespaces: vec![namespace("orders")],
+        topics: vec![topic("placed", "orders")],
+        ..Objects::default()
+    }
+}
+
+fn conditions_of(body: &Value) -> Vec<(String, String)> {
+    body["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_pass_merge_patches_each_new_status_through_the_status_subresource() {
+    let (client, mut server) = mock_client();
+    let ctx = context(client);
+    let script = tokio::spawn(async move {
+        let bodies = server
+            .run(vec![
+                status_patch("namespaces", "orders"),
+                status_patch("topics", "placed"),
+            ])
+            .await;
+        server.expect_no_more(Duration::from_millis(100)).await;
+        bodies
+    });
+    let outcome = sync_namespace(&ctx, K8S_NS, namespace_and_topic(), ready("orders")).await;
+    assert_eq!(
+        outcome,
+        PassOutcome {
+            patched: 2,
+            ..PassOutcome::default()
+        }
+    );
+    let bodies = script.await.unwrap();
+    for body in &bodies {
+        assert_eq!(
+            conditions_of(body),
+            [
+                ("Accepted".to_string(), "True".to_string()),
+                ("Ready".to_string(), "True".to_string())
+            ]
+        );
+        assert_eq!(body["status"]["observedGeneration"], 1);
+        // Only the status: a merge patch of anything else would fight the user's spec.
+        assert_eq!(body.as_object().unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_second_pass_over_unchanged_objects_writes_nothing_even_before_the_store_catches_up() {
+    let (client, mut server) = mock_client();
+    let ctx = context(client);
+    let script = tokio::spawn(async move {
+        server
+            .run(vec![
+                status_patch("namespaces", "orders"),
+                status_patch("topics", "placed"),
+            ])
+            .await;
+        server.expect_no_more(Duration::from_millis(200)).await;
+    });
+    sync_namespace(&ctx, K8S_NS, namespace_and_topic(), ready("orders")).await;
+    // The same objects, still without status: the watch has not delivered the writes yet.
+    let outcome = sync_namespace(&ctx, K8S_NS, namespace_and_topic(), ready("orders")).await;
+    assert_eq!(outcome.patched, 0);
+    assert_eq!(outcome.unchanged, 2);
+    script.await.unwrap();
+    assert!(
+        ctx.metrics
+            .render()
+            .contains(r#"gridline_operator_reconciles_total{kind="Topic",result="unchanged"} 1"#)
+    );
+}
+
+#[tokio::test]
+async fn a_recreated_object_is_written_again() {
+    let (client, mut server) = mock_client();
+    let ctx = context(client);
+    let script = tokio::spawn(async move {
+        server
+            .run(vec![
+                status_patch("namespaces", "orders"),
+                status_patch("topics", "placed"),
+                status_patch("topics", "placed"),
+            ])
+            .await;
+        server.expect_no_more(Duration::from_millis(100)).await;
+    });
+    sync_namespace(&ctx, K8S_NS, namespace_and_topic(), ready("orders")).await;
+    let mut objects = namespace_and_topic();
+    objects.topics[0].metadata.uid = Some("a-new-uid".into());
+    // The Namespace's write is read back; the new Topic is not the one written.
+    let outcome = sync_namespace(&ctx, K8S_NS, objects, ready("orders")).await;
+    assert_eq!(outcome.patched, 1);
+    script.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_object_gets_its_reason_in_status_and_a_warning_event() {
+    let (client, mut server) = mock_client();
+    let ctx = context(client);
+    let objects = Objects {
+        topics: vec![topic("stray", "nowhere")],
+        ..Objects::default()
+    };
+    let script = tokio::spawn(async move {
+        let bodies = server
+            .run(vec![status_patch("topics", "stray"), event_post()])
+            .await;
+        server.expect_no_more(Duration::from_millis(100)).await;
+        bodies
+    });
+    let outcome = sync_namespace(&ctx, K8S_NS, objects, BTreeMap::new()).await;
+    assert_eq!(outcome.patched, 1);
+    let bodies = script.await.unwrap();
+    let accepted = &bodies[0]["status"]["conditions"][0];
+    assert_eq!(accepted["status"], "False");
+    assert_eq!(accepted["reason"], "UnresolvedReference");
+    let event = &bodies[1];
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "UnresolvedReference");
+    assert_eq!(event["regarding"]["kind"], "Topic");
+    assert_eq!(event["regarding"]["name"], "stray");
+    assert_eq!(event["reportingController"], "gridline-operator");
+    assert!(event["note"].as_str().unwrap().contains("nowhere"));
+}
+
+#[tokio::test]
+async fn a_failed_write_backs_off_per_object_while_the_others_are_written() {
+    let (client, mut server) = mock_client();
+    let ctx = context(client);
+    let script = tokio::spawn(async move {
+        server
+            .run(vec![
+                status_patch("namespaces", "orders")
+                    .fail(StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+                status_patch("topics", "placed"),
+            ])
+            .await;
+        // The retry: only the object whose write failed.
+        server.run(vec![status_patch("namespaces", "orders")]).await;
+        server.expect_no_more(Duration::from_millis(100)).await;
+    });
+    let first = sync_namespace(&ctx, K8S_NS, namespace_and_topic(), ready("orders")).await;
+    assert_eq!(
+        first,
+        PassOutcome {
+            patched: 1,
+            failed: 1,
+            unchanged: 0,
+            retry_after: Some(Duration::from_secs(1)),
+        }
+    );
+    let key = ObjectKey::new(Kind::Namespace, K8S_NS, "orders");
+    assert_eq!(ctx.backoff.failures(&key), 1);
+
+    let second = sync_namespace(&ctx, K8S_NS, namespace_and_topic(), ready("orders")).await;
+    assert_eq!((second.patched, second.retry_after), (1, None));
+    assert_eq!(ctx.backoff.failures(&key), 0);
+    script.await.unwrap();
+    let metrics = ctx.metrics.render();
+    assert!(
+        metrics.contains(
+            r#"gridline_operator_reconcile_errors_total{error="status",kind="Namespace"} 1"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_object_deleted_before_its_write_is_not_retried() {
+    let (client, mut server) = mock_client();
+    let ctx = context(client);
+    let objects = Objects {
+        namespaces: vec![namespace("orders")],
+        ..Objects::default()
+    };
+    let script = tokio::spawn(async move {
+        server
+            .run(vec![
+                status_patch("namespaces", "orders").fail(StatusCode::NOT_FOUND, "NotFound"),
+            ])
+            .await;
+        server.expect_no_more(Duration::from_millis(100)).await;
+    });
+    let outcome = sync_namespace(&ctx, K8S_NS, objects, ready("orders")).await;
+    assert_eq!((outcome.failed, outcome.retry_after), (0, None));
+    script.await.unwrap();
+}
+
+#[test]
+fn long_event_notes_are_cut_at_a_character_boundary() {
+    let text = "é".repeat(600);
+    let cut = truncate(&text, 1001);
+    assert!(cut.len() <= 1004);
+    assert!(cut.ends_with('…'));
+    assert_eq!(truncate("short", 10), "short");
+}
