@@ -163,7 +163,12 @@ fn deploy_gridline_yaml_carries_the_charts_seven_crds_unchanged() -> anyhow::Res
         let twin = deployed
             .iter()
             .find(|m| m.name == crd.name)
-            .with_context(|| format!("CRD {} missing from deploy/gridline.yaml", crd.name))?;
+            .with_context(|| {
+                format!(
+                    "CRD {} missing from deploy/gridline.yaml: run scripts/render-manifests.sh",
+                    crd.name
+                )
+            })?;
         ensure!(
             twin.body == crd.body,
             "CRD {} differs from the chart's",
