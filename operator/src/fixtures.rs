@@ -14,7 +14,10 @@ pub type ApiServerHandle = Handle<Request<Body>, Response<Body>>;
 /// A client whose requests reach the returned handle, and the handle.
 pub fn mock_client() -> (Client, ApiServerVerifier) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    (Client::new(service, "default"), ApiServerVerifier(handle))
+    (
+        Client::new(service, "default"),
+        ApiServerVerifier(handle, Duration::from_secs(5)),
+    )
 }
 
 /// One expected request: method, path and query, and what to answer.
@@ -54,6 +57,7 @@ impl Expect {
     }
 
     pub fn respond(mut self, status: StatusCode, response: Value) -> Self {
+        self.echo = false;
         self.status = status;
         self.response = response;
         self
@@ -72,15 +76,22 @@ impl Expect {
     }
 }
 
-pub struct ApiServerVerifier(pub ApiServerHandle);
+pub struct ApiServerVerifier(pub ApiServerHandle, Duration);
 
 impl ApiServerVerifier {
+    /// How long to wait for each request. Tests that advance a paused clock past the default
+    /// (5 s) must wait longer, or the wait itself would time out.
+    pub fn with_patience(mut self, patience: Duration) -> Self {
+        self.1 = patience;
+        self
+    }
+
     /// Answer the expected requests in order, returning the bodies received. Panics (failing
     /// the test) on a request that differs from the script, or when one does not come.
     pub async fn run(&mut self, script: Vec<Expect>) -> Vec<Value> {
         let mut bodies = Vec::new();
         for (i, expect) in script.into_iter().enumerate() {
-            let next = tokio::time::timeout(Duration::from_secs(5), self.0.next_request()).await;
+            let next = tokio::time::timeout(self.1, self.0.next_request()).await;
             let (request, send) = next
                 .unwrap_or_else(|_| {
                     panic!("request {i} ({} {}) never came", expect.method, expect.uri)

@@ -14,3 +14,4 @@ mod testing;
 
 #[cfg(test)]
 mod fixtures;
+pub mod leader;
