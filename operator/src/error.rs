@@ -1,4 +1,5 @@
-//! The operator's errors, each naming the object and the step that failed.
+//! The operator's errors, each naming the object and the step that failed. The kube error
+//! is boxed: it is large, and these travel through every reconcile's `Result`.
 
 use gridline_crds::model::ObjectKey;
 
@@ -13,14 +14,14 @@ pub enum Error {
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 
     #[error("writing the status of {object}: {source}")]
     Status {
         object: ObjectKey,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 
     #[error("Lease {namespace}/{name}: {source}")]
@@ -28,7 +29,7 @@ pub enum Error {
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 

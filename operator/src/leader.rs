@@ -80,7 +80,7 @@ impl LeaderElector {
         Error::Lease {
             namespace: self.config.namespace.clone(),
             name: self.config.name.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 

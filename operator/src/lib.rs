@@ -15,3 +15,4 @@ mod testing;
 #[cfg(test)]
 mod fixtures;
 pub mod leader;
+pub mod run;

@@ -114,7 +114,7 @@ where
             kind: kind_name::<K>(),
             namespace: k8s_namespace.to_string(),
             name,
-            source,
+            source: Box::new(source),
         })?;
     Ok(())
 }

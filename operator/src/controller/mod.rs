@@ -3,6 +3,6 @@
 
 pub mod children;
 pub mod status;
-mod stores;
+pub mod stores;
 
 pub use stores::Stores;

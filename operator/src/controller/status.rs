@@ -241,7 +241,7 @@ async fn write(ctx: &StatusContext, change: &StatusChange) -> Result<(), Error> 
             Err(source) => {
                 return Err(Error::Status {
                     object: key.clone(),
-                    source,
+                    source: Box::new(source),
                 });
             }
         }
