@@ -84,8 +84,13 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         .with_shutdown(stop_rx.clone())
         .with_push_status(push.status());
     // The broker exists before the listeners: the HTTP listener carries MQTT over WebSockets.
-    let broker = mqtt::broker(snapshot.clone(), metrics.registry(), &options.data_dir)
-        .context("cannot register the MQTT metrics")?;
+    let broker = mqtt::broker(
+        snapshot.clone(),
+        metrics.registry(),
+        &options.data_dir,
+        Some(store.clone()),
+    )
+    .context("cannot register the MQTT metrics")?;
     let router = http::router(state).merge(mqtt::websocket::routes(broker.clone()));
     let mut http_task = tokio::spawn(http::serve(listener, router, stopped(stop_rx.clone())));
     let mqtt_addrs = mqtt::Addrs {

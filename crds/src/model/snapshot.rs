@@ -83,6 +83,9 @@ pub struct CompiledNamespace {
     pub sas_keys: Vec<String>,
     /// The Topic MQTT messages are routed to.
     pub route_topic: Option<String>,
+    /// The Topic client lifecycle events are published to
+    /// (`topicSpacesConfiguration.clientLifecycleEvents.topicRef`).
+    pub lifecycle_topic: Option<String>,
     pub routing_enrichments: RoutingEnrichments,
     /// PEM server certificate chain and key, when `tls` names a Secret.
     pub tls_certificate: Option<TlsMaterial>,

@@ -93,6 +93,11 @@ pub struct TopicSpacesConfiguration {
     /// Extension attributes added to every routed CloudEvent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing_enrichments: Option<RoutingEnrichments>,
+    /// Where client lifecycle events (session connected / disconnected, client created or
+    /// updated / deleted) are published. Event Grid sends them to a system topic; in
+    /// Gridline a Topic of the Namespace stands in for it. Unset: no lifecycle events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_lifecycle_events: Option<ClientLifecycleEvents>,
 }
 
 impl Default for TopicSpacesConfiguration {
@@ -106,6 +111,7 @@ impl Default for TopicSpacesConfiguration {
             maximum_messages_per_second_per_connection: default_messages_per_second(),
             client_authentication: None,
             routing_enrichments: None,
+            client_lifecycle_events: None,
         }
     }
 }
@@ -124,6 +130,14 @@ fn default_subscriptions_per_connection() -> i32 {
 }
 fn default_messages_per_second() -> i32 {
     1000
+}
+
+/// Gridline's stand-in for Event Grid's system topic of MQTT client lifecycle events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientLifecycleEvents {
+    /// The Topic of this Namespace that receives the events.
+    pub topic_ref: ObjectRef,
 }
 
 /// Event Grid `clientAuthentication`.

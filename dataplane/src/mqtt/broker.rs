@@ -107,6 +107,10 @@ pub struct Broker {
     /// Bumped when the served Snapshot changes (see `mod::watch_snapshot`): connections then
     /// re-check their client and subscriptions.
     pub snapshot_changes: tokio::sync::watch::Sender<u64>,
+    /// Routing to the Namespace's routing Topic (`routing.rs`); None without a store.
+    pub routing: Option<super::routing::Routing>,
+    /// Client lifecycle events (`lifecycle.rs`); None without a store.
+    pub lifecycle: Option<super::lifecycle::Lifecycle>,
 }
 
 /// A subscription request, already parsed and authorized.
@@ -127,6 +131,8 @@ impl Broker {
             limits,
             data_dir: None,
             snapshot_changes: tokio::sync::watch::Sender::new(0),
+            routing: None,
+            lifecycle: None,
         }
     }
 
@@ -235,6 +241,7 @@ impl Broker {
         let permissions = Permissions::compute(self.snapshot.load(), authentication_name);
         if permissions.can_publish(&will.topic) {
             info!(client = %client_id, topic = %will.topic, "will published");
+            self.route(&will, authentication_name);
             self.publish(will, client_id);
         } else {
             self.metrics.drop_message("not_authorized");

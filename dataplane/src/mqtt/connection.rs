@@ -7,6 +7,7 @@ use super::codec::{
     Ack, Codec, CodecError, ConnAck, Connect, Disconnect, Message, Packet, Publish, QoS, SubAck,
     Version, reason,
 };
+use super::lifecycle::DisconnectionReason;
 use super::limits::{NamespaceLimits, RateLimit};
 use super::session::{Attachment, Outbound, Session};
 use super::tls::PeerCertificates;
@@ -30,6 +31,23 @@ enum End {
     /// Everything else publishes the will.
     Lost(&'static str),
     TakenOver,
+}
+
+impl End {
+    /// Event Grid's name for this end, in the `MQTTClientSessionDisconnected` event. A new
+    /// `End::Lost` reason belongs here too (anything unlisted counts as the client's error).
+    fn disconnection_reason(&self) -> DisconnectionReason {
+        match self {
+            End::Disconnected { .. } => DisconnectionReason::ClientInitiatedDisconnect,
+            End::TakenOver => DisconnectionReason::SessionTakenOver,
+            End::Lost("connection closed" | "write failed" | "keep-alive timeout") => {
+                DisconnectionReason::ConnectionLost
+            }
+            End::Lost("client disabled") => DisconnectionReason::ClientAuthenticationError,
+            End::Lost("receive maximum exceeded") => DisconnectionReason::QuotaExceeded,
+            End::Lost(_) => DisconnectionReason::ClientError,
+        }
+    }
 }
 
 type Conn<IO> = Framed<IO, Codec>;
@@ -116,6 +134,11 @@ pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
         transport,
         attached,
         limits,
+    );
+    broker.session_connected(
+        connection.authorizer.authentication_name(),
+        &connection.session.client_id,
+        connection.attachment.connection_id,
     );
     let end = connection.run().await;
     broker.metrics.connections.dec();
@@ -606,6 +629,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 .can_publish(&publish.message.topic)
             {
                 self.broker
+                    .route(&publish.message, self.authorizer.authentication_name());
+                self.broker
                     .publish(publish.message, &self.session.client_id);
             } else {
                 self.broker.metrics.drop_message("not_authorized");
@@ -632,6 +657,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             .can_publish(&publish.message.topic);
         let mut ack = ok_ack(packet_id);
         if allowed {
+            self.broker
+                .route(&publish.message, self.authorizer.authentication_name());
             self.broker
                 .publish(publish.message, &self.session.client_id);
         } else {
@@ -750,6 +777,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     }
 
     async fn finish(mut self, end: End) {
+        self.broker.session_disconnected(
+            self.authorizer.authentication_name(),
+            &self.session.client_id,
+            self.attachment.connection_id,
+            end.disconnection_reason(),
+        );
         let why = match &end {
             End::Disconnected { .. } => "disconnected",
             End::Lost(why) => why,

@@ -5,9 +5,11 @@ pub mod authorize;
 pub mod broker;
 pub mod codec;
 pub mod connection;
+pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod persist;
+pub mod routing;
 pub mod session;
 pub mod tls;
 pub mod trie;
@@ -40,16 +42,28 @@ pub struct Addrs {
 
 /// The broker of the served Namespace, its metrics registered in `registry`, its sessions
 /// and retained messages restored from `<data_dir>/mqtt/`. Made before the listeners so
-/// that the HTTP listener can carry MQTT over WebSockets.
+/// that the HTTP listener can carry MQTT over WebSockets. With `store`, messages are routed
+/// and lifecycle events published to the Topics the Namespace names.
 pub fn broker(
     snapshot: SharedSnapshot,
     registry: &prometheus::Registry,
     data_dir: &Path,
+    store: Option<crate::store::EventStore>,
 ) -> anyhow::Result<Arc<Broker>> {
     let metrics = MqttMetrics::register(registry)?;
-    let broker = Arc::new(
-        Broker::new(snapshot, metrics, Limits::default()).persisting_in(data_dir.to_path_buf()),
-    );
+    let mut broker = Broker::new(snapshot.clone(), metrics, Limits::default())
+        .persisting_in(data_dir.to_path_buf());
+    if let Some(store) = store {
+        let routing = routing::RoutingMetrics::register(registry)?;
+        broker.routing = Some(routing::Routing::start(
+            store.clone(),
+            snapshot.clone(),
+            routing,
+        ));
+        let lifecycle = lifecycle::LifecycleMetrics::register(registry)?;
+        broker.lifecycle = Some(lifecycle::Lifecycle::start(store, snapshot, lifecycle));
+    }
+    let broker = Arc::new(broker);
     let stored = persist::load(data_dir);
     let retained = stored.retained.len();
     let sessions = broker.restore(stored);

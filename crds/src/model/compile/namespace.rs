@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// CloudEvents context attributes an enrichment may not overwrite.
-const RESERVED_ATTRIBUTES: [&str; 9] = [
+const RESERVED_ATTRIBUTES: [&str; 10] = [
     "id",
     "source",
     "type",
@@ -19,7 +19,14 @@ const RESERVED_ATTRIBUTES: [&str; 9] = [
     "datacontenttype",
     "dataschema",
     "data",
+    "data_base64",
 ];
+
+/// Event Grid keeps extension names starting with this for itself.
+const RESERVED_PREFIX: &str = "azsp";
+
+/// Event Grid's bound on an enrichment value.
+const MAX_ENRICHMENT_VALUE_CHARS: usize = 128;
 
 impl Compiler<'_> {
     pub(super) fn compile_namespace_object(&mut self, namespace: &Namespace) {
@@ -63,6 +70,18 @@ impl Compiler<'_> {
                 }
             }
         });
+        let lifecycle_topic = mqtt.client_lifecycle_events.as_ref().and_then(|events| {
+            match self.topic_reference(&events.topic_ref.name) {
+                Ok(()) => Some(events.topic_ref.name.clone()),
+                Err(message) => {
+                    problems.add(
+                        format!("{field}.clientLifecycleEvents.topicRef.name"),
+                        message,
+                    );
+                    None
+                }
+            }
+        });
         let routing_enrichments = mqtt.routing_enrichments.clone().unwrap_or_default();
         check_enrichments(&mut problems, &routing_enrichments);
 
@@ -95,6 +114,7 @@ impl Compiler<'_> {
                 spec: spec.clone(),
                 sas_keys,
                 route_topic,
+                lifecycle_topic,
                 routing_enrichments,
                 tls_certificate,
                 ca_certificates,
@@ -335,9 +355,22 @@ fn check_enrichments(problems: &mut ObjectProblems, enrichments: &RoutingEnrichm
                 &key_field,
                 format!("'{key}' is a CloudEvents context attribute and cannot be an enrichment"),
             );
+        } else if key.starts_with(RESERVED_PREFIX) {
+            problems.add(
+                &key_field,
+                format!("'{key}' starts with '{RESERVED_PREFIX}', which Event Grid reserves"),
+            );
         }
         if !keys.insert(key.clone()) {
             problems.add(&key_field, format!("enrichment key '{key}' is used twice"));
+        }
+    }
+    for (index, enrichment) in enrichments.static_enrichments.iter().enumerate() {
+        if enrichment.value.chars().count() > MAX_ENRICHMENT_VALUE_CHARS {
+            problems.add(
+                format!("{field}.static[{index}].value"),
+                format!("an enrichment value is at most {MAX_ENRICHMENT_VALUE_CHARS} characters"),
+            );
         }
     }
     for (index, enrichment) in enrichments.dynamic_enrichments.iter().enumerate() {

@@ -704,6 +704,60 @@ fn routing_must_name_an_accepted_topic_and_enrichments_must_be_valid() {
 }
 
 #[test]
+fn lifecycle_events_must_name_a_topic_and_enrichments_avoid_event_grid_reserved_names() {
+    let mut objects = objects("");
+    let mqtt = &mut objects.namespaces[0].spec.topic_spaces_configuration;
+    mqtt.client_lifecycle_events = Some(
+        serde_json::from_value(serde_json::json!({"topicRef": {"name": "nowhere"}}))
+            .expect("lifecycle events"),
+    );
+    mqtt.routing_enrichments = Some(
+        serde_json::from_value(serde_json::json!({
+            "static": [
+                {"key": "azspthing", "value": "x"},
+                {"key": "long", "value": "v".repeat(129)}
+            ],
+        }))
+        .expect("enrichments"),
+    );
+    let (_, errors) = compile_all(&objects);
+    let messages: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect();
+    let field = "spec.topicSpacesConfiguration";
+    assert_eq!(
+        messages,
+        vec![
+            format!("{field}.clientLifecycleEvents.topicRef.name: Topic 'nowhere' not found"),
+            format!(
+                "{field}.routingEnrichments.static[0].key: 'azspthing' starts with 'azsp', which Event Grid reserves"
+            ),
+            format!(
+                "{field}.routingEnrichments.static[1].value: an enrichment value is at most 128 characters"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_lifecycle_topic_that_exists_is_compiled() {
+    let mut objects = objects(&object("Topic", "lifecycle", "eventRetentionInDays: 1"));
+    objects.namespaces[0]
+        .spec
+        .topic_spaces_configuration
+        .client_lifecycle_events = Some(
+        serde_json::from_value(serde_json::json!({"topicRef": {"name": "lifecycle"}}))
+            .expect("lifecycle events"),
+    );
+    let (snapshots, errors) = compile_all(&objects);
+    assert!(errors.is_empty(), "{errors:?}");
+    let key = ("default".to_string(), "ns1".to_string());
+    let namespace = snapshots[&key].namespace.as_ref().expect("namespace");
+    assert_eq!(namespace.lifecycle_topic.as_deref(), Some("lifecycle"));
+}
+
+#[test]
 fn namespace_ranges_and_storage_size_are_checked() {
     let mut objects = objects("");
     objects.namespaces[0].spec.replicas = 41;

@@ -93,6 +93,7 @@ pub fn snapshot(subscriptions: Vec<CompiledSubscription>, storage: Value) -> Arc
             spec,
             sas_keys: Vec::new(),
             route_topic: None,
+            lifecycle_topic: None,
             routing_enrichments: Default::default(),
             tls_certificate: None,
             ca_certificates: Default::default(),

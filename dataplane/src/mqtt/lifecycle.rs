@@ -1,0 +1,623 @@
+//! Client lifecycle events (SPEC §D; Event Grid's `Microsoft.EventGrid.MQTTClient*` system
+//! events): a session connected or disconnected (hooks in `connection.rs`), a Client created,
+//! updated or deleted (the Snapshot's Clients compared with the previous ones). Published to
+//! the Topic the Namespace names in `topicSpacesConfiguration.clientLifecycleEvents`, through
+//! the store like any publish, by one task with its own bounded queue (a flood of routed
+//! messages cannot crowd these out). See README.md, "Lifecycle events".
+
+use super::broker::Broker;
+use super::routing::{new_event_id, published, rfc3339};
+use crate::snapshot::SharedSnapshot;
+use crate::store::EventStore;
+use chrono::{DateTime, Utc};
+use gridline_crds::model::Snapshot;
+use gridline_crds::model::snapshot::CompiledClient;
+use prometheus::{IntCounterVec, Opts, Registry};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+/// Lifecycle events waiting for their task; beyond it they are dropped and counted.
+pub const LIFECYCLE_QUEUE: usize = 10_000;
+
+/// How often the task looks for a new Snapshot (a pointer comparison).
+const SNAPSHOT_POLL: Duration = Duration::from_millis(100);
+
+/// Event Grid's reasons for `MQTTClientSessionDisconnected` (`disconnectionReason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisconnectionReason {
+    ClientAuthenticationError,
+    ClientAuthorizationError,
+    ClientError,
+    ClientInitiatedDisconnect,
+    ConnectionLost,
+    QuotaExceeded,
+    ServerError,
+    ServerInitiatedDisconnect,
+    SessionOverflow,
+    SessionTakenOver,
+}
+
+impl DisconnectionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientAuthenticationError => "ClientAuthenticationError",
+            Self::ClientAuthorizationError => "ClientAuthorizationError",
+            Self::ClientError => "ClientError",
+            Self::ClientInitiatedDisconnect => "ClientInitiatedDisconnect",
+            Self::ConnectionLost => "ConnectionLost",
+            Self::QuotaExceeded => "QuotaExceeded",
+            Self::ServerError => "ServerError",
+            Self::ServerInitiatedDisconnect => "ServerInitiatedDisconnect",
+            Self::SessionOverflow => "SessionOverflow",
+            Self::SessionTakenOver => "SessionTakenOver",
+        }
+    }
+}
+
+/// One lifecycle event, before it is a CloudEvent.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LifecycleEvent {
+    SessionConnected {
+        authentication_name: String,
+        session: String,
+        sequence: u64,
+    },
+    SessionDisconnected {
+        authentication_name: String,
+        session: String,
+        sequence: u64,
+        reason: DisconnectionReason,
+    },
+    ClientCreatedOrUpdated {
+        client: CompiledClient,
+        created_on: DateTime<Utc>,
+        updated_on: DateTime<Utc>,
+    },
+    ClientDeleted {
+        name: String,
+        authentication_name: String,
+    },
+}
+
+impl LifecycleEvent {
+    /// The CloudEvents `type`, and the metric label.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Self::SessionConnected { .. } => "Microsoft.EventGrid.MQTTClientSessionConnected",
+            Self::SessionDisconnected { .. } => "Microsoft.EventGrid.MQTTClientSessionDisconnected",
+            Self::ClientCreatedOrUpdated { .. } => "Microsoft.EventGrid.MQTTClientCreatedOrUpdated",
+            Self::ClientDeleted { .. } => "Microsoft.EventGrid.MQTTClientDeleted",
+        }
+    }
+
+    /// The CloudEvent, as Event Grid shapes it: `source` the namespace, `subject`
+    /// `clients/<authentication name>/sessions/<session>` for session events and
+    /// `clients/<client name>` for resource events.
+    pub fn to_cloud_event(
+        &self,
+        namespace: &str,
+        snapshot: &Snapshot,
+        time: DateTime<Utc>,
+    ) -> Value {
+        let (subject, data) = match self {
+            Self::SessionConnected {
+                authentication_name,
+                session,
+                sequence,
+            } => (
+                session_subject(authentication_name, session),
+                session_data(namespace, snapshot, authentication_name, session, *sequence),
+            ),
+            Self::SessionDisconnected {
+                authentication_name,
+                session,
+                sequence,
+                reason,
+            } => {
+                let mut data =
+                    session_data(namespace, snapshot, authentication_name, session, *sequence);
+                data["disconnectionReason"] = reason.as_str().into();
+                (session_subject(authentication_name, session), data)
+            }
+            Self::ClientCreatedOrUpdated {
+                client,
+                created_on,
+                updated_on,
+            } => (
+                format!("clients/{}", client.name),
+                json!({
+                    "namespaceName": namespace,
+                    "clientName": client.name,
+                    "clientAuthenticationName": client.authentication_name,
+                    "state": if client.enabled { "Enabled" } else { "Disabled" },
+                    "attributes": client.attributes,
+                    "createdOn": rfc3339(*created_on),
+                    "updatedOn": rfc3339(*updated_on),
+                }),
+            ),
+            Self::ClientDeleted {
+                name,
+                authentication_name,
+            } => (
+                format!("clients/{name}"),
+                json!({
+                    "namespaceName": namespace,
+                    "clientName": name,
+                    "clientAuthenticationName": authentication_name,
+                }),
+            ),
+        };
+        json!({
+            "specversion": "1.0",
+            "id": new_event_id(),
+            "source": namespace,
+            "type": self.event_type(),
+            "subject": subject,
+            "time": rfc3339(time),
+            "datacontenttype": "application/json",
+            "data": data,
+        })
+    }
+}
+
+fn session_subject(authentication_name: &str, session: &str) -> String {
+    format!("clients/{authentication_name}/sessions/{session}")
+}
+
+fn session_data(
+    namespace: &str,
+    snapshot: &Snapshot,
+    authentication_name: &str,
+    session: &str,
+    sequence: u64,
+) -> Value {
+    let mut data = json!({
+        "namespaceName": namespace,
+        "clientAuthenticationName": authentication_name,
+        "clientSessionName": session,
+        "sequenceNumber": sequence,
+    });
+    if let Some(client) = snapshot.client_by_authentication_name(authentication_name) {
+        data["clientName"] = client.name.clone().into();
+    }
+    data
+}
+
+/// Sequence numbers of session events: `2 × (start-up time in µs + connection id)`, plus one
+/// for a disconnect. Connection ids grow under the router lock, so for one session every
+/// event is numbered above the one before — a take-over's old connection ends below the new
+/// one's connect even when its event is written later — and a restart starts above anything
+/// the last run could have numbered (unless it made more than a million connections a
+/// second). Event Grid only promises "higher than the previous event".
+#[derive(Clone, Copy, Debug)]
+pub struct Sequence {
+    base: u64,
+}
+
+impl Sequence {
+    pub fn starting_now() -> Self {
+        let micros = Utc::now().timestamp_micros();
+        Self {
+            base: u64::try_from(micros).unwrap_or(0),
+        }
+    }
+
+    pub fn connected(self, connection_id: u64) -> u64 {
+        self.base.saturating_add(connection_id).saturating_mul(2)
+    }
+
+    pub fn disconnected(self, connection_id: u64) -> u64 {
+        self.connected(connection_id).saturating_add(1)
+    }
+}
+
+/// What the task remembers of each Client, to tell a change from a Snapshot that only changed
+/// something else, and to give `createdOn` / `updatedOn`.
+#[derive(Default)]
+pub struct ClientBook {
+    known: BTreeMap<String, KnownClient>,
+    /// Unset until the first Snapshot with a Namespace: its Clients are the baseline.
+    started: bool,
+}
+
+struct KnownClient {
+    client: CompiledClient,
+    created_on: DateTime<Utc>,
+    updated_on: DateTime<Utc>,
+}
+
+impl ClientBook {
+    /// The Client events between the Clients known and those of `snapshot` (a Snapshot with
+    /// a Namespace). The first one after start-up is the baseline and yields none: what
+    /// changed while the data plane was down is not known (see README.md).
+    pub fn changes(&mut self, snapshot: &Snapshot, now: DateTime<Utc>) -> Vec<LifecycleEvent> {
+        let baseline = !self.started;
+        self.started = true;
+        let mut events = Vec::new();
+        for (name, client) in &snapshot.clients {
+            match self.known.get_mut(name) {
+                Some(known) if same_resource(&known.client, client) => {
+                    known.client = client.clone();
+                }
+                Some(known) => {
+                    known.client = client.clone();
+                    known.updated_on = now;
+                    events.push(LifecycleEvent::ClientCreatedOrUpdated {
+                        client: client.clone(),
+                        created_on: known.created_on,
+                        updated_on: now,
+                    });
+                }
+                None => {
+                    self.known.insert(
+                        name.clone(),
+                        KnownClient {
+                            client: client.clone(),
+                            created_on: now,
+                            updated_on: now,
+                        },
+                    );
+                    if !baseline {
+                        events.push(LifecycleEvent::ClientCreatedOrUpdated {
+                            client: client.clone(),
+                            created_on: now,
+                            updated_on: now,
+                        });
+                    }
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .known
+            .keys()
+            .filter(|name| !snapshot.clients.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(known) = self.known.remove(&name) {
+                events.push(LifecycleEvent::ClientDeleted {
+                    name,
+                    authentication_name: known.client.authentication_name,
+                });
+            }
+        }
+        events
+    }
+}
+
+/// Whether two compilations describe the same Client resource. Group membership is left out:
+/// it follows from the ClientGroups, and editing a group does not update the Client.
+fn same_resource(a: &CompiledClient, b: &CompiledClient) -> bool {
+    a.authentication_name == b.authentication_name
+        && a.enabled == b.enabled
+        && a.attributes == b.attributes
+        && a.validation_scheme == b.validation_scheme
+        && a.allowed_thumbprints == b.allowed_thumbprints
+}
+
+/// `gridline_mqtt_lifecycle_events_total{type,result}`: `type` is the event type without its
+/// `Microsoft.EventGrid.MQTTClient` prefix; `result` is appended, dropped (queue full) or
+/// failed (no Namespace, or the store refused).
+#[derive(Clone)]
+pub struct LifecycleMetrics {
+    pub events: IntCounterVec,
+}
+
+impl LifecycleMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let events = IntCounterVec::new(
+            Opts::new(
+                "gridline_mqtt_lifecycle_events_total",
+                "Client lifecycle events, by type and result (appended, dropped, failed)",
+            ),
+            &["type", "result"],
+        )?;
+        registry.register(Box::new(events.clone()))?;
+        Ok(Self { events })
+    }
+
+    fn count(&self, event: &LifecycleEvent, result: &str) {
+        let label = event
+            .event_type()
+            .trim_start_matches("Microsoft.EventGrid.MQTTClient");
+        self.events.with_label_values(&[label, result]).inc();
+    }
+}
+
+/// The connection side: a bounded queue to the lifecycle task.
+pub struct Lifecycle {
+    queue: mpsc::Sender<LifecycleEvent>,
+    metrics: LifecycleMetrics,
+    pub sequence: Sequence,
+}
+
+impl Lifecycle {
+    /// Start the lifecycle task, which also watches `snapshot` for Client changes.
+    pub fn start(store: EventStore, snapshot: SharedSnapshot, metrics: LifecycleMetrics) -> Self {
+        let (queue, receiver) = mpsc::channel(LIFECYCLE_QUEUE);
+        tokio::spawn(run(receiver, store, snapshot, metrics.clone()));
+        Self {
+            queue,
+            metrics,
+            sequence: Sequence::starting_now(),
+        }
+    }
+}
+
+impl Broker {
+    /// A session was attached to connection `connection_id` (CONNACK accepted).
+    pub fn session_connected(&self, authentication_name: &str, session: &str, connection_id: u64) {
+        let Some(lifecycle) = self.lifecycle_enabled() else {
+            return;
+        };
+        let sequence = lifecycle.sequence.connected(connection_id);
+        self.queue_lifecycle(
+            lifecycle,
+            LifecycleEvent::SessionConnected {
+                authentication_name: authentication_name.to_string(),
+                session: session.to_string(),
+                sequence,
+            },
+        );
+    }
+
+    /// Connection `connection_id` of a session ended, for `reason`.
+    pub fn session_disconnected(
+        &self,
+        authentication_name: &str,
+        session: &str,
+        connection_id: u64,
+        reason: DisconnectionReason,
+    ) {
+        let Some(lifecycle) = self.lifecycle_enabled() else {
+            return;
+        };
+        let sequence = lifecycle.sequence.disconnected(connection_id);
+        self.queue_lifecycle(
+            lifecycle,
+            LifecycleEvent::SessionDisconnected {
+                authentication_name: authentication_name.to_string(),
+                session: session.to_string(),
+                sequence,
+                reason,
+            },
+        );
+    }
+
+    fn lifecycle_enabled(&self) -> Option<&Lifecycle> {
+        let lifecycle = self.lifecycle.as_ref()?;
+        let snapshot = self.snapshot.load();
+        snapshot
+            .namespace
+            .as_ref()
+            .is_some_and(|n| n.lifecycle_topic.is_some())
+            .then_some(lifecycle)
+    }
+
+    fn queue_lifecycle(&self, lifecycle: &Lifecycle, event: LifecycleEvent) {
+        if let Err(error) = lifecycle.queue.try_send(event) {
+            let event = match error {
+                mpsc::error::TrySendError::Full(event)
+                | mpsc::error::TrySendError::Closed(event) => event,
+            };
+            lifecycle.metrics.count(&event, "dropped");
+        }
+    }
+}
+
+/// The lifecycle task: session events from the queue, Client events from Snapshot changes,
+/// each batch appended in one store call.
+async fn run(
+    mut queue: mpsc::Receiver<LifecycleEvent>,
+    store: EventStore,
+    snapshot: SharedSnapshot,
+    metrics: LifecycleMetrics,
+) {
+    let mut book = ClientBook::default();
+    let mut seen: Option<Arc<Snapshot>> = None;
+    let mut tick = tokio::time::interval(SNAPSHOT_POLL);
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            received = queue.recv_many(&mut batch, 500) => {
+                if received == 0 {
+                    return;
+                }
+            }
+            _ = tick.tick() => {}
+        }
+        let served = snapshot.load();
+        if served.namespace.is_some() && seen.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &served)) {
+            batch.extend(book.changes(&served, Utc::now()));
+            seen = Some(served.clone());
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let target = served
+            .namespace
+            .as_ref()
+            .and_then(|n| Some((n.name.as_str(), n.lifecycle_topic.as_deref()?)));
+        let Some((namespace, topic)) = target else {
+            // Turned off (or no Namespace): Client changes are still tracked, not published.
+            if served.namespace.is_none() {
+                batch.iter().for_each(|e| metrics.count(e, "failed"));
+            }
+            batch.clear();
+            continue;
+        };
+        let now = Utc::now();
+        let events = batch
+            .iter()
+            .filter_map(|e| published(e.to_cloud_event(namespace, &served, now)))
+            .collect();
+        match store.publish(topic, events).await {
+            Ok(()) => {
+                debug!(topic, events = batch.len(), "lifecycle events appended");
+                batch.iter().for_each(|e| metrics.count(e, "appended"));
+            }
+            Err(error) => {
+                warn!(topic, events = batch.len(), %error, "lifecycle events not appended");
+                batch.iter().for_each(|e| metrics.count(e, "failed"));
+            }
+        }
+        batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gridline_crds::attributes::AttributeValue;
+
+    fn client(name: &str, enabled: bool) -> CompiledClient {
+        CompiledClient {
+            name: name.into(),
+            authentication_name: format!("{name}-auth"),
+            enabled,
+            attributes: [("room".to_string(), AttributeValue::String("lab".into()))].into(),
+            validation_scheme: Default::default(),
+            allowed_thumbprints: Vec::new(),
+            groups: vec!["$all".into()],
+        }
+    }
+
+    /// Clients as a compiled Namespace holds them (the book does not look at the Namespace).
+    fn snapshot(clients: &[CompiledClient]) -> Snapshot {
+        Snapshot {
+            clients: clients
+                .iter()
+                .map(|c| (c.name.clone(), c.clone()))
+                .collect(),
+            clients_by_authentication_name: clients
+                .iter()
+                .map(|c| (c.authentication_name.clone(), c.name.clone()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+    }
+
+    #[test]
+    fn the_first_snapshot_is_the_baseline_then_changes_are_events() {
+        let mut book = ClientBook::default();
+        assert!(
+            book.changes(&snapshot(&[client("a", true)]), at(1))
+                .is_empty()
+        );
+
+        let events = book.changes(&snapshot(&[client("a", true), client("b", true)]), at(2));
+        assert_eq!(
+            events,
+            vec![LifecycleEvent::ClientCreatedOrUpdated {
+                client: client("b", true),
+                created_on: at(2),
+                updated_on: at(2),
+            }]
+        );
+
+        let events = book.changes(&snapshot(&[client("a", false), client("b", true)]), at(3));
+        assert_eq!(
+            events,
+            vec![LifecycleEvent::ClientCreatedOrUpdated {
+                client: client("a", false),
+                created_on: at(1),
+                updated_on: at(3),
+            }]
+        );
+
+        let events = book.changes(&snapshot(&[client("a", false)]), at(4));
+        assert_eq!(
+            events,
+            vec![LifecycleEvent::ClientDeleted {
+                name: "b".into(),
+                authentication_name: "b-auth".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_change_of_group_membership_alone_is_not_an_update() {
+        let mut book = ClientBook::default();
+        book.changes(&snapshot(&[client("a", true)]), at(0));
+        let mut regrouped = client("a", true);
+        regrouped.groups.push("sensors".into());
+        assert!(book.changes(&snapshot(&[regrouped]), at(1)).is_empty());
+    }
+
+    #[test]
+    fn session_events_have_event_grid_shape() {
+        let served = snapshot(&[client("a", true)]);
+        let event = LifecycleEvent::SessionDisconnected {
+            authentication_name: "a-auth".into(),
+            session: "s-1".into(),
+            sequence: 7,
+            reason: DisconnectionReason::ClientInitiatedDisconnect,
+        }
+        .to_cloud_event("dev", &served, at(0));
+        assert_eq!(
+            event["type"],
+            "Microsoft.EventGrid.MQTTClientSessionDisconnected"
+        );
+        assert_eq!(event["source"], "dev");
+        assert_eq!(event["subject"], "clients/a-auth/sessions/s-1");
+        assert_eq!(
+            event["data"],
+            json!({
+                "namespaceName": "dev",
+                "clientName": "a",
+                "clientAuthenticationName": "a-auth",
+                "clientSessionName": "s-1",
+                "sequenceNumber": 7,
+                "disconnectionReason": "ClientInitiatedDisconnect",
+            })
+        );
+        let stored = published(event).unwrap();
+        crate::cloudevents::parse_structured(stored.json.get().as_bytes()).expect("a valid event");
+    }
+
+    #[test]
+    fn client_events_carry_state_attributes_and_times() {
+        let event = LifecycleEvent::ClientCreatedOrUpdated {
+            client: client("a", false),
+            created_on: at(0),
+            updated_on: at(60),
+        }
+        .to_cloud_event("dev", &Snapshot::default(), at(60));
+        assert_eq!(
+            event["type"],
+            "Microsoft.EventGrid.MQTTClientCreatedOrUpdated"
+        );
+        assert_eq!(event["subject"], "clients/a");
+        assert_eq!(
+            event["data"],
+            json!({
+                "namespaceName": "dev",
+                "clientName": "a",
+                "clientAuthenticationName": "a-auth",
+                "state": "Disabled",
+                "attributes": {"room": "lab"},
+                "createdOn": "2027-01-15T08:00:00.000000Z",
+                "updatedOn": "2027-01-15T08:01:00.000000Z",
+            })
+        );
+    }
+
+    #[test]
+    fn sequence_numbers_grow_per_session_across_take_overs() {
+        let sequence = Sequence { base: 1_000 };
+        let (old, new) = (4, 9);
+        assert!(sequence.connected(old) < sequence.disconnected(old));
+        // The old connection's end is numbered below the connection that took over.
+        assert!(sequence.disconnected(old) < sequence.connected(new));
+        let restarted = Sequence::starting_now();
+        assert!(restarted.connected(0) > sequence.disconnected(u32::MAX.into()));
+    }
+}

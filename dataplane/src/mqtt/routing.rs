@@ -1,0 +1,475 @@
+//! Routing MQTT messages into a namespace Topic as CloudEvents (SPEC §D, Event Grid's "MQTT
+//! message routing"). The connection task only queues the message (`Broker::route`, never
+//! waiting); one routing task builds the events and appends them through the store's ordinary
+//! publish path, a batch at a time, so queue and push subscriptions get them like any HTTP
+//! publish. See README.md, "Routing (decision)".
+
+use super::broker::Broker;
+use super::codec::Message;
+use crate::snapshot::SharedSnapshot;
+use crate::store::{EventStore, PublishedEvent};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::{DateTime, SecondsFormat, Utc};
+use gridline_crds::attributes::AttributeValue;
+use gridline_crds::model::snapshot::CompiledClient;
+use gridline_crds::types::namespace::RoutingEnrichments;
+use prometheus::{IntCounterVec, Opts, Registry};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+/// The CloudEvents `type` of a routed message (Event Grid's).
+pub const ROUTED_EVENT_TYPE: &str = "MQTT.EventPublished";
+
+/// Messages waiting for the routing task. Beyond it messages are dropped and counted
+/// (`gridline_mqtt_routed_events_total{result="dropped"}`): a slow or failing store must not
+/// stall publishers, whose PUBACK never waits for routing.
+pub const ROUTING_QUEUE: usize = 10_000;
+
+/// Events appended in one store call at most (one group commit).
+pub const MAX_BATCH: usize = 500;
+
+/// A message accepted by the broker, on its way to the routing task.
+pub struct Routed {
+    pub message: Message,
+    pub authentication_name: String,
+    pub received: DateTime<Utc>,
+}
+
+/// `gridline_mqtt_routed_events_total{result}`: `appended`, `dropped` (queue full), `failed`
+/// (the store refused the batch: topic not served, shutting down, I/O error).
+#[derive(Clone)]
+pub struct RoutingMetrics {
+    pub routed: IntCounterVec,
+}
+
+impl RoutingMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let routed = IntCounterVec::new(
+            Opts::new(
+                "gridline_mqtt_routed_events_total",
+                "MQTT messages routed to the Namespace's routing Topic, by result (appended, dropped, failed)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(routed.clone()))?;
+        Ok(Self { routed })
+    }
+
+    fn count(&self, result: &str, n: usize) {
+        self.routed.with_label_values(&[result]).inc_by(n as u64);
+    }
+}
+
+/// The connection side of routing: a bounded queue to the routing task.
+pub struct Routing {
+    queue: mpsc::Sender<Routed>,
+    metrics: RoutingMetrics,
+}
+
+impl Routing {
+    /// Start the routing task, appending to `store` under the Snapshot served at each batch.
+    pub fn start(store: EventStore, snapshot: SharedSnapshot, metrics: RoutingMetrics) -> Self {
+        let (queue, receiver) = mpsc::channel(ROUTING_QUEUE);
+        tokio::spawn(run(receiver, store, snapshot, metrics.clone()));
+        Self { queue, metrics }
+    }
+}
+
+impl Broker {
+    /// Queue an authorized message for routing when the served Namespace names a routing
+    /// Topic. `$` topics are the broker's own and are not routed. Never waits.
+    pub fn route(&self, message: &Message, authentication_name: &str) {
+        let Some(routing) = &self.routing else {
+            return;
+        };
+        if message.topic.starts_with('$') {
+            return;
+        }
+        let routes = self
+            .snapshot
+            .load()
+            .namespace
+            .as_ref()
+            .is_some_and(|n| n.route_topic.is_some());
+        if !routes {
+            return;
+        }
+        let routed = Routed {
+            message: message.clone(),
+            authentication_name: authentication_name.to_string(),
+            received: Utc::now(),
+        };
+        if routing.queue.try_send(routed).is_err() {
+            routing.metrics.count("dropped", 1);
+        }
+    }
+}
+
+/// The routing task: take what is queued (up to [`MAX_BATCH`]), build the events under the
+/// Snapshot served now, append them in one call. While a batch is being made durable the next
+/// one queues up, so batches grow with the load (group commit).
+async fn run(
+    mut queue: mpsc::Receiver<Routed>,
+    store: EventStore,
+    snapshot: SharedSnapshot,
+    metrics: RoutingMetrics,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let served = snapshot.load();
+        let Some(namespace) = served.namespace.as_ref() else {
+            metrics.count("failed", batch.len());
+            batch.clear();
+            continue;
+        };
+        let Some(topic) = namespace.route_topic.as_deref() else {
+            // Routing was turned off while these waited.
+            metrics.count("failed", batch.len());
+            batch.clear();
+            continue;
+        };
+        let events: Vec<PublishedEvent> = batch
+            .drain(..)
+            .filter_map(|routed| {
+                let client = served.client_by_authentication_name(&routed.authentication_name);
+                let event = routed_event(
+                    &namespace.name,
+                    &routed,
+                    client,
+                    &namespace.routing_enrichments,
+                );
+                published(event)
+            })
+            .collect();
+        let count = events.len();
+        match store.publish(topic, events).await {
+            Ok(()) => {
+                debug!(topic, events = count, "routed MQTT messages appended");
+                metrics.count("appended", count);
+            }
+            Err(error) => {
+                warn!(topic, events = count, %error, "routed MQTT messages not appended");
+                metrics.count("failed", count);
+            }
+        }
+    }
+}
+
+/// The CloudEvent of a routed message (Event Grid's routing schema): `data` when the MQTT 5
+/// content type is JSON or the payload format indicator says UTF-8 (the payload itself when
+/// it parses as JSON, else as a JSON string); `data_base64` otherwise (MQTT 3.1.1, binary).
+pub fn routed_event(
+    namespace: &str,
+    routed: &Routed,
+    client: Option<&CompiledClient>,
+    enrichments: &RoutingEnrichments,
+) -> Value {
+    let message = &routed.message;
+    let properties = &message.properties;
+    let mut event = Map::new();
+    for (key, value) in enrichment_values(routed, client, enrichments) {
+        event.insert(key, value);
+    }
+    event.insert("specversion".into(), "1.0".into());
+    event.insert("id".into(), new_event_id().into());
+    event.insert("source".into(), namespace.into());
+    event.insert("type".into(), ROUTED_EVENT_TYPE.into());
+    event.insert("subject".into(), message.topic.clone().into());
+    event.insert("time".into(), rfc3339(routed.received).into());
+    if let Some(content_type) = properties.content_type.as_deref().filter(|c| !c.is_empty()) {
+        event.insert("datacontenttype".into(), content_type.into());
+    }
+    let json_content = properties
+        .content_type
+        .as_deref()
+        .is_some_and(is_json_media);
+    let text = std::str::from_utf8(&message.payload).ok();
+    match text {
+        Some(text) if json_content || properties.payload_is_utf8 => {
+            let data = serde_json::from_str::<Value>(text).unwrap_or_else(|_| text.into());
+            event.insert("data".into(), data);
+        }
+        _ => {
+            event.insert("data_base64".into(), BASE64.encode(&message.payload).into());
+        }
+    }
+    Value::Object(event)
+}
+
+/// The enrichments of one message: static values as they are, dynamic ones expanded; a
+/// dynamic value with nothing to expand to (an attribute the client lacks, a property the
+/// message lacks) is left out. Keys are checked by `compile` (lowercase letters and digits,
+/// not a context attribute), so they cannot overwrite the event's own attributes.
+pub fn enrichment_values(
+    routed: &Routed,
+    client: Option<&CompiledClient>,
+    enrichments: &RoutingEnrichments,
+) -> Vec<(String, Value)> {
+    let mut values: Vec<(String, Value)> = enrichments
+        .static_enrichments
+        .iter()
+        .map(|e| (e.key.clone(), Value::from(e.value.as_str())))
+        .collect();
+    for enrichment in &enrichments.dynamic_enrichments {
+        if let Some(value) = expand(&enrichment.value, routed, client) {
+            values.push((enrichment.key.clone(), value));
+        }
+    }
+    values
+}
+
+/// One dynamic enrichment value (the variables `compile` accepts). Correlation data is binary
+/// and goes base64-encoded; an integer attribute stays a number; a string array becomes its
+/// items joined by commas (CloudEvents extension values cannot be arrays).
+fn expand(variable: &str, routed: &Routed, client: Option<&CompiledClient>) -> Option<Value> {
+    let properties = &routed.message.properties;
+    match variable {
+        "${client.authenticationName}" => return Some(routed.authentication_name.clone().into()),
+        "${mqtt.message.topicName}" => return Some(routed.message.topic.clone().into()),
+        "${mqtt.message.responseTopic}" => {
+            return properties.response_topic.clone().map(Value::from);
+        }
+        "${mqtt.message.correlationData}" => {
+            return properties
+                .correlation_data
+                .as_ref()
+                .map(|data| BASE64.encode(data).into());
+        }
+        _ => {}
+    }
+    let name = |prefix: &str| variable.strip_prefix(prefix)?.strip_suffix('}');
+    if let Some(attribute) = name("${client.attributes.") {
+        return match client?.attributes.get(attribute)? {
+            AttributeValue::String(text) => Some(text.clone().into()),
+            AttributeValue::Integer(number) => Some((*number).into()),
+            AttributeValue::StringArray(items) => Some(items.join(",").into()),
+        };
+    }
+    if let Some(property) = name("${mqtt.message.userProperties.") {
+        return properties
+            .user_properties
+            .iter()
+            .find(|(key, _)| key == property)
+            .map(|(_, value)| value.clone().into());
+    }
+    None
+}
+
+/// `application/json`, `text/json` or any `+json` media type, parameters ignored.
+fn is_json_media(content_type: &str) -> bool {
+    let media = crate::cloudevents::media_type(content_type);
+    media == "application/json" || media == "text/json" || media.ends_with("+json")
+}
+
+/// An event built here, in the store's form; `None` (counted by the caller as not appended)
+/// only if serializing a JSON value failed, which it does not for values built from strings.
+pub(super) fn published(event: Value) -> Option<PublishedEvent> {
+    let json = serde_json::to_string(&event).ok()?;
+    let json = serde_json::value::RawValue::from_string(json).ok()?;
+    Some(PublishedEvent {
+        attributes: event,
+        json,
+    })
+}
+
+/// A random (version 4) UUID, as Event Grid stamps its events.
+pub(super) fn new_event_id() -> String {
+    let mut bytes = [0u8; 16];
+    // The OS generator does not fail on the platforms we run on; an all-zero id would still
+    // be a valid (if not unique) CloudEvents id.
+    let _ = getrandom::fill(&mut bytes);
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// RFC 3339 in UTC with microseconds, as Event Grid writes `time`.
+pub(super) fn rfc3339(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::codec::{MessageProperties, QoS};
+    use bytes::Bytes;
+    use serde_json::json;
+
+    fn routed(payload: &[u8], properties: MessageProperties) -> Routed {
+        Routed {
+            message: Message {
+                topic: "sensors/s1/temperature".into(),
+                payload: Bytes::copy_from_slice(payload),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties,
+            },
+            authentication_name: "s1".into(),
+            received: DateTime::parse_from_rfc3339("2026-11-25T10:00:00.5Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        }
+    }
+
+    fn client() -> CompiledClient {
+        CompiledClient {
+            name: "sensor-1".into(),
+            authentication_name: "s1".into(),
+            enabled: true,
+            attributes: [
+                ("floor".to_string(), AttributeValue::Integer(3)),
+                ("room".to_string(), AttributeValue::String("lab".into())),
+                (
+                    "tags".to_string(),
+                    AttributeValue::StringArray(vec!["a".into(), "b".into()]),
+                ),
+            ]
+            .into(),
+            validation_scheme: Default::default(),
+            allowed_thumbprints: Vec::new(),
+            groups: Vec::new(),
+        }
+    }
+
+    fn enrichments(value: Value) -> RoutingEnrichments {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_json_message_becomes_data_with_the_fixed_attributes() {
+        let properties = MessageProperties {
+            content_type: Some("application/json".into()),
+            ..Default::default()
+        };
+        let event = routed_event(
+            "dev",
+            &routed(br#"{"celsius": 21.5}"#, properties),
+            None,
+            &RoutingEnrichments::default(),
+        );
+        assert_eq!(event["specversion"], "1.0");
+        assert_eq!(event["source"], "dev");
+        assert_eq!(event["type"], "MQTT.EventPublished");
+        assert_eq!(event["subject"], "sensors/s1/temperature");
+        assert_eq!(event["time"], "2026-11-25T10:00:00.500000Z");
+        assert_eq!(event["datacontenttype"], "application/json");
+        assert_eq!(event["data"], json!({"celsius": 21.5}));
+        assert!(event.get("data_base64").is_none());
+        let id = event["id"].as_str().unwrap();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4", "a version 4 UUID: {id}");
+    }
+
+    #[test]
+    fn utf8_text_that_is_not_json_becomes_a_json_string() {
+        let properties = MessageProperties {
+            payload_is_utf8: true,
+            ..Default::default()
+        };
+        let event = routed_event(
+            "dev",
+            &routed(b"hello", properties),
+            None,
+            &Default::default(),
+        );
+        assert_eq!(event["data"], "hello");
+        assert!(event.get("datacontenttype").is_none());
+    }
+
+    #[test]
+    fn without_a_json_content_type_or_utf8_indicator_the_payload_is_data_base64() {
+        // MQTT 3.1.1 messages carry neither, like this one.
+        let event = routed_event(
+            "dev",
+            &routed(br#"{"a":1}"#, MessageProperties::default()),
+            None,
+            &Default::default(),
+        );
+        assert_eq!(event["data_base64"], BASE64.encode(br#"{"a":1}"#));
+        assert!(event.get("data").is_none());
+        let binary = MessageProperties {
+            content_type: Some("application/json".into()),
+            ..Default::default()
+        };
+        let event = routed_event(
+            "dev",
+            &routed(&[0xff, 0x00], binary),
+            None,
+            &Default::default(),
+        );
+        assert_eq!(
+            event["data_base64"], "/wA=",
+            "not UTF-8 even though labelled JSON"
+        );
+    }
+
+    #[test]
+    fn enrichments_expand_client_and_message_values_and_skip_missing_ones() {
+        let properties = MessageProperties {
+            response_topic: Some("replies/s1".into()),
+            correlation_data: Some(Bytes::from_static(&[1, 2, 3])),
+            user_properties: vec![("unit".into(), "C".into()), ("unit".into(), "F".into())],
+            ..Default::default()
+        };
+        let enrichments = enrichments(json!({
+            "static": [{"key": "site", "value": "lab", "valueType": "String"}],
+            "dynamic": [
+                {"key": "device", "value": "${client.authenticationName}"},
+                {"key": "floor", "value": "${client.attributes.floor}"},
+                {"key": "room", "value": "${client.attributes.room}"},
+                {"key": "tags", "value": "${client.attributes.tags}"},
+                {"key": "missing", "value": "${client.attributes.nope}"},
+                {"key": "unit", "value": "${mqtt.message.userProperties.unit}"},
+                {"key": "nouser", "value": "${mqtt.message.userProperties.other}"},
+                {"key": "topic", "value": "${mqtt.message.topicName}"},
+                {"key": "reply", "value": "${mqtt.message.responseTopic}"},
+                {"key": "correlation", "value": "${mqtt.message.correlationData}"}
+            ]
+        }));
+        let client = client();
+        let event = routed_event(
+            "dev",
+            &routed(b"x", properties),
+            Some(&client),
+            &enrichments,
+        );
+        assert_eq!(event["site"], "lab");
+        assert_eq!(event["device"], "s1");
+        assert_eq!(event["floor"], 3);
+        assert_eq!(event["room"], "lab");
+        assert_eq!(event["tags"], "a,b");
+        assert_eq!(event["unit"], "C", "the first of repeated user properties");
+        assert_eq!(event["topic"], "sensors/s1/temperature");
+        assert_eq!(event["reply"], "replies/s1");
+        assert_eq!(event["correlation"], "AQID");
+        assert!(event.get("missing").is_none());
+        assert!(event.get("nouser").is_none());
+        let no_client = routed_event("dev", &routed(b"x", Default::default()), None, &enrichments);
+        assert!(no_client.get("floor").is_none());
+        assert!(no_client.get("reply").is_none());
+    }
+
+    #[test]
+    fn a_routed_event_passes_the_publish_path_validation() {
+        let properties = MessageProperties {
+            content_type: Some("application/vnd.example+json; charset=utf-8".into()),
+            ..Default::default()
+        };
+        let enrichments = enrichments(json!({"static": [{"key": "site", "value": "lab"}]}));
+        let event = routed_event("dev", &routed(b"[1,2]", properties), None, &enrichments);
+        let stored = published(event).unwrap();
+        let parsed = crate::cloudevents::parse_structured(stored.json.get().as_bytes())
+            .expect("what HTTP would accept");
+        assert_eq!(parsed.attributes["data"], json!([1, 2]));
+    }
+}
