@@ -23,6 +23,8 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start-up: the size of `Run` costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Serve a Gridline Namespace.
     Run(RunArgs),
@@ -70,6 +72,10 @@ struct RunArgs {
     /// Address of the MQTT TLS listener (opened when the Namespace enables `listeners.mqttTls`).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8883")]
     mqtts_addr: SocketAddr,
+    /// Address of the MQTT-over-WebSockets-over-TLS listener (`wss://<addr>/mqtt`; Event
+    /// Grid's 443), opened when the Namespace enables `listeners.https` and `websockets`.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
+    wss_addr: SocketAddr,
     /// Test-only: multiply push delivery's retry delays by this factor in (0, 1], so that
     /// tests run the whole retry schedule in seconds.
     #[arg(long, hide = true, value_name = "F", env = "GRIDLINE_TEST_TIME_SCALE", value_parser = time_scale)]
@@ -98,6 +104,7 @@ impl RunArgs {
             http_addr: self.http_addr,
             mqtt_addr: self.mqtt_addr,
             mqtts_addr: self.mqtts_addr,
+            wss_addr: self.wss_addr,
             test_time_scale: self.test_time_scale.unwrap_or_default(),
         }
     }

@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub http_addr: SocketAddr,
     pub mqtt_addr: SocketAddr,
     pub mqtts_addr: SocketAddr,
+    /// MQTT over WebSockets over TLS (`/mqtt`), opened when the Namespace enables `https`.
+    pub wss_addr: SocketAddr,
     /// Test-only: multiplies push delivery's retry delays (1 in production).
     pub test_time_scale: TimeScale,
 }
@@ -91,13 +93,22 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         Some(store.clone()),
     )
     .context("cannot register the MQTT metrics")?;
-    let router = http::router(state).merge(mqtt::websocket::routes(broker.clone()));
+    // WebSockets on the HTTP listener are bounded, and ended at shutdown, with the others.
+    let websockets = mqtt::Connections::new(broker.limits.max_connections);
+    let router =
+        http::router(state).merge(mqtt::websocket::routes(broker.clone(), websockets.clone()));
     let mut http_task = tokio::spawn(http::serve(listener, router, stopped(stop_rx.clone())));
     let mqtt_addrs = mqtt::Addrs {
         plaintext: options.mqtt_addr,
         tls: options.mqtts_addr,
+        wss: options.wss_addr,
     };
-    let mut mqtt_task = tokio::spawn(mqtt::run_local(broker, mqtt_addrs, stop_rx.clone()));
+    let mut mqtt_task = tokio::spawn(mqtt::run_local(
+        broker,
+        mqtt_addrs,
+        websockets,
+        stop_rx.clone(),
+    ));
 
     let (source, policy) = match &options.source {
         SourceOptions::Manifests(path) => {
@@ -164,7 +175,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     source_task.abort();
     apply_task.abort();
     let _ = stop_tx.send(true);
-    // Told to stop, the broker's persister writes its last state; give it a moment.
+    // Told to stop, the broker ends its connections (MQTT 5: DISCONNECT 0x8B), then the
+    // persister writes the final state; give it a moment.
     if !mqtt_task.is_finished()
         && tokio::time::timeout(std::time::Duration::from_secs(5), &mut mqtt_task)
             .await

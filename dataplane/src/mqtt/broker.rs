@@ -107,6 +107,8 @@ pub struct Broker {
     /// Bumped when the served Snapshot changes (see `mod::watch_snapshot`): connections then
     /// re-check their client and subscriptions.
     pub snapshot_changes: tokio::sync::watch::Sender<u64>,
+    /// Listeners closing (`mod::Closing`): their connections end with DISCONNECT 0x8B.
+    pub closing: tokio::sync::watch::Sender<super::Closing>,
     /// Routing to the Namespace's routing Topic (`routing.rs`); None without a store.
     pub routing: Option<super::routing::Routing>,
     /// Client lifecycle events (`lifecycle.rs`); None without a store.
@@ -131,6 +133,7 @@ impl Broker {
             limits,
             data_dir: None,
             snapshot_changes: tokio::sync::watch::Sender::new(0),
+            closing: tokio::sync::watch::Sender::new(super::Closing::default()),
             routing: None,
             lifecycle: None,
         }

@@ -52,6 +52,27 @@ impl End {
 
 type Conn<IO> = Framed<IO, Codec>;
 
+/// `End::Lost` of a connection whose listener closed (server shutdown, listener turned off).
+pub const SHUTTING_DOWN: &str = "server shutting down";
+
+/// Words for a server DISCONNECT's reason code. Sent also because paho-mqtt (2.1) reads a
+/// DISCONNECT's reason code only from a packet longer than 2 bytes, i.e. with properties.
+fn disconnect_reason_string(code: u8) -> &'static str {
+    match code {
+        reason::SERVER_SHUTTING_DOWN => "server shutting down",
+        reason::SESSION_TAKEN_OVER => "session taken over",
+        reason::KEEP_ALIVE_TIMEOUT => "keep-alive timeout",
+        reason::NOT_AUTHORIZED => "not authorized",
+        reason::PACKET_TOO_LARGE => "packet too large",
+        reason::MALFORMED_PACKET => "malformed packet",
+        reason::PROTOCOL_ERROR => "protocol error",
+        reason::TOPIC_NAME_INVALID => "topic name invalid",
+        reason::TOPIC_ALIAS_INVALID => "topic alias invalid",
+        reason::RECEIVE_MAXIMUM_EXCEEDED => "receive maximum exceeded",
+        _ => "disconnected by the server",
+    }
+}
+
 /// Topic aliases a client may use towards us (MQTT 5 CONNACK Topic Alias Maximum).
 pub const TOPIC_ALIAS_MAXIMUM: u16 = 10;
 
@@ -64,7 +85,11 @@ pub enum Transport {
     Tls {
         client_certificates: PeerCertificates,
     },
-    WebSocket,
+    /// MQTT over WebSockets; over TLS (the WSS listener) with the client's certificate chain
+    /// as for `Tls`, else none.
+    WebSocket {
+        client_certificates: PeerCertificates,
+    },
 }
 
 impl Transport {
@@ -72,7 +97,7 @@ impl Transport {
         match self {
             Transport::Plaintext => Listener::Plaintext,
             Transport::Tls { .. } => Listener::Tls,
-            Transport::WebSocket => Listener::WebSocket,
+            Transport::WebSocket { .. } => Listener::WebSocket,
         }
     }
 }
@@ -263,7 +288,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             Version::V311 => connect.keep_alive,
         };
         let authorizer = Authorizer::new(broker.snapshot.clone(), authentication_name);
-        let client_certificate = matches!(&transport, Transport::Tls { client_certificates } if !client_certificates.is_empty());
+        let client_certificate = match &transport {
+            Transport::Tls {
+                client_certificates,
+            }
+            | Transport::WebSocket {
+                client_certificates,
+            } => !client_certificates.is_empty(),
+            Transport::Plaintext => false,
+        };
         info!(client = %client_id, authentication_name = authorizer.authentication_name(), version = ?connect.version, listener = ?transport.listener(), client_certificate, present, "connected");
         Self {
             framed,
@@ -332,6 +365,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 }
             };
             let mut changes = self.snapshot_changes.clone();
+            let mut closing = self.broker.closing.subscribe();
+            let listener = self.transport.listener();
+            let closed = async move { closing.wait_for(|c| c.covers(listener)).await.is_ok() };
             let outcome = tokio::select! {
                 read = self.framed.next(), if paused_until.is_none() => match read {
                     Some(Ok(packet)) => {
@@ -361,6 +397,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     let _ = self.disconnect(reason::SESSION_TAKEN_OVER).await;
                     Err(End::TakenOver)
                 }
+                true = closed => {
+                    let _ = self.disconnect(reason::SERVER_SHUTTING_DOWN).await;
+                    Err(End::Lost(SHUTTING_DOWN))
+                }
                 () = keep_alive => {
                     let _ = self.disconnect(reason::KEEP_ALIVE_TIMEOUT).await;
                     Err(End::Lost("keep-alive timeout"))
@@ -383,7 +423,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             self.send(Packet::Disconnect(Disconnect {
                 reason: code,
                 session_expiry_interval: None,
-                reason_string: None,
+                reason_string: Some(disconnect_reason_string(code).into()),
             }))
             .await?;
         }

@@ -38,7 +38,7 @@ impl Dataplane {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
-            .args(["--mqtts-addr", "127.0.0.1:0"])
+            .args(["--mqtts-addr", "127.0.0.1:0", "--wss-addr", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "info,gridline_dataplane=debug")
             .stdout(Stdio::piped())
@@ -79,6 +79,11 @@ impl Dataplane {
     /// Where MQTT over TLS listens (`mqtts listening on`).
     pub fn mqtts_addr(&self) -> SocketAddr {
         self.announced("mqtts listening on ")
+    }
+
+    /// Where MQTT over WebSockets over TLS listens (`wss listening on`).
+    pub fn wss_addr(&self) -> SocketAddr {
+        self.announced("wss listening on ")
     }
 
     /// The address of the announcement starting with `prefix` (waits up to 10 s for it).
@@ -154,6 +159,25 @@ impl Dataplane {
     /// Everything the process logged so far.
     pub fn logs(&self) -> String {
         self.logs.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod; the exit status (waits up to 10 s for it).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running 10 s after SIGTERM; logs:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Whether the process is still running.
@@ -401,5 +425,6 @@ pub const APPLIED: &str = "gridline_config_reloads_total{result=\"applied\"}";
 pub const REJECTED: &str = "gridline_config_reloads_total{result=\"rejected\"}";
 
 pub mod mqtt;
+pub mod paho;
 pub mod python;
 pub mod webhook;

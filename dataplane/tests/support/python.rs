@@ -1,6 +1,8 @@
-//! A Python with the official Azure SDK, for the compatibility tests. Created once per target
-//! directory as a venv (`python3 -m venv` + `pip install -r tests/sdk/requirements.txt`), so
-//! `cargo test` needs nothing installed by hand beyond Python 3 and access to PyPI.
+//! Pythons with pinned packages for the compatibility tests: the official Azure SDK
+//! (`tests/sdk`) and paho-mqtt (`tests/paho`). Each is a venv created once per target
+//! directory (`python3 -m venv` + `pip install -r <dir>/requirements.txt`) and re-created
+//! when its requirements change, so `cargo test` needs nothing installed by hand beyond
+//! Python 3 and access to PyPI.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,14 +16,30 @@ pub fn sdk_tests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk")
 }
 
-/// The venv's python, creating the venv on first use. Panics with pip's output if that fails.
+/// The folder of the paho-mqtt tests and their requirements.
+pub fn paho_tests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/paho")
+}
+
+/// The Azure SDK venv's python, creating the venv on first use.
 pub fn python_with_sdk() -> PathBuf {
+    venv_python("azure-sdk-venv", &sdk_tests_dir())
+}
+
+/// The paho-mqtt venv's python, creating the venv on first use.
+pub fn python_with_paho() -> PathBuf {
+    venv_python("paho-venv", &paho_tests_dir())
+}
+
+/// The python of venv `name` with `<tests_dir>/requirements.txt` installed, creating it on
+/// first use. Panics with pip's output if that fails.
+fn venv_python(name: &str, tests_dir: &Path) -> PathBuf {
     let _guard = CREATING
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("azure-sdk-venv");
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let python = venv.join("bin/python");
-    let requirements = sdk_tests_dir().join("requirements.txt");
+    let requirements = tests_dir.join("requirements.txt");
     let stamp = venv.join("requirements.installed");
     let wanted = std::fs::read_to_string(&requirements).expect("read requirements.txt");
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
@@ -31,7 +49,7 @@ pub fn python_with_sdk() -> PathBuf {
         .args(["-m", "venv"])
         .arg(&venv)
         .status()
-        .expect("python3 must be installed to run the SDK compatibility tests");
+        .expect("python3 must be installed to run the Python compatibility tests");
     assert!(status.success(), "python3 -m venv failed");
     let output = Command::new(&python)
         .args([

@@ -1,0 +1,458 @@
+//! The broker's TCP listeners in local mode: plaintext MQTT, MQTT over TLS and MQTT over
+//! WebSockets over TLS (WSS), opened and closed as the served Snapshot enables and disables
+//! them; their accept loops; and the graceful shutdown of every connection.
+
+use super::authorize::Listener;
+use super::broker::Broker;
+use super::connection::{self, Transport};
+use super::persist;
+use super::tls::TlsConfigs;
+use super::websocket;
+use crate::snapshot::Readiness;
+use gridline_crds::model::Snapshot;
+use gridline_crds::types::State;
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+/// How long connections get, at shutdown, to receive their DISCONNECT and close before the
+/// final state is written. The data plane gives the whole MQTT shutdown 5 s.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Where the local-mode MQTT listeners bind.
+#[derive(Clone, Copy, Debug)]
+pub struct Addrs {
+    /// Plaintext MQTT (`--mqtt-addr`).
+    pub plaintext: SocketAddr,
+    /// MQTT over TLS (`--mqtts-addr`).
+    pub tls: SocketAddr,
+    /// MQTT over WebSockets over TLS at `/mqtt` (`--wss-addr`).
+    pub wss: SocketAddr,
+}
+
+/// Which listeners are closing (`Broker::closing`): their connections end, MQTT 5 ones with
+/// DISCONNECT 0x8B (server shutting down). `all` at shutdown; one kind when the Snapshot turns
+/// it off (`websocket` covers WebSockets on the HTTP listener and on WSS alike).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Closing {
+    pub all: bool,
+    pub plaintext: bool,
+    pub tls: bool,
+    pub websocket: bool,
+}
+
+impl Closing {
+    /// Whether a connection that came in on `listener` must end.
+    pub fn covers(&self, listener: Listener) -> bool {
+        self.all
+            || match listener {
+                Listener::Plaintext => self.plaintext,
+                Listener::Tls => self.tls,
+                Listener::WebSocket => self.websocket,
+            }
+    }
+
+    /// The listener kinds `snapshot` turns off (all of them with the broker off).
+    fn of(snapshot: &Snapshot) -> Self {
+        let Some(namespace) = snapshot.namespace.as_ref() else {
+            return Self::default();
+        };
+        let listeners = &namespace.spec.listeners;
+        let off = namespace.spec.topic_spaces_configuration.state != State::Enabled;
+        Self {
+            all: false,
+            plaintext: off || !listeners.mqtt_plaintext.as_ref().is_some_and(|l| l.enabled),
+            tls: off || !listeners.mqtt_tls.enabled,
+            websocket: off || !listeners.websockets,
+        }
+    }
+}
+
+/// The connections of one listener: at most `max` at once (beyond it sockets are closed and
+/// counted); at shutdown, waited for.
+#[derive(Clone)]
+pub struct Connections {
+    permits: Arc<Semaphore>,
+    max: u32,
+}
+
+impl Connections {
+    pub fn new(max: usize) -> Self {
+        let max = u32::try_from(max)
+            .unwrap_or(u32::MAX)
+            .min(Semaphore::MAX_PERMITS as u32);
+        Self {
+            permits: Arc::new(Semaphore::new(max as usize)),
+            max,
+        }
+    }
+
+    /// A place for one more connection, held for its lifetime; None (counted) when full.
+    pub fn open(&self, broker: &Broker) -> Option<OwnedSemaphorePermit> {
+        let permit = self.permits.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            broker
+                .metrics
+                .connects
+                .with_label_values(&["over_limit"])
+                .inc();
+        }
+        permit
+    }
+
+    /// Resolves once every connection has ended.
+    async fn drained(&self) {
+        let _ = self.permits.acquire_many(self.max).await;
+    }
+}
+
+/// Accept connections until `stop`; each goes to its own task at once, where the TLS
+/// handshake (with `tls`) and the CONNECT handshake run, each with its timeout. Beyond the
+/// listener's `connections` limit, sockets are closed.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    tls: Option<Arc<TlsConfigs>>,
+    connections: Connections,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (socket, _peer) = tokio::select! {
+            accepted = accept(&listener) => accepted,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let Some(permit) = connections.open(&broker) else {
+            drop(socket);
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let broker = broker.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => connection::handle(socket, broker, Transport::Plaintext).await,
+                Some(tls) => handle_tls(socket, broker, &tls).await,
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// The next connection; accept errors (out of file descriptors and the like) back off
+/// instead of spinning.
+pub(super) async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(error) => {
+                warn!(%error, "mqtt accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The TLS handshake within the handshake timeout (counted when it fails), with the served
+/// Namespace's configuration; the stream and the client's certificate chain.
+pub(super) async fn tls_handshake(
+    socket: TcpStream,
+    broker: &Broker,
+    tls: &TlsConfigs,
+) -> Option<(
+    tokio_rustls::server::TlsStream<TcpStream>,
+    super::tls::PeerCertificates,
+)> {
+    let config = match tls.config_for(&broker.snapshot.load()) {
+        Ok(config) => config,
+        Err(error) => {
+            warn!(%error, "no TLS configuration: closing the connection");
+            return None;
+        }
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let handshake = tokio::time::timeout(broker.limits.handshake_timeout, acceptor.accept(socket));
+    let failed = match handshake.await {
+        Ok(Ok(stream)) => {
+            let client_certificates = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
+                .unwrap_or_default();
+            return Some((stream, client_certificates));
+        }
+        Ok(Err(error)) => {
+            debug!(%error, "TLS handshake failed");
+            "tls_failed"
+        }
+        Err(_) => {
+            debug!("no TLS handshake within the handshake timeout");
+            "tls_timeout"
+        }
+    };
+    broker.metrics.connects.with_label_values(&[failed]).inc();
+    None
+}
+
+/// The TLS handshake, then the MQTT connection.
+async fn handle_tls(socket: TcpStream, broker: Arc<Broker>, tls: &TlsConfigs) {
+    if let Some((stream, client_certificates)) = tls_handshake(socket, &broker, tls).await {
+        let transport = Transport::Tls {
+            client_certificates,
+        };
+        connection::handle(stream, broker, transport).await;
+    }
+}
+
+/// The listeners local mode runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Plaintext,
+    Tls,
+    Wss,
+}
+
+impl Kind {
+    const ALL: [Kind; 3] = [Kind::Plaintext, Kind::Tls, Kind::Wss];
+
+    /// As announced: `<scheme> listening on <addr>` (tests parse it).
+    fn scheme(self) -> &'static str {
+        match self {
+            Kind::Plaintext => "mqtt",
+            Kind::Tls => "mqtts",
+            Kind::Wss => "wss",
+        }
+    }
+
+    fn addr(self, addrs: &Addrs) -> SocketAddr {
+        match self {
+            Kind::Plaintext => addrs.plaintext,
+            Kind::Tls => addrs.tls,
+            Kind::Wss => addrs.wss,
+        }
+    }
+
+    /// Whether `snapshot` wants this listener open: the broker on, the listener enabled,
+    /// and for the TLS ones a usable certificate. WSS is the Namespace's HTTPS listener
+    /// (Event Grid's 443) carrying `/mqtt`, so it needs `https` and `websockets` both.
+    fn wanted(self, snapshot: &Snapshot, tls: &TlsConfigs) -> bool {
+        let Some(namespace) = snapshot.namespace.as_ref() else {
+            return false;
+        };
+        if namespace.spec.topic_spaces_configuration.state != State::Enabled {
+            return false;
+        }
+        let listeners = &namespace.spec.listeners;
+        let enabled = match self {
+            Kind::Plaintext => listeners.mqtt_plaintext.as_ref().is_some_and(|l| l.enabled),
+            Kind::Tls => listeners.mqtt_tls.enabled,
+            Kind::Wss => listeners.https.enabled && listeners.websockets,
+        };
+        if !enabled || self == Kind::Plaintext {
+            return enabled;
+        }
+        match tls.config_for(snapshot) {
+            Ok(_) => true,
+            Err(error) => {
+                warn!(%error, listener = self.scheme(), "not listening: no usable TLS configuration");
+                false
+            }
+        }
+    }
+}
+
+/// An open listener: its accept loop and how to stop it.
+struct Open {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    addr: SocketAddr,
+}
+
+/// Local mode: once a Namespace is served, open the listeners it enables (plaintext on
+/// `addrs.plaintext`, TLS on `addrs.tls`, WSS on `addrs.wss`; each announced as
+/// `<scheme> listening on <addr>` on stdout) and open or close them as later Snapshots
+/// enable or disable them; run the persister. On `stop`: close the listeners, end every
+/// connection (MQTT 5: DISCONNECT 0x8B), those over WebSockets on the HTTP listener
+/// (`websockets`) included, then write the final state.
+pub async fn run_local(
+    broker: Arc<Broker>,
+    addrs: Addrs,
+    websockets: Connections,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    // The first configuration is applied just after start-up.
+    while !matches!(*broker.snapshot.readiness(), Readiness::Ready { .. }) {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(watch_snapshot(broker.clone(), stop.clone()));
+    // The persister outlives the connections: their last changes are in the final state.
+    let (persist_stop, persist_stopped) = watch::channel(false);
+    let persister = broker
+        .data_dir
+        .clone()
+        .map(|dir| tokio::spawn(persist::run(broker.clone(), dir, persist_stopped)));
+
+    let connections: HashMap<Kind, Connections> = Kind::ALL
+        .into_iter()
+        .map(|kind| (kind, Connections::new(broker.limits.max_connections)))
+        .collect();
+    let supervised = supervise(&broker, addrs, &connections, stop).await;
+
+    broker.closing.send_modify(|closing| closing.all = true);
+    let all_ended = async {
+        for c in connections.values().chain([&websockets]) {
+            c.drained().await;
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, all_ended)
+        .await
+        .is_err()
+    {
+        warn!("MQTT connections still open after the shutdown grace period");
+    }
+    let _ = persist_stop.send(true);
+    if let Some(persister) = persister {
+        let _ = persister.await;
+    }
+    while tasks.join_next().await.is_some() {}
+    supervised
+}
+
+/// Keep the open listeners what the served Snapshot asks for until `stop`, then close them.
+/// A listener the first Snapshot enables must open (else the data plane fails to start); a
+/// later one that cannot bind is logged and tried again at the next Snapshot change.
+async fn supervise(
+    broker: &Arc<Broker>,
+    addrs: Addrs,
+    connections: &HashMap<Kind, Connections>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let tls = Arc::new(TlsConfigs::default());
+    let mut changes = broker.snapshot_changes.subscribe();
+    let mut open: HashMap<Kind, Open> = HashMap::new();
+    let mut first = true;
+    let result = loop {
+        let served = broker.snapshot.load();
+        let closing = Closing::of(&served);
+        broker.closing.send_if_modified(|current| {
+            let changed = *current != closing;
+            *current = closing;
+            changed
+        });
+        let mut failed = None;
+        for kind in Kind::ALL {
+            let wanted = kind.wanted(&served, &tls);
+            if wanted && !open.contains_key(&kind) {
+                match bind(kind.scheme(), kind.addr(&addrs)).await {
+                    Ok((listener, addr)) => {
+                        let task = start(kind, (listener, addr), broker, &tls, connections);
+                        open.insert(kind, task);
+                    }
+                    Err(error) if first => failed = Some(error),
+                    Err(error) => warn!("{error:#}"),
+                }
+            } else if !wanted && let Some(listener) = open.remove(&kind) {
+                close(kind, listener).await;
+            }
+        }
+        if open.is_empty() && first {
+            info!("not listening for MQTT on TCP: the Namespace enables no MQTT TCP listener");
+        }
+        drop(served);
+        if let Some(error) = failed {
+            break Err(error);
+        }
+        first = false;
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { break Ok(()) },
+            _ = stop.wait_for(|s| *s) => break Ok(()),
+        }
+    };
+    for (kind, listener) in open {
+        close(kind, listener).await;
+    }
+    result
+}
+
+/// Spawn the accept loop of `kind` on `listener`.
+fn start(
+    kind: Kind,
+    (listener, addr): (TcpListener, SocketAddr),
+    broker: &Arc<Broker>,
+    tls: &Arc<TlsConfigs>,
+    connections: &HashMap<Kind, Connections>,
+) -> Open {
+    let (stop, stopped) = watch::channel(false);
+    let broker = broker.clone();
+    let connections = connections
+        .get(&kind)
+        .cloned()
+        .unwrap_or_else(|| Connections::new(broker.limits.max_connections));
+    let tls = tls.clone();
+    let task = match kind {
+        Kind::Plaintext => tokio::spawn(serve(listener, broker, None, connections, stopped)),
+        Kind::Tls => tokio::spawn(serve(listener, broker, Some(tls), connections, stopped)),
+        Kind::Wss => tokio::spawn(websocket::serve_wss(
+            listener,
+            broker,
+            tls,
+            connections,
+            stopped,
+        )),
+    };
+    Open { stop, task, addr }
+}
+
+/// Stop accepting on `listener` and close its socket. Its connections are ended by
+/// `Broker::closing` when the Snapshot turned their kind off, else they stay.
+async fn close(kind: Kind, listener: Open) {
+    let _ = listener.stop.send(true);
+    let _ = listener.task.await;
+    info!(addr = %listener.addr, scheme = kind.scheme(), "mqtt listener closed");
+}
+
+/// Tell connections when the served Snapshot changes (`Broker::snapshot_changes`), so that
+/// a disabled Client is disconnected, revoked subscriptions are dropped and listeners follow
+/// the Namespace. The Snapshot is an `ArcSwap`: comparing pointers every 100 ms costs
+/// nothing and needs no hook in the applier.
+async fn watch_snapshot(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut seen = broker.snapshot.load();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let served = broker.snapshot.load();
+        if !Arc::ptr_eq(&served, &seen) {
+            seen = served;
+            broker.snapshot_changes.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+/// Bind `addr` and announce `<scheme> listening on <addr>` (tests parse it); the listener
+/// and the address it got.
+async fn bind(scheme: &str, addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({scheme}): {e}"))?;
+    let local = listener.local_addr()?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{scheme} listening on {local}")?;
+        stdout.flush()?;
+    }
+    info!(addr = %local, scheme, "mqtt listening");
+    Ok((listener, local))
+}
