@@ -4,6 +4,7 @@
 use crate::E2e;
 use anyhow::{Context, bail};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -35,11 +36,19 @@ impl E2e {
             },
             (http, mqtt) => {
                 let service = format!("{name}-gridline");
-                let forward =
-                    PortForward::start(&self.k8s_namespace, &service, self.timeout()).await?;
+                let forward = PortForward::start(
+                    &self.k8s_namespace,
+                    &service,
+                    &[SERVICE_HTTP_PORT, SERVICE_MQTT_PORT],
+                    self.timeout(),
+                )
+                .await?;
+                let [http_port, mqtt_port] = forward.local_ports[..] else {
+                    bail!("kubectl port-forward did not report both ports");
+                };
                 Endpoints {
-                    http: http.unwrap_or(format!("http://127.0.0.1:{}", forward.http_port)),
-                    mqtt: mqtt.unwrap_or(format!("127.0.0.1:{}", forward.mqtt_port)),
+                    http: http.unwrap_or(format!("http://127.0.0.1:{http_port}")),
+                    mqtt: mqtt.unwrap_or(format!("127.0.0.1:{mqtt_port}")),
                     _forward: Some(forward),
                 }
             }
@@ -59,20 +68,25 @@ impl E2e {
     }
 }
 
-/// A running `kubectl port-forward` to a Service's HTTP and MQTT ports, on local ports it
+/// A running `kubectl port-forward` to some ports of a Service, each on a local port kubectl
 /// picked. Killed when dropped.
-struct PortForward {
-    http_port: u16,
-    mqtt_port: u16,
+pub struct PortForward {
+    /// The local ports, in the order of the remote ports asked for.
+    pub local_ports: Vec<u16>,
     _child: Child,
 }
 
 impl PortForward {
-    /// Starts the forward, retrying while the Service has no running pod yet.
-    async fn start(namespace: &str, service: &str, timeout: Duration) -> anyhow::Result<Self> {
+    /// Forwards `remote_ports` of Service `service`, retrying while it has no running pod.
+    pub async fn start(
+        namespace: &str,
+        service: &str,
+        remote_ports: &[u16],
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let deadline = Instant::now() + timeout;
         loop {
-            match Self::try_start(namespace, service).await {
+            match Self::try_start("kubectl", namespace, service, remote_ports).await {
                 Ok(forward) => return Ok(forward),
                 Err(error) if Instant::now() < deadline => {
                     println!("port-forward to {namespace}/{service} not yet: {error:#}");
@@ -83,8 +97,13 @@ impl PortForward {
         }
     }
 
-    async fn try_start(namespace: &str, service: &str) -> anyhow::Result<Self> {
-        let mut child = Command::new("kubectl")
+    async fn try_start(
+        kubectl: &str,
+        namespace: &str,
+        service: &str,
+        remote_ports: &[u16],
+    ) -> anyhow::Result<Self> {
+        let mut child = Command::new(kubectl)
             .args([
                 "port-forward",
                 "--namespace",
@@ -94,8 +113,7 @@ impl PortForward {
             ])
             .arg(format!("service/{service}"))
             // `:PORT` lets kubectl pick a free local port, printed on stdout.
-            .arg(format!(":{SERVICE_HTTP_PORT}"))
-            .arg(format!(":{SERVICE_MQTT_PORT}"))
+            .args(remote_ports.iter().map(|port| format!(":{port}")))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -104,20 +122,35 @@ impl PortForward {
             .context(
                 "cannot run kubectl (needed to port-forward; or set GRIDLINE_E2E_HTTP/MQTT)",
             )?;
+        // kubectl prints a line per connection (stdout) and per failed one (stderr) for as
+        // long as it runs: both are drained so that it never blocks on a full pipe, and the
+        // last complaints are kept for the error message.
+        let complaints = Arc::new(Mutex::new(Vec::<String>::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let complaints = complaints.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Ok(mut kept) = complaints.lock() {
+                        kept.push(line);
+                        let excess = kept.len().saturating_sub(10);
+                        kept.drain(..excess);
+                    }
+                }
+            });
+        }
         let stdout = child.stdout.take().context("kubectl has no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let (mut http_port, mut mqtt_port) = (None, None);
+        let mut local_ports: Vec<Option<u16>> = vec![None; remote_ports.len()];
         let read = async {
             while let Some(line) = lines.next_line().await? {
                 // `Forwarding from 127.0.0.1:41234 -> 8080`
-                if let Some((local, remote)) = parse_forwarding(&line) {
-                    match remote {
-                        SERVICE_HTTP_PORT => http_port = Some(local),
-                        SERVICE_MQTT_PORT => mqtt_port = Some(local),
-                        _ => {}
-                    }
+                if let Some((local, remote)) = parse_forwarding(&line)
+                    && let Some(index) = remote_ports.iter().position(|p| *p == remote)
+                {
+                    local_ports[index] = Some(local);
                 }
-                if http_port.is_some() && mqtt_port.is_some() {
+                if local_ports.iter().all(Option::is_some) {
                     return anyhow::Ok(());
                 }
             }
@@ -126,22 +159,17 @@ impl PortForward {
         let outcome = tokio::time::timeout(Duration::from_secs(30), read).await;
         if !matches!(outcome, Ok(Ok(()))) {
             let _ = child.start_kill();
-            let output = child.wait_with_output().await?;
-            bail!(
-                "kubectl port-forward service/{service}: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
+            let _ = child.wait().await;
+            // Give the stderr reader a moment to take kubectl's last words.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let said = complaints.lock().map(|k| k.join(" / ")).unwrap_or_default();
+            bail!("kubectl port-forward service/{service}: {said}");
         }
-        // kubectl keeps printing a line per connection; drain stdout so it never blocks.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        match (http_port, mqtt_port) {
-            (Some(http_port), Some(mqtt_port)) => Ok(Self {
-                http_port,
-                mqtt_port,
-                _child: child,
-            }),
-            _ => bail!("kubectl port-forward did not report both ports"),
-        }
+        Ok(Self {
+            local_ports: local_ports.into_iter().flatten().collect(),
+            _child: child,
+        })
     }
 }
 
@@ -153,7 +181,61 @@ fn parse_forwarding(line: &str) -> Option<(u16, u16)> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_forwarding;
+    use super::{PortForward, parse_forwarding};
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+
+    /// A stand-in for kubectl: a shell script with `body`, in a fresh temporary folder.
+    fn fake_kubectl(name: &str, body: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("gridline-e2e-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("kubectl");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
+    }
+
+    #[tokio::test]
+    async fn the_local_ports_come_back_in_the_order_of_the_remote_ports() {
+        // kubectl prints the IPv6 forward too, and in the order it likes.
+        let kubectl = fake_kubectl(
+            "forwarding",
+            "echo 'Forwarding from 127.0.0.1:41883 -> 1883'\n\
+             echo 'Forwarding from [::1]:41883 -> 1883'\n\
+             echo 'Forwarding from 127.0.0.1:48080 -> 8080'\n\
+             exec sleep 30",
+        );
+        let forward = PortForward::try_start(
+            kubectl.to_str().expect("utf-8 path"),
+            "ns",
+            "dev-gridline",
+            &[8080, 1883],
+        )
+        .await
+        .expect("forwarding");
+        assert_eq!(forward.local_ports, [48080, 41883]);
+    }
+
+    #[tokio::test]
+    async fn a_forward_that_fails_reports_what_kubectl_said() {
+        let kubectl = fake_kubectl(
+            "failing",
+            "echo 'error: unable to forward port because pod is not running' >&2\nexit 1",
+        );
+        let error = PortForward::try_start(
+            kubectl.to_str().expect("utf-8 path"),
+            "ns",
+            "dev-gridline",
+            &[8080, 1883],
+        )
+        .await
+        .err()
+        .expect("kubectl failed");
+        assert!(
+            format!("{error:#}").contains("pod is not running"),
+            "{error:#}"
+        );
+    }
 
     #[test]
     fn kubectl_forwarding_lines_give_the_local_and_remote_ports() {
