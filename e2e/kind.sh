@@ -26,6 +26,7 @@ done
 for tool in docker kind kubectl cargo; do
   command -v "$tool" >/dev/null || { echo "kind.sh: '$tool' is needed on PATH" >&2; exit 1; }
 done
+docker info >/dev/null 2>&1 || { echo "kind.sh: the docker daemon does not answer" >&2; exit 1; }
 helm="$(scripts/install-helm.sh | tail -n 1)"
 
 if ! kind get clusters 2>/dev/null | grep -qx "$cluster"; then

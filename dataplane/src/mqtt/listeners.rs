@@ -58,13 +58,21 @@ impl Closing {
             }
     }
 
-    /// The listener kinds `snapshot` turns off (all of them with the broker off).
+    /// The listener kinds `snapshot` turns off (all of them with the broker off or no
+    /// Namespace served).
     fn of(snapshot: &Snapshot) -> Self {
-        let Some(namespace) = snapshot.namespace.as_ref() else {
-            return Self::default();
+        let namespace = snapshot.namespace.as_ref();
+        let off =
+            namespace.is_none_or(|n| n.spec.topic_spaces_configuration.state != State::Enabled);
+        let Some(namespace) = namespace else {
+            return Self {
+                all: false,
+                plaintext: true,
+                tls: true,
+                websocket: true,
+            };
         };
         let listeners = &namespace.spec.listeners;
-        let off = namespace.spec.topic_spaces_configuration.state != State::Enabled;
         Self {
             all: false,
             plaintext: off || !listeners.mqtt_plaintext.as_ref().is_some_and(|l| l.enabled),

@@ -428,3 +428,4 @@ pub mod mqtt;
 pub mod paho;
 pub mod python;
 pub mod webhook;
+pub mod wss;

@@ -1,0 +1,199 @@
+//! MQTT over WebSockets over TLS (Event Grid's 443): the WSS listener (`--wss-addr`), opened
+//! when the Namespace enables `https` and `websockets`, driven by a tokio-tungstenite + rustls
+//! client and by paho-mqtt (`transport="websockets"`, the test CA).
+
+mod support;
+
+use gridline_dataplane::mqtt::codec::{Packet, QoS, Version};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use support::mqtt::{RawClient, TestPki, access, connect_packet, message, tls_namespace};
+use support::wss::{OfferedCertificate, WssClient};
+use support::{Dataplane, Workspace};
+
+/// The Namespace with the development identity, its TLS certificate and, when `https`, the
+/// HTTPS listener (which carries WSS) on.
+fn wss_namespace(https: bool) -> String {
+    let namespace = tls_namespace("dev", "broker-tls", "1.2");
+    if https {
+        namespace.replacen(
+            "    https:\n      enabled: false\n",
+            "    https:\n      enabled: true\n",
+            1,
+        )
+    } else {
+        namespace
+    }
+}
+
+fn wss_broker(https: bool) -> (Workspace, Dataplane, TestPki) {
+    let pki = TestPki::new();
+    let workspace = Workspace::new();
+    workspace.write("namespace.yaml", &wss_namespace(https));
+    workspace.write("secret.yaml", &pki.secret("broker-tls"));
+    workspace.write("access.yaml", &access("dev"));
+    let dataplane = workspace.start(&[]);
+    (workspace, dataplane, pki)
+}
+
+/// A WSS client connected as `user` (no certificate offered); panics unless accepted.
+async fn connected(addr: SocketAddr, pki: &TestPki, version: Version, user: &str) -> WssClient {
+    let mut client = WssClient::open(addr, &pki.ca_pem, OfferedCertificate::new(None), version)
+        .await
+        .unwrap();
+    let id = format!("{user}-wss-{version:?}");
+    client
+        .send(Packet::Connect(Box::new(connect_packet(
+            version, &id, user,
+        ))))
+        .await;
+    match client.next(Duration::from_secs(5)).await {
+        Some(Packet::ConnAck(ack)) => assert_eq!(ack.reason, 0, "{version:?}: {ack:?}"),
+        other => panic!("{version:?}: expected CONNACK, got {other:?}"),
+    }
+    client
+}
+
+#[tokio::test]
+async fn a_wss_client_of_either_version_exchanges_messages_with_a_tcp_client() {
+    let (_w, dataplane, pki) = wss_broker(true);
+    let wss = dataplane.wss_addr();
+    let tcp = dataplane.mqtt_addr();
+    for version in [Version::V311, Version::V5] {
+        let mut over_wss = connected(wss, &pki, version, "dashboard").await;
+        let subscribe = gridline_dataplane::mqtt::codec::Subscribe {
+            packet_id: std::num::NonZeroU16::new(1).unwrap(),
+            subscription_id: None,
+            filters: vec![(
+                "lab/wss/in".to_string(),
+                gridline_dataplane::mqtt::codec::SubscriptionOptions {
+                    qos: QoS::AtMostOnce,
+                    no_local: false,
+                    retain_as_published: false,
+                    retain_handling: 0,
+                },
+            )],
+        };
+        over_wss.send(Packet::Subscribe(subscribe)).await;
+        let suback = over_wss.next(Duration::from_secs(5)).await;
+        assert!(matches!(suback, Some(Packet::SubAck(_))), "{suback:?}");
+
+        let (mut over_tcp, _) =
+            RawClient::connect(tcp, connect_packet(version, "tcp-peer", "sensor-1")).await;
+        assert_eq!(
+            over_tcp.subscribe(1, None, &[("lab/wss/out", false)]).await,
+            [1]
+        );
+        over_tcp.publish(0, "lab/wss/in", "to wss", None).await;
+        match over_wss.next(Duration::from_secs(5)).await {
+            Some(Packet::Publish(publish)) => {
+                assert_eq!(&publish.message.payload[..], b"to wss", "{version:?}")
+            }
+            other => panic!("{version:?}: expected PUBLISH, got {other:?}"),
+        }
+        over_wss
+            .send(Packet::Publish(Box::new(
+                gridline_dataplane::mqtt::codec::Publish {
+                    dup: false,
+                    packet_id: None,
+                    topic_alias: None,
+                    subscription_ids: Vec::new(),
+                    message: message("lab/wss/out", "from wss", QoS::AtMostOnce),
+                },
+            )))
+            .await;
+        let publish = over_tcp.next_publish(Duration::from_secs(5)).await;
+        assert_eq!(
+            publish.map(|p| p.message.payload),
+            Some(bytes::Bytes::from_static(b"from wss")),
+            "{version:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_wss_listener_asks_for_a_client_certificate_and_keeps_it_for_authentication() {
+    let (_w, dataplane, pki) = wss_broker(true);
+    let wss = dataplane.wss_addr();
+    let offered = OfferedCertificate::new(Some("dashboard"));
+    let mut client = WssClient::open(wss, &pki.ca_pem, offered.clone(), Version::V5)
+        .await
+        .unwrap();
+    assert!(offered.requested.load(Ordering::SeqCst), "the server asked");
+    client
+        .send(Packet::Connect(Box::new(connect_packet(
+            Version::V5,
+            "with-certificate",
+            "dashboard",
+        ))))
+        .await;
+    // Kept on the connection for authentication at CONNECT: either X.509 authentication
+    // judges it (this Namespace has no CA certificates, so it is refused where the same
+    // CONNECT without a certificate is accepted), or, where certificates over WebSockets are
+    // not judged, the connection is logged with it.
+    let ack = match client.next(Duration::from_secs(5)).await {
+        Some(Packet::ConnAck(ack)) => ack,
+        other => panic!("expected CONNACK, got {other:?}"),
+    };
+    let evidence = if ack.reason == 0 {
+        "listener=WebSocket client_certificate=true"
+    } else {
+        "listener=WebSocket method=\"x509\""
+    };
+    let seen = support::poll_until(Duration::from_secs(5), || async {
+        dataplane.logs().contains(evidence)
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "{ack:?}: no `{evidence}`\n{}",
+        dataplane.logs()
+    );
+}
+
+#[tokio::test]
+async fn an_idle_socket_on_the_wss_listener_does_not_hold_up_others() {
+    let (_w, dataplane, pki) = wss_broker(true);
+    let wss = dataplane.wss_addr();
+    // Never starts its TLS handshake: it waits in its own task, not in the accept loop.
+    let _idle = tokio::net::TcpStream::connect(wss).await.unwrap();
+    let started = std::time::Instant::now();
+    connected(wss, &pki, Version::V5, "dashboard").await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn paho_mqtt_over_wss_with_the_test_ca_in_both_versions() {
+    let (workspace, dataplane, pki) = wss_broker(true);
+    let wss = dataplane.wss_addr();
+    let mqtt = dataplane.mqtt_addr();
+    // Outside the manifests folder: a PEM file is no manifest.
+    let ca = workspace.data_dir().with_file_name("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let env = [
+        ("GRIDLINE_WSS", wss.to_string()),
+        ("GRIDLINE_CA", ca.display().to_string()),
+    ];
+    support::paho::run_phase(&dataplane, mqtt, "wss", &env).await;
+}
+
+#[tokio::test]
+async fn the_wss_listener_opens_and_closes_with_the_namespaces_https_listener() {
+    let (workspace, dataplane, pki) = wss_broker(false);
+    dataplane.mqtts_addr(); // the first Snapshot is served: TLS yes, WSS no
+    workspace.write("namespace.yaml", &wss_namespace(true));
+    let wss = dataplane.wss_addr();
+    connected(wss, &pki, Version::V5, "dashboard").await;
+
+    workspace.write("namespace.yaml", &wss_namespace(false));
+    let closed = support::poll_until(Duration::from_secs(5), || async {
+        tokio::net::TcpStream::connect(wss).await.is_err()
+    })
+    .await;
+    assert!(
+        closed.is_some(),
+        "the WSS socket is closed\n{}",
+        dataplane.logs()
+    );
+}
