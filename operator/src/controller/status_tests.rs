@@ -250,3 +250,156 @@ fn long_event_notes_are_cut_at_a_character_boundary() {
     assert!(cut.ends_with('…'));
     assert_eq!(truncate("short", 10), "short");
 }
+
+/// The whole pass, from the watches: lists answered from a fixed world, watches held open
+/// (except the Topics watch, which delivers one edit), status writes recorded.
+mod pipeline {
+    use super::*;
+    use crate::controller::stores::Dirty;
+    use crate::options::WatchScope;
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::json;
+    use tokio::sync::mpsc;
+
+    fn list(items: Vec<Value>) -> Value {
+        json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "10"}, "items": items})
+    }
+
+    fn statefulset() -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "orders-gridline", "namespace": "shop", "uid": "sts",
+                         "labels": {"app.kubernetes.io/instance": "orders"}},
+            "spec": {"replicas": 1, "selector": {}, "template": {}, "serviceName": "orders-gridline-peers"},
+            "status": {"replicas": 1, "readyReplicas": 1},
+        })
+    }
+
+    /// A Topic edited to an out-of-range retention: it must be refused.
+    fn edited_topic() -> Value {
+        let mut topic = serde_json::to_value(topic("placed", "orders")).unwrap();
+        topic["metadata"]["generation"] = json!(2);
+        topic["metadata"]["resourceVersion"] = json!("11");
+        topic["spec"]["eventRetentionInDays"] = json!(9);
+        topic
+    }
+
+    async fn api_server(
+        mut handle: crate::fixtures::ApiServerHandle,
+        writes: mpsc::UnboundedSender<(String, Value)>,
+    ) {
+        let mut held = Vec::new();
+        // The Topics watch is answered with the edit once the first statuses are written.
+        let mut topics_watch = None;
+        let mut status_writes = 0;
+        while let Some((request, respond)) = handle.next_request().await {
+            let request: Request<Body> = request;
+            let path = request.uri().path().to_string();
+            let query = request.uri().query().unwrap_or_default().to_string();
+            let method = request.method().clone();
+            let body = request.into_body().collect_bytes().await.unwrap();
+            let answer = |value: &Value| {
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(value).unwrap()))
+                    .unwrap()
+            };
+            if method == Method::GET && query.contains("watch=true") {
+                if path.ends_with("/topics") && topics_watch.is_none() {
+                    topics_watch = Some(respond);
+                } else {
+                    held.push(respond);
+                }
+                continue;
+            }
+            if method == Method::GET {
+                let items = if path.ends_with("/gridline.dev/v1alpha1/namespaces") {
+                    vec![serde_json::to_value(namespace("orders")).unwrap()]
+                } else if path.ends_with("/topics") {
+                    vec![serde_json::to_value(topic("placed", "orders")).unwrap()]
+                } else if path.ends_with("/statefulsets") {
+                    vec![statefulset()]
+                } else {
+                    vec![]
+                };
+                respond.send_response(answer(&list(items)));
+                continue;
+            }
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            let _ = writes.send((format!("{method} {path}"), body.clone()));
+            respond.send_response(answer(&body));
+            status_writes += 1;
+            if status_writes == 2
+                && let Some(watch) = topics_watch.take()
+            {
+                let event = json!({"type": "MODIFIED", "object": edited_topic()});
+                let mut line = serde_json::to_vec(&event).unwrap();
+                line.push(b'\n');
+                watch.send_response(Response::builder().body(Body::from(line)).unwrap());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn watched_objects_get_their_status_and_an_edit_is_reflected() {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let (writes_tx, mut writes) = mpsc::unbounded_channel();
+        let server = tokio::spawn(api_server(handle, writes_tx));
+
+        let dirty = Arc::new(Dirty::default());
+        let (stores, events) = Stores::watch(&client, &WatchScope::All, dirty.clone());
+        let pump = tokio::spawn(events.for_each(|()| async {}));
+        let ctx = StatusContext::new(client, Metrics::new(), "test".into());
+        let stores = Arc::new(stores);
+        let pass = tokio::spawn(async move {
+            stores.wait_until_ready().await.unwrap();
+            run(ctx, stores, dirty).await;
+        });
+
+        let mut next = async || {
+            tokio::time::timeout(Duration::from_secs(10), writes.recv())
+                .await
+                .expect("a write within 10 s")
+                .expect("the server is running")
+        };
+        let mut first = vec![next().await, next().await];
+        first.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            first[0].0,
+            "PATCH /apis/gridline.dev/v1alpha1/namespaces/shop/namespaces/orders/status"
+        );
+        assert_eq!(
+            first[1].0,
+            "PATCH /apis/gridline.dev/v1alpha1/namespaces/shop/topics/placed/status"
+        );
+        for (_, body) in &first {
+            assert_eq!(
+                conditions_of(body),
+                [
+                    ("Accepted".into(), "True".into()),
+                    ("Ready".into(), "True".into())
+                ]
+            );
+        }
+
+        // The edit arrives on the Topics watch: the Topic alone is rewritten, refused.
+        let (request, body) = next().await;
+        assert_eq!(
+            request,
+            "PATCH /apis/gridline.dev/v1alpha1/namespaces/shop/topics/placed/status"
+        );
+        assert_eq!(body["status"]["observedGeneration"], 2);
+        assert_eq!(body["status"]["conditions"][0]["status"], "False");
+        let (request, event) = next().await;
+        assert_eq!(
+            request,
+            "POST /apis/events.k8s.io/v1/namespaces/shop/events"
+        );
+        assert_eq!(event["type"], "Warning");
+
+        pass.abort();
+        pump.abort();
+        server.abort();
+    }
+}
