@@ -426,3 +426,51 @@ mod tests {
         assert_eq!(t.annotations().len(), 1);
     }
 }
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+    use crate::testing::K8S_NS;
+
+    fn secret(version: &str) -> Secret {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "keys", "namespace": K8S_NS, "uid": "s1", "resourceVersion": version},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn any_new_version_of_a_secret_marks_its_namespace() {
+        // Secrets have no generation: a rotated key only shows in the resourceVersion.
+        let dirty = Arc::new(Dirty::default());
+        let mut changes = Changes::new(resource_version, dirty.clone());
+        changes.observe(&watcher::Event::Apply(secret("1")));
+        assert_eq!(dirty.take().len(), 1);
+        changes.observe(&watcher::Event::Apply(secret("1")));
+        assert!(dirty.take().is_empty());
+        changes.observe(&watcher::Event::Apply(secret("2")));
+        assert_eq!(dirty.take(), BTreeSet::from([K8S_NS.to_string()]));
+    }
+
+    #[test]
+    fn a_statefulset_marks_its_namespace_only_when_its_pod_counts_move() {
+        let dirty = Arc::new(Dirty::default());
+        let mut changes = Changes::new(replicas, dirty.clone());
+        let mut sts: StatefulSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "orders-gridline", "namespace": K8S_NS, "uid": "x", "resourceVersion": "1"},
+            "spec": {"replicas": 3, "selector": {}, "template": {}, "serviceName": "p"},
+            "status": {"replicas": 3, "readyReplicas": 2},
+        }))
+        .unwrap();
+        changes.observe(&watcher::Event::Apply(sts.clone()));
+        dirty.take();
+        sts.metadata.resource_version = Some("2".into());
+        sts.status.as_mut().unwrap().observed_generation = Some(4);
+        changes.observe(&watcher::Event::Apply(sts.clone()));
+        assert!(dirty.take().is_empty());
+        sts.status.as_mut().unwrap().ready_replicas = Some(3);
+        changes.observe(&watcher::Event::Apply(sts));
+        assert_eq!(dirty.take().len(), 1);
+    }
+}

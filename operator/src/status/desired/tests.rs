@@ -322,3 +322,61 @@ fn long_problem_lists_are_cut_in_the_message() {
         condition.message
     );
 }
+
+#[test]
+fn a_secret_appearing_accepts_the_namespace_that_names_it() {
+    let mut objects = valid_objects();
+    objects.namespaces[0].spec.sas_keys =
+        Some(gridline_crds::types::namespace::SasKeysConfiguration {
+            secret_name: "access-keys".into(),
+        });
+    let pods = ready_pods("orders", 1);
+    let first = plan(&objects, &pods, &at(100));
+    let accepted = condition(
+        &change(&first, Kind::Namespace, "orders").status,
+        "Accepted",
+    )
+    .clone();
+    assert_eq!(
+        (accepted.status.as_str(), accepted.reason.as_str()),
+        ("False", "UnresolvedReference")
+    );
+    // Its objects are still valid, but not served by a refused Namespace.
+    let topic = &change(&first, Kind::Topic, "placed").status;
+    assert_eq!(condition(topic, "Accepted").status, "True");
+    assert_eq!(condition(topic, "Ready").reason, "NamespaceNotReady");
+
+    apply(&mut objects, &first);
+    objects.secrets.push(
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "access-keys", "namespace": K8S_NS},
+            "stringData": {"key1": "k1", "key2": "k2"},
+        }))
+        .unwrap(),
+    );
+    let second = plan(&objects, &pods, &at(200));
+    let ns = change(&second, Kind::Namespace, "orders");
+    assert_eq!(condition(&ns.status, "Accepted").status, "True");
+    assert_eq!(ns.event, Some(AcceptedEvent::Accepted));
+    // Every object's Ready follows its Namespace.
+    assert_eq!(second.changes.len(), 7, "{:#?}", second.changes);
+}
+
+#[test]
+fn deleting_a_topic_refuses_its_subscriptions() {
+    let mut objects = valid_objects();
+    let pods = ready_pods("orders", 1);
+    let first = plan(&objects, &pods, &at(100));
+    apply(&mut objects, &first);
+    objects.topics.clear();
+    let second = plan(&objects, &pods, &at(200));
+    let subscription = change(&second, Kind::EventSubscription, "audit");
+    let accepted = condition(&subscription.status, "Accepted");
+    assert_eq!(accepted.status, "False");
+    assert!(
+        accepted.message.contains("Topic 'placed' not found"),
+        "{}",
+        accepted.message
+    );
+}
