@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -102,7 +102,7 @@ async fn apply_children(ns: &Namespace, ctx: &Context) -> Result<()> {
 /// objects, so a field another manager set is taken back rather than left in conflict.
 async fn apply<K>(client: &Client, k8s_namespace: &str, object: K) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + k8s_openapi::Resource,
     K: Clone + Debug + Serialize + DeserializeOwned,
 {
     let api: Api<K> = Api::namespaced(client.clone(), k8s_namespace);
@@ -111,24 +111,12 @@ where
     api.patch(&name, &params, &Patch::Apply(&object))
         .await
         .map_err(|source| Error::Apply {
-            kind: kind_name::<K>(),
+            kind: <K as k8s_openapi::Resource>::KIND,
             namespace: k8s_namespace.to_string(),
             name,
             source: Box::new(source),
         })?;
     Ok(())
-}
-
-fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
-    match K::kind(&()).as_ref() {
-        "StatefulSet" => "StatefulSet",
-        "Service" => "Service",
-        "PodDisruptionBudget" => "PodDisruptionBudget",
-        "ServiceAccount" => "ServiceAccount",
-        "Role" => "Role",
-        "RoleBinding" => "RoleBinding",
-        _ => "object",
-    }
 }
 
 /// Requeue after a per-Namespace exponential backoff (1 s doubling to 5 min).
@@ -181,9 +169,10 @@ pub async fn run(
                 .graceful_shutdown_on(shutdown.clone())
                 .run(reconcile, error_policy, ctx.clone())
                 .for_each(|result| async move {
-                    if let Err(error) = result {
-                        // Reconcile errors were logged by error_policy; these are watch errors.
-                        tracing::debug!(%error, "Namespace controller event");
+                    match result {
+                        // Logged, with the object, by error_policy.
+                        Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
+                        Err(error) => warn!(%error, "Namespace controller error"),
                     }
                 })
         });
