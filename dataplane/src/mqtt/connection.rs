@@ -45,6 +45,7 @@ impl End {
             }
             End::Lost("client disabled") => DisconnectionReason::ClientAuthenticationError,
             End::Lost("receive maximum exceeded") => DisconnectionReason::QuotaExceeded,
+            End::Lost(SHUTTING_DOWN) => DisconnectionReason::ServerInitiatedDisconnect,
             End::Lost(_) => DisconnectionReason::ClientError,
         }
     }
