@@ -29,6 +29,8 @@ use tracing::{Instrument, info, info_span, warn};
 /// Re-apply this often even without a change, to repair drift nobody watched (e.g. a child
 /// edited while the operator was down and its watch event lost).
 const RESYNC: Duration = Duration::from_secs(300);
+/// Changes to a Namespace or its children within this window make one reconcile.
+const DEBOUNCE: Duration = Duration::from_millis(500);
 
 pub struct Context {
     pub client: Client,
@@ -154,6 +156,9 @@ pub async fn run(
             let ns = namespaces.namespace().map(str::to_string);
             let c = client.clone();
             Controller::new(namespaces, watcher::Config::default())
+            // A rollout updates the StatefulSet's status many times a second; each would
+            // otherwise be a full round of applies.
+            .with_config(controller::Config::default().debounce(DEBOUNCE))
                 .owns(scoped::<StatefulSet>(&c, ns.as_deref()), children.clone())
                 .owns(scoped::<Service>(&c, ns.as_deref()), children.clone())
                 .owns(
