@@ -52,6 +52,9 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             .unwrap_or_else(|| client.default_namespace().to_string());
         LeaseConfig::new(namespace, election.lease_name.clone(), identity.clone())
     });
+    // Without an election the sender must outlive the controllers: a dropped sender would
+    // read as leadership lost.
+    let mut _unelected_leader = None;
     let election = match &lease {
         Some(lease) => {
             info!(lease = %format!("{}/{}", lease.namespace, lease.name), %identity, "campaigning for the leader Lease");
@@ -65,8 +68,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             info!("leader election disabled: leading at once");
             metrics.leader.set(1);
             let _ = leading_tx.send(true);
-            // Keep the sender alive: a dropped sender would read as leadership lost.
-            std::mem::forget(leading_tx);
+            _unelected_leader = Some(leading_tx);
             None
         }
     };

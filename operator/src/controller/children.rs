@@ -156,9 +156,9 @@ pub async fn run(
             let ns = namespaces.namespace().map(str::to_string);
             let c = client.clone();
             Controller::new(namespaces, watcher::Config::default())
-            // A rollout updates the StatefulSet's status many times a second; each would
-            // otherwise be a full round of applies.
-            .with_config(controller::Config::default().debounce(DEBOUNCE))
+                // A rollout updates the StatefulSet's status many times a second; each would
+                // otherwise be a full round of applies.
+                .with_config(controller::Config::default().debounce(DEBOUNCE))
                 .owns(scoped::<StatefulSet>(&c, ns.as_deref()), children.clone())
                 .owns(scoped::<Service>(&c, ns.as_deref()), children.clone())
                 .owns(
