@@ -52,7 +52,11 @@ pub fn client_service(ns: &Namespace) -> Service {
         .as_ref()
         .filter(|l| l.enabled)
         .map_or(HTTP_PORT, |l| l.port);
-    ports.push(service_port("http", http_port, "http"));
+    // Without `listeners.http` the port is ours to choose, and compile has not checked it
+    // against the others: a Service with two equal ports would be refused whole.
+    if ports.iter().all(|p| p.port != http_port) {
+        ports.push(service_port("http", http_port, "http"));
+    }
     Service {
         metadata: child_meta(ns, base_name(ns)),
         spec: Some(ServiceSpec {
@@ -149,6 +153,15 @@ mod tests {
                 ("mqtt".into(), 11883, "mqtt".into()),
                 ("http".into(), 80, "http".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn the_default_http_port_gives_way_to_a_listener_that_took_it() {
+        let ns = namespace(json!({"listeners": {"mqttPlaintext": {"port": 8080}}}));
+        assert_eq!(
+            ports(&client_service(&ns)),
+            [port("mqtts", 8883), ("mqtt".into(), 8080, "mqtt".into())]
         );
     }
 
