@@ -330,3 +330,42 @@ spec:
     assert_eq!(deleted[0]["subject"], "clients/dashboard");
     assert_eq!(deleted[0]["data"]["clientName"], "dashboard");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_take_over_and_a_shutdown_are_reported_with_their_reasons() {
+    use gridline_dataplane::mqtt::codec::Version;
+    let (workspace, mut dataplane, addr) = start(&manifests(LIFECYCLE)).await;
+    let connect = || mqtt::connect_packet(Version::V5, "shared-session", "sensor-1");
+    let (_old, ack) = mqtt::RawClient::connect(addr, connect()).await;
+    assert_eq!(ack.reason, 0);
+    let (_new, ack) = mqtt::RawClient::connect(addr, connect()).await;
+    assert_eq!(ack.reason, 0);
+    // The new connection is ended by the shutdown: its event is appended before the store
+    // closes, and read after a restart.
+    assert!(dataplane.terminate().success(), "{}", dataplane.logs());
+    let dataplane = workspace.start(&[]);
+    dataplane.wait_ready().await;
+
+    let events = receive(&dataplane, "mqtt-lifecycle", "lifecycle-inbox", 4).await;
+    assert_eq!(events.len(), 4, "{events:#?}");
+    let sequence = |kind: &str, reason: Option<&str>| -> Vec<u64> {
+        events
+            .iter()
+            .filter(|e| e["type"] == format!("Microsoft.EventGrid.MQTTClientSession{kind}"))
+            .filter(|e| reason.is_none_or(|r| e["data"]["disconnectionReason"] == r))
+            .filter_map(|e| e["data"]["sequenceNumber"].as_u64())
+            .collect()
+    };
+    let connected = sequence("Connected", None);
+    assert_eq!(connected.len(), 2, "{events:#?}");
+    let taken_over = sequence("Disconnected", Some("SessionTakenOver"));
+    let shut_down = sequence("Disconnected", Some("ServerInitiatedDisconnect"));
+    assert_eq!((taken_over.len(), shut_down.len()), (1, 1), "{events:#?}");
+    let (first, second) = (
+        connected[0].min(connected[1]),
+        connected[0].max(connected[1]),
+    );
+    // Per session, each event is numbered above the one before, whatever order they were
+    // written in: connect, taken over, connect again, shut down.
+    assert!(first < taken_over[0] && taken_over[0] < second && second < shut_down[0]);
+}

@@ -16,6 +16,7 @@ use prometheus::{IntCounterVec, Opts, Registry};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -333,17 +334,27 @@ pub struct Lifecycle {
     queue: mpsc::Sender<LifecycleEvent>,
     metrics: LifecycleMetrics,
     pub sequence: Sequence,
+    /// Events queued and not yet appended (or given up on): what a shutdown waits for.
+    pub(super) pending: Arc<AtomicUsize>,
 }
 
 impl Lifecycle {
     /// Start the lifecycle task, which also watches `snapshot` for Client changes.
     pub fn start(store: EventStore, snapshot: SharedSnapshot, metrics: LifecycleMetrics) -> Self {
         let (queue, receiver) = mpsc::channel(LIFECYCLE_QUEUE);
-        tokio::spawn(run(receiver, store, snapshot, metrics.clone()));
+        let pending = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run(
+            receiver,
+            store,
+            snapshot,
+            metrics.clone(),
+            pending.clone(),
+        ));
         Self {
             queue,
             metrics,
             sequence: Sequence::starting_now(),
+            pending,
         }
     }
 }
@@ -399,7 +410,9 @@ impl Broker {
     }
 
     fn queue_lifecycle(&self, lifecycle: &Lifecycle, event: LifecycleEvent) {
+        lifecycle.pending.fetch_add(1, Ordering::AcqRel);
         if let Err(error) = lifecycle.queue.try_send(event) {
+            lifecycle.pending.fetch_sub(1, Ordering::AcqRel);
             let event = match error {
                 mpsc::error::TrySendError::Full(event)
                 | mpsc::error::TrySendError::Closed(event) => event,
@@ -416,57 +429,75 @@ async fn run(
     store: EventStore,
     snapshot: SharedSnapshot,
     metrics: LifecycleMetrics,
+    pending: Arc<AtomicUsize>,
 ) {
     let mut book = ClientBook::default();
     let mut seen: Option<Arc<Snapshot>> = None;
     let mut tick = tokio::time::interval(SNAPSHOT_POLL);
     let mut batch = Vec::new();
     loop {
-        tokio::select! {
+        let queued = tokio::select! {
             received = queue.recv_many(&mut batch, 500) => {
                 if received == 0 {
                     return;
                 }
+                received
             }
-            _ = tick.tick() => {}
-        }
-        let served = snapshot.load();
-        if served.namespace.is_some() && seen.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &served)) {
-            batch.extend(book.changes(&served, Utc::now()));
-            seen = Some(served.clone());
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        let target = served
-            .namespace
-            .as_ref()
-            .and_then(|n| Some((n.name.as_str(), n.lifecycle_topic.as_deref()?)));
-        let Some((namespace, topic)) = target else {
-            // Turned off (or no Namespace): Client changes are still tracked, not published.
-            if served.namespace.is_none() {
-                batch.iter().for_each(|e| metrics.count(e, "failed"));
-            }
-            batch.clear();
-            continue;
+            _ = tick.tick() => 0,
         };
-        let now = Utc::now();
-        let events = batch
-            .iter()
-            .filter_map(|e| published(e.to_cloud_event(namespace, &served, now)))
-            .collect();
-        match store.publish(topic, events).await {
-            Ok(()) => {
-                debug!(topic, events = batch.len(), "lifecycle events appended");
-                batch.iter().for_each(|e| metrics.count(e, "appended"));
-            }
-            Err(error) => {
-                warn!(topic, events = batch.len(), %error, "lifecycle events not appended");
-                batch.iter().for_each(|e| metrics.count(e, "failed"));
-            }
+        append_batch(
+            &mut batch, &mut book, &mut seen, &store, &snapshot, &metrics,
+        )
+        .await;
+        pending.fetch_sub(queued, Ordering::AcqRel);
+    }
+}
+
+/// Add the Client events of a new Snapshot to `batch`, then build and append it (emptied).
+async fn append_batch(
+    batch: &mut Vec<LifecycleEvent>,
+    book: &mut ClientBook,
+    seen: &mut Option<Arc<Snapshot>>,
+    store: &EventStore,
+    snapshot: &SharedSnapshot,
+    metrics: &LifecycleMetrics,
+) {
+    let served = snapshot.load();
+    if served.namespace.is_some() && seen.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &served)) {
+        batch.extend(book.changes(&served, Utc::now()));
+        *seen = Some(served.clone());
+    }
+    if batch.is_empty() {
+        return;
+    }
+    let target = served
+        .namespace
+        .as_ref()
+        .and_then(|n| Some((n.name.as_str(), n.lifecycle_topic.as_deref()?)));
+    let Some((namespace, topic)) = target else {
+        // Turned off (or no Namespace): Client changes are still tracked, not published.
+        if served.namespace.is_none() {
+            batch.iter().for_each(|e| metrics.count(e, "failed"));
         }
         batch.clear();
+        return;
+    };
+    let now = Utc::now();
+    let events = batch
+        .iter()
+        .filter_map(|e| published(e.to_cloud_event(namespace, &served, now)))
+        .collect();
+    match store.publish(topic, events).await {
+        Ok(()) => {
+            debug!(topic, events = batch.len(), "lifecycle events appended");
+            batch.iter().for_each(|e| metrics.count(e, "appended"));
+        }
+        Err(error) => {
+            warn!(topic, events = batch.len(), %error, "lifecycle events not appended");
+            batch.iter().for_each(|e| metrics.count(e, "failed"));
+        }
     }
+    batch.clear();
 }
 
 #[cfg(test)]

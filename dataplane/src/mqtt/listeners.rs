@@ -145,7 +145,9 @@ pub async fn serve(
         tokio::spawn(async move {
             match tls {
                 None => connection::handle(socket, broker, Transport::Plaintext).await,
-                Some(tls) => handle_tls(socket, broker, &tls).await,
+                // Boxed: a TLS stream and its handshake would otherwise size the task of
+                // every plaintext connection too (the future is as large as its largest arm).
+                Some(tls) => Box::pin(handle_tls(socket, broker, &tls)).await,
             }
             drop(permit);
         });
@@ -328,6 +330,9 @@ pub async fn run_local(
     {
         warn!("MQTT connections still open after the shutdown grace period");
     }
+    // Their disconnection events (and routed messages still queued) go before the store
+    // closes.
+    broker.flush_events(SHUTDOWN_GRACE).await;
     let _ = persist_stop.send(true);
     if let Some(persister) = persister {
         let _ = persister.await;

@@ -16,6 +16,9 @@ use gridline_crds::model::snapshot::CompiledClient;
 use gridline_crds::types::namespace::RoutingEnrichments;
 use prometheus::{IntCounterVec, Opts, Registry};
 use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -66,14 +69,27 @@ impl RoutingMetrics {
 pub struct Routing {
     queue: mpsc::Sender<Routed>,
     metrics: RoutingMetrics,
+    /// Messages queued and not yet appended (or given up on): what a shutdown waits for.
+    pending: Arc<AtomicUsize>,
 }
 
 impl Routing {
     /// Start the routing task, appending to `store` under the Snapshot served at each batch.
     pub fn start(store: EventStore, snapshot: SharedSnapshot, metrics: RoutingMetrics) -> Self {
         let (queue, receiver) = mpsc::channel(ROUTING_QUEUE);
-        tokio::spawn(run(receiver, store, snapshot, metrics.clone()));
-        Self { queue, metrics }
+        let pending = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run(
+            receiver,
+            store,
+            snapshot,
+            metrics.clone(),
+            pending.clone(),
+        ));
+        Self {
+            queue,
+            metrics,
+            pending,
+        }
     }
 }
 
@@ -101,8 +117,37 @@ impl Broker {
             authentication_name: authentication_name.to_string(),
             received: Utc::now(),
         };
+        routing.pending.fetch_add(1, Ordering::AcqRel);
         if routing.queue.try_send(routed).is_err() {
+            routing.pending.fetch_sub(1, Ordering::AcqRel);
             routing.metrics.count("dropped", 1);
+        }
+    }
+
+    /// Graceful shutdown, once connections have ended: wait (at most `within`) until what
+    /// was queued for routing and as lifecycle events is appended, before the store closes.
+    pub async fn flush_events(&self, within: Duration) {
+        let pending = || {
+            let routed = self
+                .routing
+                .as_ref()
+                .map_or(0, |r| r.pending.load(Ordering::Acquire));
+            let lifecycle = self
+                .lifecycle
+                .as_ref()
+                .map_or(0, |l| l.pending.load(Ordering::Acquire));
+            routed + lifecycle
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        while pending() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let left = pending();
+        if left > 0 {
+            warn!(
+                events = left,
+                "routed and lifecycle events still queued at shutdown"
+            );
         }
     }
 }
@@ -115,44 +160,57 @@ async fn run(
     store: EventStore,
     snapshot: SharedSnapshot,
     metrics: RoutingMetrics,
+    pending: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let served = snapshot.load();
-        let Some(namespace) = served.namespace.as_ref() else {
-            metrics.count("failed", batch.len());
-            batch.clear();
-            continue;
-        };
-        let Some(topic) = namespace.route_topic.as_deref() else {
-            // Routing was turned off while these waited.
-            metrics.count("failed", batch.len());
-            batch.clear();
-            continue;
-        };
-        let events: Vec<PublishedEvent> = batch
-            .drain(..)
-            .filter_map(|routed| {
-                let client = served.client_by_authentication_name(&routed.authentication_name);
-                let event = routed_event(
-                    &namespace.name,
-                    &routed,
-                    client,
-                    &namespace.routing_enrichments,
-                );
-                published(event)
-            })
-            .collect();
-        let count = events.len();
-        match store.publish(topic, events).await {
-            Ok(()) => {
-                debug!(topic, events = count, "routed MQTT messages appended");
-                metrics.count("appended", count);
-            }
-            Err(error) => {
-                warn!(topic, events = count, %error, "routed MQTT messages not appended");
-                metrics.count("failed", count);
-            }
+        let taken = batch.len();
+        append_batch(&mut batch, &store, &snapshot, &metrics).await;
+        pending.fetch_sub(taken, Ordering::AcqRel);
+    }
+}
+
+/// Build and append one batch (emptied).
+async fn append_batch(
+    batch: &mut Vec<Routed>,
+    store: &EventStore,
+    snapshot: &SharedSnapshot,
+    metrics: &RoutingMetrics,
+) {
+    let served = snapshot.load();
+    let Some(namespace) = served.namespace.as_ref() else {
+        metrics.count("failed", batch.len());
+        batch.clear();
+        return;
+    };
+    let Some(topic) = namespace.route_topic.as_deref() else {
+        // Routing was turned off while these waited.
+        metrics.count("failed", batch.len());
+        batch.clear();
+        return;
+    };
+    let events: Vec<PublishedEvent> = batch
+        .drain(..)
+        .filter_map(|routed| {
+            let client = served.client_by_authentication_name(&routed.authentication_name);
+            let event = routed_event(
+                &namespace.name,
+                &routed,
+                client,
+                &namespace.routing_enrichments,
+            );
+            published(event)
+        })
+        .collect();
+    let count = events.len();
+    match store.publish(topic, events).await {
+        Ok(()) => {
+            debug!(topic, events = count, "routed MQTT messages appended");
+            metrics.count("appended", count);
+        }
+        Err(error) => {
+            warn!(topic, events = count, %error, "routed MQTT messages not appended");
+            metrics.count("failed", count);
         }
     }
 }

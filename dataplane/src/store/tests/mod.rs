@@ -97,7 +97,6 @@ pub fn snapshot(subscriptions: Vec<CompiledSubscription>, storage: Value) -> Arc
             routing_enrichments: Default::default(),
             tls_certificate: None,
             ca_certificates: Default::default(),
-            jwt_issuers: Vec::new(),
         }),
         ..Snapshot::default()
     };
