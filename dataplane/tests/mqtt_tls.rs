@@ -172,33 +172,39 @@ async fn tls_1_2_is_accepted_when_the_minimum_is_1_2() {
 }
 
 #[tokio::test]
-async fn a_client_certificate_is_requested_and_kept_without_being_required() {
+async fn a_client_certificate_is_requested_not_required_and_judged_when_presented() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let broker = tls_broker("1.2", true);
     let ca = std::fs::read_to_string(&broker.cafile).unwrap();
-    // Self-signed, as ThumbprintMatch clients have: the handshake does not judge it.
+    // Self-signed and unknown to the Namespace: the handshake does not judge it, CONNECT
+    // does (X.509 decides when a certificate is presented, development identity or not).
     let client = rcgen::generate_simple_self_signed(vec!["sensor-1".to_string()]).unwrap();
     let certificate = (client.cert.pem(), client.signing_key.serialize_pem());
-    for (user, presented) in [("sensor-1", Some(certificate)), ("sensor-2", None)] {
-        let with = presented.is_some();
+    for (user, presented, return_code) in
+        [("sensor-1", Some(certificate), 4), ("sensor-2", None, 0)]
+    {
         let mut stream = rustls_handshake(broker.addr, &ca, &[&rustls::version::TLS13], presented)
             .await
             .unwrap();
         stream.write_all(&connect_311(user)).await.unwrap();
         let mut connack = [0u8; 4];
         stream.read_exact(&mut connack).await.unwrap();
-        assert_eq!(connack, [0x20, 2, 0, 0], "{user}");
-        let logged = format!(
-            "authentication_name=\"{user}\" version=V311 listener=Tls client_certificate={with}"
-        );
-        let found = support::poll_until(Duration::from_secs(5), || {
-            let logs = broker.dataplane.logs();
-            let logged = logged.clone();
-            async move { logs.contains(&logged) }
-        })
-        .await;
-        assert!(found.is_some(), "{logged}\n{}", broker.dataplane.logs());
+        assert_eq!(connack, [0x20, 2, 0, return_code], "{user}");
     }
+    let logged =
+        "authentication_name=\"sensor-2\" version=V311 listener=Tls client_certificate=false";
+    let found = support::poll_until(Duration::from_secs(5), || {
+        let logs = broker.dataplane.logs();
+        async move { logs.contains(logged) }
+    })
+    .await;
+    assert!(found.is_some(), "{logged}\n{}", broker.dataplane.logs());
+    let refused = "method=\"x509\" reason=\"no_ca_certificates\"";
+    assert!(
+        broker.dataplane.logs().contains(refused),
+        "{}",
+        broker.dataplane.logs()
+    );
 }
 
 #[test]

@@ -91,6 +91,21 @@ pub struct CompiledNamespace {
     pub tls_certificate: Option<TlsMaterial>,
     /// PEM CA certificates for client certificates, by CA name.
     pub ca_certificates: BTreeMap<String, Vec<u8>>,
+    /// Trusted JWT issuers (`jwt.issuers`) with their keys, in spec order.
+    pub jwt_issuers: Vec<CompiledJwtIssuer>,
+}
+
+/// A JWT issuer trusted for MQTT 5 `OAUTH2-JWT` authentication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompiledJwtIssuer {
+    /// The `iss` claim a token must carry.
+    pub issuer: String,
+    /// Accepted `aud` values.
+    pub audiences: Vec<String>,
+    /// The JWKS document from `keysSecretName` (key `jwks.json`): checked to be a JSON object
+    /// with a `keys` array, the keys themselves parsed by the data plane. Public keys only,
+    /// so it may be logged.
+    pub jwks_json: Vec<u8>,
 }
 
 /// A server certificate and its private key, PEM.

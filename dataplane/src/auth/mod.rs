@@ -1,12 +1,16 @@
-//! Who may talk to the data plane. Today: the Namespace's shared access keys, presented as
-//! they are or as SAS tokens signed with them ([`sas`]). The HTTP API uses it now; the MQTT
-//! broker's X.509 and JWT identities join here later.
+//! Who may talk to the data plane: the Namespace's shared access keys, presented as they
+//! are or as SAS tokens signed with them ([`sas`], the HTTP API); MQTT client certificates
+//! ([`x509`]) and OAuth 2.0 JWTs ([`jwt`]), which `mqtt::authenticate` applies at CONNECT.
 //!
 //! Nothing in this module logs or returns a key, a token or a signature: an [`AuthError`]
-//! names what was wrong in words safe to show the client and to log.
+//! (HTTP) or an [`AuthFailure`] (MQTT) names what was wrong in words safe to log.
 
+mod failure;
+pub mod jwt;
 pub mod sas;
+pub mod x509;
 
+pub use failure::AuthFailure;
 pub use sas::{RequestTarget, SasKeys, sign_token};
 
 /// Why a request was not authenticated. [`AuthError::reason`] is the bounded metric label;

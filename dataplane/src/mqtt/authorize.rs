@@ -1,13 +1,12 @@
-//! Who may connect, publish and subscribe, read from the served Snapshot (SPEC §D).
-//! Authorization denies by default: a PUBLISH needs a `Publisher` binding of one of the
-//! client's groups on a topic space with a template that, expanded for this client, matches
-//! the topic; a SUBSCRIBE needs a `Subscriber` binding whose expanded template covers the filter.
+//! Who may publish and subscribe, read from the served Snapshot (SPEC §D); who may connect
+//! is `authenticate`'s. Authorization denies by default: a PUBLISH needs a `Publisher`
+//! binding of one of the client's groups on a topic space with a template that, expanded for
+//! this client, matches the topic; a SUBSCRIBE needs a `Subscriber` binding whose expanded
+//! template covers the filter.
 
-use super::codec::{Connect, reason};
 use crate::snapshot::SharedSnapshot;
 use gridline_crds::model::Snapshot;
 use gridline_crds::model::topic::{ClientIdentity, TopicFilter};
-use gridline_crds::types::State;
 use gridline_crds::types::permission_binding::Permission;
 use std::sync::Arc;
 
@@ -17,49 +16,6 @@ pub enum Listener {
     Plaintext,
     Tls,
     WebSocket,
-}
-
-/// Checks a CONNECT; the authentication name, or the reason code of the refusal (MQTT 5
-/// numbering; the codec maps it for 3.1.1).
-///
-/// Until X.509 and JWT authentication exist (issue 6), the only identity is the development
-/// one: the CONNECT username, taken without proof, and only when the Namespace turns on
-/// `mqttPlaintext.insecureUsernameAuthentication`. On TLS and WebSockets the same switch
-/// applies (a Namespace without it refuses every CONNECT there with 0x8C): TLS alone proves
-/// nothing about the client, so it must not become a way around the switch.
-pub fn authenticate(
-    snapshot: &Snapshot,
-    connect: &Connect,
-    listener: Listener,
-) -> Result<String, u8> {
-    let Some(namespace) = &snapshot.namespace else {
-        return Err(reason::SERVER_UNAVAILABLE);
-    };
-    if namespace.spec.topic_spaces_configuration.state != State::Enabled {
-        return Err(reason::SERVER_UNAVAILABLE);
-    }
-    let listeners = &namespace.spec.listeners;
-    let plaintext = listeners.mqtt_plaintext.as_ref();
-    let open = match listener {
-        Listener::Plaintext => plaintext.is_some_and(|l| l.enabled),
-        Listener::Tls => listeners.mqtt_tls.enabled,
-        Listener::WebSocket => listeners.websockets,
-    };
-    if !open {
-        return Err(reason::NOT_AUTHORIZED);
-    }
-    let development_identity = plaintext.is_some_and(|l| l.insecure_username_authentication);
-    if !development_identity || connect.authentication_method.is_some() {
-        return Err(reason::BAD_AUTHENTICATION_METHOD);
-    }
-    let Some(name) = connect.username.as_deref() else {
-        return Err(reason::BAD_USER_NAME_OR_PASSWORD);
-    };
-    match snapshot.client_by_authentication_name(name) {
-        None => Err(reason::BAD_USER_NAME_OR_PASSWORD),
-        Some(client) if !client.enabled => Err(reason::NOT_AUTHORIZED),
-        Some(_) => Ok(name.to_string()),
-    }
 }
 
 /// One client's permissions in one Snapshot: its templates, expanded.

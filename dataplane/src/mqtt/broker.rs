@@ -109,6 +109,8 @@ pub struct Broker {
     pub snapshot_changes: tokio::sync::watch::Sender<u64>,
     /// Listeners closing (`mod::Closing`): their connections end with DISCONNECT 0x8B.
     pub closing: tokio::sync::watch::Sender<super::Closing>,
+    /// CONNECT and AUTH authentication, with its verifier caches.
+    pub authenticator: super::authenticate::Authenticator,
     /// Routing to the Namespace's routing Topic (`routing.rs`); None without a store.
     pub routing: Option<super::routing::Routing>,
     /// Client lifecycle events (`lifecycle.rs`); None without a store.
@@ -134,6 +136,7 @@ impl Broker {
             data_dir: None,
             snapshot_changes: tokio::sync::watch::Sender::new(0),
             closing: tokio::sync::watch::Sender::new(super::Closing::default()),
+            authenticator: Default::default(),
             routing: None,
             lifecycle: None,
         }

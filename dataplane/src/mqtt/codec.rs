@@ -25,6 +25,8 @@ pub mod reason {
     pub const SERVER_BUSY: u8 = 0x89;
     pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
     pub const BAD_AUTHENTICATION_METHOD: u8 = 0x8C;
+    /// MQTT 5 AUTH: re-authenticate (client) / success (server answers 0x00).
+    pub const RE_AUTHENTICATE: u8 = 0x19;
     pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
     pub const SESSION_TAKEN_OVER: u8 = 0x8E;
     pub const TOPIC_FILTER_INVALID: u8 = 0x8F;
@@ -35,6 +37,7 @@ pub mod reason {
     pub const PACKET_TOO_LARGE: u8 = 0x95;
     pub const QUOTA_EXCEEDED: u8 = 0x97;
     pub const QOS_NOT_SUPPORTED: u8 = 0x9B;
+    pub const MAXIMUM_CONNECT_TIME: u8 = 0xA0;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +124,8 @@ pub struct Connect {
     pub maximum_packet_size: Option<NonZeroU32>,
     pub topic_alias_maximum: u16,
     pub authentication_method: Option<String>,
+    /// MQTT 5 Authentication Data (the token of `OAUTH2-JWT`): a secret, never logged.
+    pub authentication_data: Option<Bytes>,
     pub will: Option<Will>,
 }
 
@@ -136,6 +141,8 @@ pub struct ConnAck {
     pub assigned_client_id: Option<String>,
     pub server_keep_alive: Option<u16>,
     pub topic_alias_maximum: u16,
+    /// MQTT 5 §4.12: a successful CONNACK repeats the CONNECT's Authentication Method.
+    pub authentication_method: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,9 +203,12 @@ pub enum Packet {
     PingReq,
     PingResp,
     Disconnect(Disconnect),
-    /// MQTT 5 enhanced authentication: not supported yet; the reason code only.
+    /// MQTT 5 AUTH (re-authentication: reason 0x19 with a new token; the server's answer).
     Auth {
         reason: u8,
+        method: Option<String>,
+        /// A secret, never logged.
+        data: Option<Bytes>,
     },
 }
 
@@ -442,6 +452,7 @@ fn from_v3(packet: v3::Packet) -> Packet {
                 maximum_packet_size: None,
                 topic_alias_maximum: 0,
                 authentication_method: None,
+                authentication_data: None,
                 will: connect.last_will.map(|will| Will {
                     message: Message {
                         topic: text(&will.topic),
@@ -464,6 +475,7 @@ fn from_v3(packet: v3::Packet) -> Packet {
             assigned_client_id: None,
             server_keep_alive: None,
             topic_alias_maximum: 0,
+            authentication_method: None,
         }),
         v3::Packet::Publish(publish) => Packet::Publish(Box::new(Publish {
             dup: publish.dup,
@@ -706,6 +718,7 @@ fn from_v5(packet: v5::Packet) -> Packet {
                 maximum_packet_size: connect.max_packet_size,
                 topic_alias_maximum: connect.topic_alias_max,
                 authentication_method: opt_text(&connect.auth_method),
+                authentication_data: connect.auth_data,
                 will: connect.last_will.map(|will| Will {
                     message: Message {
                         topic: text(&will.topic),
@@ -735,6 +748,7 @@ fn from_v5(packet: v5::Packet) -> Packet {
             assigned_client_id: opt_text(&ack.assigned_client_id),
             server_keep_alive: ack.server_keepalive_sec,
             topic_alias_maximum: ack.topic_alias_max,
+            authentication_method: opt_text(&ack.auth_method),
         }),
         v5::Packet::Publish(publish) => {
             let publish = *publish;
@@ -816,6 +830,8 @@ fn from_v5(packet: v5::Packet) -> Packet {
         }),
         v5::Packet::Auth(a) => Packet::Auth {
             reason: u8::from(a.reason_code),
+            method: opt_text(&a.auth_method),
+            data: a.auth_data,
         },
     }
 }
@@ -833,7 +849,7 @@ fn to_v5(packet: Packet) -> v5::Packet {
             keep_alive: c.keep_alive,
             session_expiry_interval_secs: c.session_expiry_interval,
             auth_method: wire(&c.authentication_method),
-            auth_data: None,
+            auth_data: c.authentication_data.clone(),
             request_problem_info: true,
             request_response_info: false,
             receive_max: c.receive_maximum,
@@ -874,7 +890,7 @@ fn to_v5(packet: Packet) -> v5::Packet {
             server_keepalive_sec: a.server_keep_alive,
             response_info: None,
             server_reference: None,
-            auth_method: None,
+            auth_method: wire(&a.authentication_method),
             auth_data: None,
             reason_string: wire(&a.reason_string),
             user_properties: Vec::new(),
@@ -960,10 +976,14 @@ fn to_v5(packet: Packet) -> v5::Packet {
             reason_string: wire(&d.reason_string),
             user_properties: Vec::new(),
         }),
-        Packet::Auth { reason } => v5::Packet::Auth(v5::Auth {
+        Packet::Auth {
+            reason,
+            method,
+            data,
+        } => v5::Packet::Auth(v5::Auth {
             reason_code: code(reason, v5::AuthReasonCode::ContinueAuth),
-            auth_method: None,
-            auth_data: None,
+            auth_method: wire(&method),
+            auth_data: data,
             reason_string: None,
             user_properties: Vec::new(),
         }),

@@ -1,7 +1,8 @@
 //! One client connection: CONNECT within the handshake timeout, then packets in, queued
 //! messages out and keep-alive, until the client leaves, misbehaves or is taken over.
 
-use super::authorize::{Authorizer, Listener, authenticate};
+use super::authenticate::Authenticated;
+use super::authorize::{Authorizer, Listener};
 use super::broker::{Attached, Broker, NewSubscription, split};
 use super::codec::{
     Ack, Codec, CodecError, ConnAck, Connect, Disconnect, Message, Packet, Publish, QoS, SubAck,
@@ -70,6 +71,7 @@ fn disconnect_reason_string(code: u8) -> &'static str {
         reason::TOPIC_NAME_INVALID => "topic name invalid",
         reason::TOPIC_ALIAS_INVALID => "topic alias invalid",
         reason::RECEIVE_MAXIMUM_EXCEEDED => "receive maximum exceeded",
+        reason::MAXIMUM_CONNECT_TIME => "maximum connect time",
         _ => "disconnected by the server",
     }
 }
@@ -94,6 +96,19 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// The client's certificate chain (leaf first); empty when none was presented.
+    fn client_certificates(&self) -> &[rustls_pki_types::CertificateDer<'static>] {
+        match self {
+            Transport::Tls {
+                client_certificates,
+            }
+            | Transport::WebSocket {
+                client_certificates,
+            } => client_certificates,
+            Transport::Plaintext => &[],
+        }
+    }
+
     fn listener(&self) -> Listener {
         match self {
             Transport::Plaintext => Listener::Plaintext,
@@ -128,14 +143,30 @@ pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
     };
     let snapshot = broker.snapshot.load();
     let listener = transport.listener();
-    let authentication_name = match authenticate(&snapshot, &connect, listener) {
-        Ok(name) => name,
-        Err(code) => {
-            info!(username = ?connect.username, ?listener, reason = code, "CONNECT refused");
-            refuse_connect(&mut framed, code, &broker).await;
+    let authenticated = match broker.authenticator.authenticate(
+        &snapshot,
+        &connect,
+        listener,
+        transport.client_certificates(),
+        std::time::SystemTime::now(),
+    ) {
+        Ok(authenticated) => {
+            broker.metrics.auth.success(authenticated.method);
+            authenticated
+        }
+        Err(refusal) => {
+            broker.metrics.auth.failure(refusal.method, refusal.failure);
+            info!(username = ?connect.username, ?listener, method = refusal.method.label(), reason = refusal.failure.reason(), code = %format_args!("0x{:02X}", refusal.code), "CONNECT refused: {}", refusal.failure);
+            refuse_connect(&mut framed, refusal.code, &broker).await;
             return;
         }
     };
+    let Authenticated {
+        authentication_name,
+        authentication_method,
+        token_expiry,
+        ..
+    } = authenticated;
     let limits = NamespaceLimits::of(&snapshot);
     drop(snapshot);
     let attached = match attach(&broker, &connect, &authentication_name, limits) {
@@ -161,6 +192,9 @@ pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
         attached,
         limits,
     );
+    connection.connack.authentication_method = authentication_method.clone();
+    connection.authentication_method = authentication_method;
+    connection.token_deadline = token_expiry.map(|t| Instant::now() + t.remaining);
     broker.session_connected(
         connection.authorizer.authentication_name(),
         &connection.session.client_id,
@@ -217,6 +251,7 @@ fn connack(code: u8, session_present: bool) -> ConnAck {
         assigned_client_id: None,
         server_keep_alive: None,
         topic_alias_maximum: 0,
+        authentication_method: None,
     }
 }
 
@@ -243,6 +278,10 @@ struct Connection<IO> {
     /// While over the message rate: reading resumes then.
     paused_until: Option<Instant>,
     snapshot_changes: tokio::sync::watch::Receiver<u64>,
+    /// JWT sessions: the CONNECT's Authentication Method, which AUTH must repeat.
+    authentication_method: Option<String>,
+    /// JWT sessions: when the token (the last re-authentication's) expires.
+    token_deadline: Option<Instant>,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
@@ -289,15 +328,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             Version::V311 => connect.keep_alive,
         };
         let authorizer = Authorizer::new(broker.snapshot.clone(), authentication_name);
-        let client_certificate = match &transport {
-            Transport::Tls {
-                client_certificates,
-            }
-            | Transport::WebSocket {
-                client_certificates,
-            } => !client_certificates.is_empty(),
-            Transport::Plaintext => false,
-        };
+        let client_certificate = !transport.client_certificates().is_empty();
         info!(client = %client_id, authentication_name = authorizer.authentication_name(), version = ?connect.version, listener = ?transport.listener(), client_certificate, present, "connected");
         Self {
             framed,
@@ -323,6 +354,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             rate: RateLimit::new(limits.messages_per_second),
             paused_until: None,
             snapshot_changes: broker.snapshot_changes.subscribe(),
+            authentication_method: None,
+            token_deadline: None,
             broker,
         }
     }
@@ -369,6 +402,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             let mut closing = self.broker.closing.subscribe();
             let listener = self.transport.listener();
             let closed = async move { closing.wait_for(|c| c.covers(listener)).await.is_ok() };
+            let token_deadline = self.token_deadline;
+            let token_expired = async {
+                match token_deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let outcome = tokio::select! {
                 read = self.framed.next(), if paused_until.is_none() => match read {
                     Some(Ok(packet)) => {
@@ -405,6 +445,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 () = keep_alive => {
                     let _ = self.disconnect(reason::KEEP_ALIVE_TIMEOUT).await;
                     Err(End::Lost("keep-alive timeout"))
+                }
+                () = token_expired => {
+                    info!(client = %self.session.client_id, authentication_name = self.authorizer.authentication_name(), "token expired without re-authentication: disconnecting");
+                    let _ = self.disconnect(reason::MAXIMUM_CONNECT_TIME).await;
+                    Err(End::Lost("token expired"))
                 }
             };
             if let Err(end) = outcome {
@@ -603,14 +648,61 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     publish_will: disconnect.reason == reason::DISCONNECT_WITH_WILL,
                 })
             }
-            Packet::Auth { .. } => {
-                self.disconnect(reason::BAD_AUTHENTICATION_METHOD).await?;
-                Err(End::Lost("AUTH is not supported"))
-            }
+            Packet::Auth {
+                reason: code,
+                method,
+                data,
+            } => self.on_auth(code, method, data).await,
             // A second CONNECT, or a packet only a server sends.
             _ => {
                 self.disconnect(reason::PROTOCOL_ERROR).await?;
                 Err(End::Lost("protocol error"))
+            }
+        }
+    }
+
+    /// MQTT 5 §4.12.1 re-authentication: AUTH 0x19 with the CONNECT's method and a new
+    /// token; success is answered with AUTH 0x00 and moves the session's expiry to the new
+    /// token's. AUTH on a session that did not authenticate with a method, another method or
+    /// another reason code is a protocol error (0x82); a token that fails ends the session
+    /// (DISCONNECT 0x87).
+    async fn on_auth(
+        &mut self,
+        code: u8,
+        method: Option<String>,
+        data: Option<bytes::Bytes>,
+    ) -> Result<(), End> {
+        let expected = self.authentication_method.clone();
+        if expected.is_none() || method != expected || code != reason::RE_AUTHENTICATE {
+            self.disconnect(reason::PROTOCOL_ERROR).await?;
+            return Err(End::Lost("unexpected AUTH"));
+        }
+        let snapshot = self.broker.snapshot.load();
+        let outcome = self.broker.authenticator.reauthenticate(
+            &snapshot,
+            self.authorizer.authentication_name(),
+            data.as_deref(),
+            std::time::SystemTime::now(),
+        );
+        drop(snapshot);
+        let auth = &self.broker.metrics.auth;
+        match outcome {
+            Ok(expiry) => {
+                auth.success(super::authenticate::Method::Jwt);
+                self.token_deadline = Some(Instant::now() + expiry.remaining);
+                debug!(client = %self.session.client_id, expires_at = expiry.expires_at, "re-authenticated");
+                self.send(Packet::Auth {
+                    reason: reason::SUCCESS,
+                    method: expected,
+                    data: None,
+                })
+                .await
+            }
+            Err(failure) => {
+                auth.failure(super::authenticate::Method::Jwt, failure);
+                info!(client = %self.session.client_id, reason = failure.reason(), "re-authentication refused: {failure}");
+                self.disconnect(reason::NOT_AUTHORIZED).await?;
+                Err(End::Lost("re-authentication failed"))
             }
         }
     }
@@ -917,6 +1009,7 @@ mod tests {
             maximum_packet_size: None,
             topic_alias_maximum: 0,
             authentication_method: None,
+            authentication_data: None,
             will: None,
         }
     }

@@ -145,9 +145,7 @@ pub async fn serve(
         tokio::spawn(async move {
             match tls {
                 None => connection::handle(socket, broker, Transport::Plaintext).await,
-                // Boxed: a TLS stream and its handshake would otherwise size the task of
-                // every plaintext connection too (the future is as large as its largest arm).
-                Some(tls) => Box::pin(handle_tls(socket, broker, &tls)).await,
+                Some(tls) => handle_tls(socket, broker, &tls).await,
             }
             drop(permit);
         });

@@ -15,6 +15,8 @@ pub struct MqttMetrics {
     pub bytes_out: IntCounter,
     /// Namespace limits hit, by limit (`subscriptions_per_connection`, `messages_per_second`).
     pub limited: IntCounterVec,
+    /// Authentication successes and failures (`authenticate`).
+    pub auth: super::authenticate::AuthMetrics,
 }
 
 impl MqttMetrics {
@@ -51,6 +53,7 @@ impl MqttMetrics {
             )?,
             bytes_in: IntCounter::new("gridline_mqtt_received_bytes_total", "Bytes received")?,
             bytes_out: IntCounter::new("gridline_mqtt_sent_bytes_total", "Bytes sent")?,
+            auth: super::authenticate::AuthMetrics::register(registry)?,
             limited: IntCounterVec::new(
                 Opts::new(
                     "gridline_mqtt_limited_total",

@@ -1,6 +1,7 @@
 //! The MQTT broker (see README.md): TCP, TLS and WebSocket listeners, one task per
 //! connection, the router.
 
+pub mod authenticate;
 pub mod authorize;
 pub mod broker;
 pub mod codec;

@@ -426,6 +426,7 @@ pub const REJECTED: &str = "gridline_config_reloads_total{result=\"rejected\"}";
 
 pub mod mqtt;
 pub mod paho;
+pub mod pki;
 pub mod python;
 pub mod webhook;
 pub mod wss;

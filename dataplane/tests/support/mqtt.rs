@@ -183,11 +183,15 @@ pub fn tls_namespace(name: &str, secret: &str, minimum: &str) -> String {
 }
 
 /// A raw MQTT client over the broker's own codec, for what mosquitto's clients cannot express
-/// (will delay, take-over, topic aliases without a topic, subscription identifiers).
+/// (will delay, take-over, topic aliases without a topic, subscription identifiers, AUTH).
 pub struct RawClient {
-    framed:
-        tokio_util::codec::Framed<tokio::net::TcpStream, gridline_dataplane::mqtt::codec::Codec>,
+    framed: tokio_util::codec::Framed<Box<dyn RawStream>, gridline_dataplane::mqtt::codec::Codec>,
 }
+
+/// What a [`RawClient`] runs over: TCP, or TLS (`support::pki::tls_connect`).
+pub trait RawStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> RawStream for S {}
 
 /// A CONNECT of `version` for `client_id` as `user`: clean start, keep-alive 60, no will.
 pub fn connect_packet(
@@ -207,6 +211,7 @@ pub fn connect_packet(
         maximum_packet_size: None,
         topic_alias_maximum: 0,
         authentication_method: None,
+        authentication_data: None,
         will: None,
     }
 }
@@ -232,11 +237,19 @@ impl RawClient {
         addr: SocketAddr,
         connect: gridline_dataplane::mqtt::codec::Connect,
     ) -> (Self, gridline_dataplane::mqtt::codec::ConnAck) {
-        use gridline_dataplane::mqtt::codec::{Codec, Packet};
         let socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        Self::connect_over(Box::new(socket), connect).await
+    }
+
+    /// Send `connect` over an open `stream` and read the CONNACK.
+    pub async fn connect_over(
+        stream: Box<dyn RawStream>,
+        connect: gridline_dataplane::mqtt::codec::Connect,
+    ) -> (Self, gridline_dataplane::mqtt::codec::ConnAck) {
+        use gridline_dataplane::mqtt::codec::{Codec, Packet};
         let codec = Codec::new(connect.version, 1 << 20);
         let mut client = Self {
-            framed: tokio_util::codec::Framed::new(socket, codec),
+            framed: tokio_util::codec::Framed::new(stream, codec),
         };
         client.send(Packet::Connect(Box::new(connect))).await;
         match client.next(Duration::from_secs(5)).await {

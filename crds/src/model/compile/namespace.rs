@@ -2,7 +2,7 @@
 
 use super::{Compiler, ObjectProblems};
 use crate::model::objects::{Kind, ObjectKey, SecretLookup};
-use crate::model::snapshot::{CompiledNamespace, TlsMaterial};
+use crate::model::snapshot::{CompiledJwtIssuer, CompiledNamespace, TlsMaterial};
 use crate::types::Namespace;
 use crate::types::namespace::RoutingEnrichments;
 use kube::ResourceExt;
@@ -105,7 +105,7 @@ impl Compiler<'_> {
         let sas_keys = self.sas_keys(&mut problems, namespace);
         let tls_certificate = self.tls_material(&mut problems, namespace);
         let ca_certificates = self.ca_certificates(&mut problems, namespace);
-        self.check_jwt(&mut problems, namespace);
+        let jwt_issuers = self.jwt_issuers(&mut problems, namespace);
 
         if problems.finish(&mut self.errors) {
             self.snapshot.namespace = Some(CompiledNamespace {
@@ -118,6 +118,7 @@ impl Compiler<'_> {
                 routing_enrichments,
                 tls_certificate,
                 ca_certificates,
+                jwt_issuers,
             });
         }
     }
@@ -246,9 +247,14 @@ impl Compiler<'_> {
         certificates
     }
 
-    fn check_jwt(&self, problems: &mut ObjectProblems, namespace: &Namespace) {
+    fn jwt_issuers(
+        &self,
+        problems: &mut ObjectProblems,
+        namespace: &Namespace,
+    ) -> Vec<CompiledJwtIssuer> {
+        let mut compiled = Vec::new();
         let Some(jwt) = &namespace.spec.jwt else {
-            return;
+            return compiled;
         };
         for (index, issuer) in jwt.issuers.iter().enumerate() {
             let field = format!("spec.jwt.issuers[{index}]");
@@ -264,8 +270,14 @@ impl Compiler<'_> {
             match self.scope.secret(&issuer.keys_secret_name, "jwks.json") {
                 SecretLookup::Found(value) => {
                     let parsed: Result<serde_json::Value, _> = serde_json::from_slice(&value);
-                    if !matches!(parsed, Ok(ref doc) if doc.get("keys").is_some_and(|k| k.is_array()))
+                    if matches!(parsed, Ok(ref doc) if doc.get("keys").is_some_and(|k| k.is_array()))
                     {
+                        compiled.push(CompiledJwtIssuer {
+                            issuer: issuer.issuer.clone(),
+                            audiences: issuer.audiences.clone(),
+                            jwks_json: value,
+                        });
+                    } else {
                         problems.add(
                             format!("{field}.keysSecretName"),
                             format!(
@@ -288,6 +300,7 @@ impl Compiler<'_> {
                 ),
             }
         }
+        compiled
     }
 
     /// A PEM value from a Secret, checked to hold at least one block of the expected label.

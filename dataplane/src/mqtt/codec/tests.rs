@@ -137,6 +137,7 @@ fn connect(version: Version) -> impl Strategy<Value = Packet> {
                     maximum_packet_size: mps.filter(|_| v5),
                     topic_alias_maximum: 0,
                     authentication_method: None,
+                    authentication_data: None,
                     will: will.map(|(message, delay)| Will {
                         message,
                         delay_interval: delay.filter(|_| v5),
@@ -164,6 +165,7 @@ fn connack(version: Version) -> BoxedStrategy<Packet> {
                     assigned_client_id: None,
                     server_keep_alive: None,
                     topic_alias_maximum: 0,
+                    authentication_method: None,
                 })
             })
             .boxed(),
@@ -189,6 +191,7 @@ fn connack(version: Version) -> BoxedStrategy<Packet> {
                         assigned_client_id: assigned,
                         server_keep_alive: keep_alive,
                         topic_alias_maximum: 0,
+                        authentication_method: None,
                     })
                 },
             )

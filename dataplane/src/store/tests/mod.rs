@@ -97,6 +97,7 @@ pub fn snapshot(subscriptions: Vec<CompiledSubscription>, storage: Value) -> Arc
             routing_enrichments: Default::default(),
             tls_certificate: None,
             ca_certificates: Default::default(),
+            jwt_issuers: Vec::new(),
         }),
         ..Snapshot::default()
     };

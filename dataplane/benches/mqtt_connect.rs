@@ -1,0 +1,349 @@
+//! CONNECT with client-certificate authentication, end to end: the real binary (release
+//! build) with its TLS listener and a client CA registered, and a load tool on tokio that
+//! opens TLS connections presenting client certificates, sends an MQTT 3.1.1 CONNECT, waits
+//! for the CONNACK, sends DISCONNECT and waits for the broker to close. Every handshake is a
+//! full one (client-side TLS resumption off), so each connection pays the certificate
+//! exchange, the CertificateVerify signature and the chain verification at CONNECT. The
+//! load tool shares the machine's cores with the broker.
+//!
+//! `cargo bench -p gridline-dataplane --bench mqtt_connect -- [--connections N]
+//! [--concurrency N] [--seconds N] [--tls13-only]`
+//! (defaults: 20,000 connections, 64 at a time, at most 60 s). Sources rotate over
+//! 127.0.0.1-127.0.0.64 so that closed connections waiting in TIME_WAIT never exhaust the
+//! ephemeral ports of one address. Prints connections/s and CONNACK latency percentiles.
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{PrivateKeyDer, ServerName};
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Distinct client identities (Clients and certificates); connections cycle over them.
+const IDENTITIES: usize = 50;
+const SOURCE_ADDRESSES: u8 = 64;
+
+struct Options {
+    connections: u64,
+    concurrency: usize,
+    seconds: u64,
+    tls13_only: bool,
+}
+
+fn options() -> Options {
+    let mut options = Options {
+        connections: 20_000,
+        concurrency: 64,
+        seconds: 60,
+        tls13_only: false,
+    };
+    let mut args = std::env::args().skip(1);
+    let number = |value: Option<String>, flag: &str| -> u64 {
+        value
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{flag} takes a number"))
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--connections" => options.connections = number(args.next(), "--connections"),
+            "--concurrency" => options.concurrency = number(args.next(), "--concurrency") as usize,
+            "--seconds" => options.seconds = number(args.next(), "--seconds"),
+            "--tls13-only" => options.tls13_only = true,
+            "--bench" => {}
+            other => panic!("unknown option {other}"),
+        }
+    }
+    options
+}
+
+fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA")
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+/// The Namespace (TLS listener, client CA, no development identity), its Secrets, a topic
+/// space and the `IDENTITIES` Clients `bench-<n>` (subject CN scheme).
+fn manifests(server_chain: &str, server_key: &str, client_ca: &str) -> String {
+    let mut yaml = format!(
+        "apiVersion: gridline.dev/v1alpha1
+kind: Namespace
+metadata: {{name: bench}}
+spec:
+  tls: {{secretName: broker-tls}}
+  caCertificates:
+    - {{name: bench-ca, secretName: bench-ca}}
+  topicSpacesConfiguration:
+    state: Enabled
+    maximumClientSessionsPerAuthenticationName: 100
+  listeners:
+    mqttTls: {{enabled: true, port: 8883}}
+    https: {{enabled: false, port: 443}}
+    http: {{port: 8080}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: broker-tls}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{}  tls.key: |
+{}---
+apiVersion: v1
+kind: Secret
+metadata: {{name: bench-ca}}
+stringData:
+  ca.crt: |
+{}",
+        indent(server_chain),
+        indent(server_key),
+        indent(client_ca)
+    );
+    for n in 0..IDENTITIES {
+        yaml.push_str(&format!(
+            "---\napiVersion: gridline.dev/v1alpha1\nkind: Client\nmetadata: {{name: bench-{n}}}\nspec: {{namespaceRef: {{name: bench}}}}\n"
+        ));
+    }
+    yaml
+}
+
+/// A raw MQTT 3.1.1 CONNECT (clean session, keep-alive 60) as `user` with `client_id`.
+fn connect_packet(user: &str, client_id: &str) -> Vec<u8> {
+    let mut body = b"\x00\x04MQTT\x04\x82\x00\x3c".to_vec();
+    for field in [client_id, user] {
+        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        body.extend_from_slice(field.as_bytes());
+    }
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(&body);
+    packet
+}
+
+struct Client {
+    name: String,
+    config: Arc<rustls::ClientConfig>,
+}
+
+/// One connection: TCP from `source`, TLS with the client's certificate, CONNECT, CONNACK,
+/// DISCONNECT, the broker's close. The CONNACK latency from the first SYN, or why it failed.
+async fn one(
+    addr: SocketAddr,
+    source: IpAddr,
+    client: &Client,
+    client_id: &str,
+) -> Result<Duration, String> {
+    let started = Instant::now();
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .map_err(|e| e.to_string())?;
+    let tcp = socket.connect(addr).await.map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let connector = tokio_rustls::TlsConnector::from(client.config.clone());
+    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tls.write_all(&connect_packet(&client.name, client_id))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut connack = [0u8; 4];
+    tls.read_exact(&mut connack)
+        .await
+        .map_err(|e| format!("no CONNACK: {e}"))?;
+    let latency = started.elapsed();
+    if connack != [0x20, 2, 0, 0] {
+        return Err(format!("refused: {connack:?}"));
+    }
+    tls.write_all(&[0xE0, 0x00])
+        .await
+        .map_err(|e| e.to_string())?;
+    // The broker closes after DISCONNECT: wait for it, so the TIME_WAIT is its.
+    let mut rest = [0u8; 64];
+    while let Ok(n) = tls.read(&mut rest).await {
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(latency)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn main() {
+    let options = options();
+    // The broker's certificate, and a client CA with one certificate per Client.
+    let server_ca = ca("bench server CA");
+    let server_key = KeyPair::generate().expect("key");
+    let mut server_params =
+        CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
+    server_params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let server = server_params
+        .signed_by(&server_key, &server_ca)
+        .expect("server certificate");
+    let client_ca = ca("bench client CA");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server_ca.der().clone()).expect("root");
+    let roots = Arc::new(roots);
+    let versions: &[&rustls::SupportedProtocolVersion] = if options.tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        rustls::DEFAULT_VERSIONS
+    };
+    let clients: Vec<Client> = (0..IDENTITIES)
+        .map(|n| {
+            let name = format!("bench-{n}");
+            let key = KeyPair::generate().expect("key");
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.distinguished_name.push(DnType::CommonName, &name);
+            let certificate = params
+                .signed_by(&key, &client_ca)
+                .expect("client certificate");
+            let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(versions)
+                .expect("versions")
+                .with_root_certificates(roots.clone())
+                .with_client_auth_cert(
+                    vec![certificate.der().clone()],
+                    PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key"),
+                )
+                .expect("client config");
+            config.resumption = rustls::client::Resumption::disabled();
+            Client {
+                name,
+                config: Arc::new(config),
+            }
+        })
+        .collect();
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifests_dir = dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests_dir).expect("manifests dir");
+    std::fs::write(
+        manifests_dir.join("bench.yaml"),
+        manifests(&server.pem(), &server_key.serialize_pem(), &client_ca.pem()),
+    )
+    .expect("manifests");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gridline-dataplane"))
+        .arg("run")
+        .arg("--manifests")
+        .arg(&manifests_dir)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
+        .args(["--mqtts-addr", "127.0.0.1:0"])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the data plane");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let addr: SocketAddr = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.strip_prefix("mqtts listening on ")
+                .map(|a| a.parse().expect("mqtts address"))
+        })
+        .expect("mqtts listening line");
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "# mqtt_connect: {cores} cores, {} connections, {} at a time, at most {} s, {}, {IDENTITIES} client certificates (ECDSA P-256), resumption off",
+        options.connections,
+        options.concurrency,
+        options.seconds,
+        if options.tls13_only {
+            "TLS 1.3"
+        } else {
+            "TLS 1.3 preferred"
+        }
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let clients = Arc::new(clients);
+    let next = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(options.seconds);
+    let started = Instant::now();
+    let latencies = runtime.block_on(async {
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..options.concurrency {
+            let clients = clients.clone();
+            let next = next.clone();
+            let failures = failures.clone();
+            let total = options.connections;
+            workers.spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= total || Instant::now() >= deadline {
+                        return latencies;
+                    }
+                    let client = &clients[n as usize % IDENTITIES];
+                    let source = IpAddr::V4(Ipv4Addr::new(
+                        127,
+                        0,
+                        0,
+                        1 + (n % u64::from(SOURCE_ADDRESSES)) as u8,
+                    ));
+                    match one(addr, source, client, &format!("c{n}")).await {
+                        Ok(latency) => latencies.push(latency),
+                        Err(error) => {
+                            if failures.fetch_add(1, Ordering::Relaxed) < 5 {
+                                eprintln!("connection {n}: {error}");
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(done) = workers.join_next().await {
+            all.extend(done.expect("worker"));
+        }
+        all
+    });
+    let elapsed = started.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut latencies = latencies;
+    latencies.sort();
+    let completed = latencies.len();
+    println!(
+        "connections: {completed} accepted, {} failed in {:.2} s",
+        failures.load(Ordering::Relaxed),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "connections/s: {:.0}",
+        completed as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "CONNACK latency (TCP connect to CONNACK): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
+        percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
+        percentile(&latencies, 1.0).as_secs_f64() * 1000.0
+    );
+}

@@ -1,0 +1,424 @@
+use super::*;
+use crate::auth::jwt::tests::{es256_key, issuer, sign};
+use crate::auth::x509::tests::{ca, dns, leaf};
+use crate::mqtt::codec::Version;
+use gridline_crds::model::CompiledClient;
+use serde_json::json;
+
+const NOW: u64 = 1_800_000_000;
+
+fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(NOW)
+}
+
+fn client(name: &str, scheme: ValidationScheme, enabled: bool) -> CompiledClient {
+    CompiledClient {
+        name: name.into(),
+        authentication_name: name.into(),
+        enabled,
+        attributes: Default::default(),
+        validation_scheme: scheme,
+        allowed_thumbprints: Vec::new(),
+        groups: vec!["$all".into()],
+    }
+}
+
+/// A Namespace with the broker on, both TCP listeners open, the development identity as
+/// `development` says, `alternative_sources` (Event Grid names), the CAs and JWT issuers
+/// given, and Clients `subject` (default scheme), `dns-1.example.com` (DNS), `disabled`.
+fn snapshot(
+    development: bool,
+    alternative_sources: &[&str],
+    cas: &[&rcgen::CertifiedIssuer<'static, rcgen::KeyPair>],
+    jwt_issuers: Vec<gridline_crds::model::CompiledJwtIssuer>,
+) -> Snapshot {
+    let spec = serde_json::from_value(json!({
+        "topicSpacesConfiguration": {
+            "state": "Enabled",
+            "clientAuthentication": {
+                "alternativeAuthenticationNameSources": alternative_sources,
+            },
+        },
+        "listeners": {
+            "mqttTls": {"enabled": true, "port": 8883},
+            "mqttPlaintext": {"port": 1883, "insecureUsernameAuthentication": development},
+        },
+    }))
+    .unwrap();
+    let mut snapshot = Snapshot {
+        namespace: Some(CompiledNamespace {
+            name: "dev".into(),
+            k8s_namespace: "default".into(),
+            spec,
+            sas_keys: Vec::new(),
+            route_topic: None,
+            lifecycle_topic: None,
+            routing_enrichments: Default::default(),
+            tls_certificate: None,
+            ca_certificates: cas
+                .iter()
+                .enumerate()
+                .map(|(i, ca)| (format!("ca-{i}"), ca.pem().into_bytes()))
+                .collect(),
+            jwt_issuers,
+        }),
+        ..Snapshot::default()
+    };
+    for client in [
+        client(
+            "subject",
+            ValidationScheme::SubjectMatchesAuthenticationName,
+            true,
+        ),
+        client(
+            "dns-1.example.com",
+            ValidationScheme::DnsMatchesAuthenticationName,
+            true,
+        ),
+        client(
+            "disabled",
+            ValidationScheme::SubjectMatchesAuthenticationName,
+            false,
+        ),
+    ] {
+        snapshot
+            .clients_by_authentication_name
+            .insert(client.authentication_name.clone(), client.name.clone());
+        snapshot.clients.insert(client.name.clone(), client);
+    }
+    snapshot
+}
+
+fn connect(version: Version, username: Option<&str>) -> Connect {
+    Connect {
+        version,
+        client_id: "c1".into(),
+        clean_start: true,
+        keep_alive: 60,
+        username: username.map(str::to_string),
+        password: None,
+        session_expiry_interval: 0,
+        receive_maximum: None,
+        maximum_packet_size: None,
+        topic_alias_maximum: 0,
+        authentication_method: None,
+        authentication_data: None,
+        will: None,
+    }
+}
+
+fn jwt_connect(username: &str, method: &str, token: &str) -> Connect {
+    let mut connect = connect(Version::V5, Some(username));
+    connect.authentication_method = Some(method.into());
+    connect.authentication_data = Some(bytes::Bytes::copy_from_slice(token.as_bytes()));
+    connect
+}
+
+fn refused(outcome: Result<Authenticated, Refusal>) -> (u8, &'static str, &'static str) {
+    let refusal = outcome.expect_err("refused");
+    (
+        refusal.code,
+        refusal.method.label(),
+        refusal.failure.reason(),
+    )
+}
+
+#[test]
+fn the_development_identity_takes_the_username_on_any_listener_without_a_certificate() {
+    let snapshot = snapshot(true, &[], &[], Vec::new());
+    let authenticator = Authenticator::default();
+    for listener in [Listener::Plaintext, Listener::Tls, Listener::WebSocket] {
+        let outcome = authenticator.authenticate(
+            &snapshot,
+            &connect(Version::V311, Some("subject")),
+            listener,
+            &[],
+            now(),
+        );
+        let authenticated = outcome.unwrap();
+        assert_eq!(authenticated.method, Method::Development);
+        assert_eq!(authenticated.authentication_name, "subject");
+    }
+    let outcome = authenticator.authenticate(
+        &snapshot,
+        &connect(Version::V5, Some("disabled")),
+        Listener::Plaintext,
+        &[],
+        now(),
+    );
+    assert_eq!(refused(outcome), (0x87, "development", "client_disabled"));
+    let outcome = authenticator.authenticate(
+        &snapshot,
+        &connect(Version::V5, Some("nobody")),
+        Listener::Plaintext,
+        &[],
+        now(),
+    );
+    assert_eq!(refused(outcome), (0x86, "development", "unknown_client"));
+}
+
+#[test]
+fn without_credentials_or_the_development_identity_the_method_is_bad() {
+    let snapshot = snapshot(false, &[], &[], Vec::new());
+    let outcome = Authenticator::default().authenticate(
+        &snapshot,
+        &connect(Version::V5, Some("subject")),
+        Listener::Tls,
+        &[],
+        now(),
+    );
+    assert_eq!(refused(outcome), (0x8C, "none", "no_credentials"));
+}
+
+#[test]
+fn a_certificate_decides_even_with_the_development_identity_on() {
+    let trusted = ca("trusted");
+    let stranger = ca("stranger");
+    let snapshot = snapshot(true, &[], &[&trusted], Vec::new());
+    let authenticator = Authenticator::default();
+    let check = |username: Option<&str>, certificate| {
+        authenticator.authenticate(
+            &snapshot,
+            &connect(Version::V5, username),
+            Listener::Tls,
+            &[certificate],
+            now(),
+        )
+    };
+    let good = check(
+        Some("subject"),
+        leaf("subject", vec![], Some(&trusted), false),
+    )
+    .unwrap();
+    assert_eq!(good.method, Method::X509);
+    assert_eq!(good.authentication_name, "subject");
+    let foreign = check(
+        Some("subject"),
+        leaf("subject", vec![], Some(&stranger), false),
+    );
+    assert_eq!(refused(foreign), (0x86, "x509", "untrusted_certificate"));
+    let other_name = check(
+        Some("subject"),
+        leaf("someone", vec![], Some(&trusted), false),
+    );
+    assert_eq!(refused(other_name), (0x86, "x509", "name_mismatch"));
+    let expired = check(
+        Some("subject"),
+        leaf("subject", vec![], Some(&trusted), true),
+    );
+    assert_eq!(refused(expired), (0x86, "x509", "certificate_expired"));
+    let disabled = check(
+        Some("disabled"),
+        leaf("disabled", vec![], Some(&trusted), false),
+    );
+    assert_eq!(refused(disabled), (0x87, "x509", "client_disabled"));
+    let unknown = check(
+        Some("nobody"),
+        leaf("nobody", vec![], Some(&trusted), false),
+    );
+    assert_eq!(refused(unknown), (0x86, "x509", "unknown_client"));
+    let dns_client = check(
+        Some("dns-1.example.com"),
+        leaf("x", vec![dns("dns-1.example.com")], Some(&trusted), false),
+    );
+    assert!(dns_client.is_ok(), "{dns_client:?}");
+}
+
+#[test]
+fn without_a_username_the_alternative_sources_name_the_client() {
+    let trusted = ca("trusted");
+    let certificate = leaf(
+        "subject",
+        vec![dns("dns-1.example.com")],
+        Some(&trusted),
+        false,
+    );
+    let authenticator = Authenticator::default();
+    let mut named = Vec::new();
+    for sources in [
+        &["ClientCertificateDns", "ClientCertificateSubject"][..],
+        &["ClientCertificateUri", "ClientCertificateSubject"][..],
+    ] {
+        let snapshot = snapshot(false, sources, &[&trusted], Vec::new());
+        for username in [None, Some("")] {
+            let outcome = authenticator.authenticate(
+                &snapshot,
+                &connect(Version::V5, username),
+                Listener::Tls,
+                std::slice::from_ref(&certificate),
+                now(),
+            );
+            named.push(outcome.unwrap().authentication_name);
+        }
+    }
+    assert_eq!(
+        named,
+        [
+            "dns-1.example.com",
+            "dns-1.example.com",
+            "subject",
+            "subject"
+        ]
+    );
+    let without_sources = snapshot(false, &[], &[&trusted], Vec::new());
+    let outcome = authenticator.authenticate(
+        &without_sources,
+        &connect(Version::V5, None),
+        Listener::Tls,
+        &[certificate],
+        now(),
+    );
+    assert_eq!(refused(outcome), (0x86, "x509", "no_authentication_name"));
+}
+
+#[test]
+fn thumbprint_match_takes_a_self_signed_certificate_without_any_ca() {
+    let certificate = leaf("whatever", vec![], None, false);
+    let mut snapshot = snapshot(false, &[], &[], Vec::new());
+    let mut device = client("device", ValidationScheme::ThumbprintMatch, true);
+    device.allowed_thumbprints = vec![crate::auth::x509::thumbprint(&certificate)];
+    snapshot
+        .clients_by_authentication_name
+        .insert("device".into(), "device".into());
+    snapshot.clients.insert("device".into(), device);
+    let authenticator = Authenticator::default();
+    let outcome = authenticator.authenticate(
+        &snapshot,
+        &connect(Version::V311, Some("device")),
+        Listener::Tls,
+        &[certificate],
+        now(),
+    );
+    assert_eq!(outcome.unwrap().method, Method::X509);
+    let other = leaf("whatever", vec![], None, false);
+    let outcome = authenticator.authenticate(
+        &snapshot,
+        &connect(Version::V311, Some("device")),
+        Listener::Tls,
+        &[other],
+        now(),
+    );
+    assert_eq!(refused(outcome), (0x86, "x509", "thumbprint_mismatch"));
+}
+
+#[test]
+fn a_good_token_authenticates_and_is_echoed_with_its_expiry() {
+    let (key, jwk) = es256_key(None);
+    let snapshot = snapshot(false, &[], &[], vec![issuer(&[jwk])]);
+    let token = sign(
+        &key,
+        None,
+        json!({"iss": "https://issuer.example.com", "aud": "gridline-dev", "exp": NOW + 30}),
+    );
+    let authenticator = Authenticator::default();
+    for listener in [Listener::Tls, Listener::WebSocket] {
+        let outcome = authenticator.authenticate(
+            &snapshot,
+            &jwt_connect("subject", "OAUTH2-JWT", &token),
+            listener,
+            &[],
+            now(),
+        );
+        let authenticated = outcome.unwrap();
+        assert_eq!(authenticated.method, Method::Jwt);
+        assert_eq!(
+            authenticated.authentication_method.as_deref(),
+            Some("OAUTH2-JWT")
+        );
+        assert_eq!(
+            authenticated.token_expiry,
+            Some(TokenExpiry {
+                expires_at: NOW + 30,
+                remaining: Duration::from_secs(30 + LEEWAY_SECS),
+            })
+        );
+    }
+    let plaintext = authenticator.authenticate(
+        &snapshot,
+        &jwt_connect("subject", "OAUTH2-JWT", &token),
+        Listener::Plaintext,
+        &[],
+        now(),
+    );
+    assert_eq!(refused(plaintext), (0x8C, "none", "unsupported_method"));
+    let disabled = authenticator.authenticate(
+        &snapshot,
+        &jwt_connect("disabled", "OAUTH2-JWT", &token),
+        Listener::Tls,
+        &[],
+        now(),
+    );
+    assert_eq!(refused(disabled), (0x87, "jwt", "client_disabled"));
+    let bad = authenticator.authenticate(
+        &snapshot,
+        &jwt_connect("subject", "OAUTH2-JWT", "not.a.token"),
+        Listener::Tls,
+        &[],
+        now(),
+    );
+    assert_eq!(refused(bad), (0x86, "jwt", "malformed_token"));
+    assert_eq!(
+        authenticator.reauthenticate(&snapshot, "subject", Some(token.as_bytes()), now()),
+        Ok(TokenExpiry {
+            expires_at: NOW + 30,
+            remaining: Duration::from_secs(30 + LEEWAY_SECS),
+        })
+    );
+    assert_eq!(
+        authenticator.reauthenticate(&snapshot, "disabled", Some(token.as_bytes()), now()),
+        Err(AuthFailure::ClientDisabled)
+    );
+}
+
+#[test]
+fn an_unknown_method_or_a_namespace_without_issuers_is_a_bad_method() {
+    let snapshot = snapshot(true, &[], &[], Vec::new());
+    let authenticator = Authenticator::default();
+    let unknown = authenticator.authenticate(
+        &snapshot,
+        &jwt_connect("subject", "SCRAM-SHA-1", "x"),
+        Listener::Tls,
+        &[],
+        now(),
+    );
+    assert_eq!(refused(unknown), (0x8C, "none", "unsupported_method"));
+    let unconfigured = authenticator.authenticate(
+        &snapshot,
+        &jwt_connect("subject", "CUSTOM-JWT", "a.b.c"),
+        Listener::Tls,
+        &[],
+        now(),
+    );
+    assert_eq!(
+        refused(unconfigured),
+        (0x8C, "jwt", "method_not_configured")
+    );
+}
+
+#[test]
+fn a_disabled_broker_or_a_closed_listener_refuses_before_any_method() {
+    let mut snapshot = snapshot(true, &[], &[], Vec::new());
+    let authenticator = Authenticator::default();
+    if let Some(namespace) = snapshot.namespace.as_mut() {
+        namespace.spec.listeners.mqtt_tls.enabled = false;
+    }
+    let closed = authenticator.authenticate(
+        &snapshot,
+        &connect(Version::V5, Some("subject")),
+        Listener::Tls,
+        &[],
+        now(),
+    );
+    assert_eq!(refused(closed), (0x87, "none", "listener_closed"));
+    if let Some(namespace) = snapshot.namespace.as_mut() {
+        namespace.spec.topic_spaces_configuration.state = State::Disabled;
+    }
+    let disabled = authenticator.authenticate(
+        &snapshot,
+        &connect(Version::V5, Some("subject")),
+        Listener::Plaintext,
+        &[],
+        now(),
+    );
+    assert_eq!(refused(disabled), (0x88, "none", "broker_disabled"));
+}

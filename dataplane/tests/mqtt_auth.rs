@@ -1,0 +1,373 @@
+//! X.509 client-certificate authentication on the MQTT TLS listener (issue 6), against the
+//! real binary: a Client per validation scheme, certificates made in the test, and
+//! mosquitto's clients or a raw client over rustls checking the CONNACK reason codes.
+
+mod support;
+
+use gridline_dataplane::mqtt::codec::Version;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use support::mqtt::{RawClient, TestPki, access, connect_packet, publish, tls_namespace};
+use support::pki::{Ca, ClientCert, Identity, tls_connect};
+use support::{Dataplane, Workspace};
+
+const ACCEPTED: u8 = 0x00;
+const BAD_USER_NAME_OR_PASSWORD: u8 = 0x86;
+const NOT_AUTHORIZED: u8 = 0x87;
+
+struct AuthBroker {
+    _workspace: Workspace,
+    dataplane: Dataplane,
+    addr: SocketAddr,
+    /// The CA of the broker's server certificate (clients trust it).
+    server_ca: String,
+    server_ca_file: PathBuf,
+    /// The CA registered in the Namespace for client certificates.
+    client_ca: Ca,
+    /// Certificates and keys written for mosquitto.
+    dir: PathBuf,
+}
+
+/// One Client per validation scheme, a disabled one, and `thumb-device` accepting the
+/// certificate whose thumbprint is `thumbprint`.
+fn clients(thumbprint: &str) -> String {
+    let client = |name: &str, authentication_name: &str, scheme: &str, extra: &str| {
+        format!(
+            "---
+apiVersion: gridline.dev/v1alpha1
+kind: Client
+metadata:
+  name: {name}
+spec:
+  namespaceRef: {{name: dev}}
+  authenticationName: '{authentication_name}'
+  clientCertificateAuthentication:
+    validationScheme: {scheme}
+{extra}"
+        )
+    };
+    [
+        client(
+            "subject-device",
+            "subject-device",
+            "SubjectMatchesAuthenticationName",
+            "",
+        ),
+        client(
+            "dns-device",
+            "dns-device.example.com",
+            "DnsMatchesAuthenticationName",
+            "",
+        ),
+        client(
+            "uri-device",
+            "spiffe://example.com/uri-device",
+            "UriMatchesAuthenticationName",
+            "",
+        ),
+        client("ip-device", "10.1.2.3", "IpMatchesAuthenticationName", ""),
+        client(
+            "email-device",
+            "email-device@example.com",
+            "EmailMatchesAuthenticationName",
+            "",
+        ),
+        client(
+            "thumb-device",
+            "thumb-device",
+            "ThumbprintMatch",
+            &format!("    allowedThumbprints: ['{thumbprint}']\n"),
+        ),
+        client(
+            "disabled-device",
+            "disabled-device",
+            "SubjectMatchesAuthenticationName",
+            "  state: Disabled\n",
+        ),
+    ]
+    .concat()
+}
+
+/// The TLS listener without the development identity, `client_ca` registered, names from
+/// the certificate's DNS SAN then its subject when the username is empty, and the Clients of
+/// [`clients`] (`thumb-device` accepting `thumbprint_of`).
+fn auth_broker(thumbprint_of: &Identity) -> AuthBroker {
+    let pki = TestPki::new();
+    let client_ca = Ca::new("Gridline client CA");
+    let workspace = Workspace::new();
+    let namespace = tls_namespace("dev", "broker-tls", "1.2")
+        .replace(
+            "insecureUsernameAuthentication: true",
+            "insecureUsernameAuthentication: false",
+        )
+        .replacen(
+            "spec:\n",
+            "spec:\n  caCertificates:\n    - name: client-ca\n      secretName: client-ca\n",
+            1,
+        )
+        .replacen(
+            "    state: Enabled\n",
+            "    state: Enabled\n    clientAuthentication:\n      alternativeAuthenticationNameSources: [ClientCertificateDns, ClientCertificateSubject]\n",
+            1,
+        );
+    workspace.write("namespace.yaml", &namespace);
+    workspace.write("secret.yaml", &pki.secret("broker-tls"));
+    workspace.write("client-ca.yaml", &client_ca.secret("client-ca"));
+    workspace.write("access.yaml", &access("dev"));
+    workspace.write("clients.yaml", &clients(&thumbprint_of.thumbprint()));
+    let dir = workspace.data_dir().with_file_name("pki");
+    std::fs::create_dir_all(&dir).unwrap();
+    let server_ca_file = dir.join("server-ca.pem");
+    std::fs::write(&server_ca_file, &pki.ca_pem).unwrap();
+    let dataplane = workspace.start(&[]);
+    let addr = dataplane.mqtts_addr();
+    AuthBroker {
+        _workspace: workspace,
+        dataplane,
+        addr,
+        server_ca: pki.ca_pem,
+        server_ca_file,
+        client_ca,
+        dir,
+    }
+}
+
+impl AuthBroker {
+    /// CONNECT over TLS presenting `identity`, as `username` (none: empty): the CONNACK's
+    /// reason code (3.1.1 return codes read in MQTT 5 numbering: 4 → 0x86, 5 → 0x87).
+    async fn connack(
+        &self,
+        identity: Option<&Identity>,
+        version: Version,
+        username: Option<&str>,
+    ) -> u8 {
+        let stream = tls_connect(self.addr, &self.server_ca, identity).await;
+        let mut connect = connect_packet(version, &format!("c-{}", next_id()), "");
+        connect.username = username.map(str::to_string);
+        let (_client, ack) = RawClient::connect_over(Box::new(stream), connect).await;
+        ack.reason
+    }
+
+    /// `mosquitto_pub` over TLS with `identity`'s certificate, as `username`, publishing
+    /// one QoS 1 message to `lab/auth`.
+    fn mosquitto_publish(
+        &self,
+        identity: &Identity,
+        version: &str,
+        username: &str,
+    ) -> std::process::Output {
+        let (certificate, key) = identity.write(&self.dir, &format!("client-{}", next_id()));
+        publish(
+            self.addr,
+            version,
+            username,
+            &[
+                "-h",
+                "localhost",
+                "--cafile",
+                self.server_ca_file.to_str().unwrap(),
+                "--cert",
+                certificate.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+                "-t",
+                "lab/auth",
+                "-m",
+                "x509",
+                "-q",
+                "1",
+            ],
+        )
+    }
+
+    async fn failures(&self, reason: &str) -> Option<f64> {
+        self.dataplane
+            .metric(&format!(
+                "gridline_mqtt_auth_failures_total{{method=\"x509\",reason=\"{reason}\"}}"
+            ))
+            .await
+    }
+}
+
+fn next_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn each_validation_scheme_admits_a_certificate_with_the_name_and_refuses_one_without() {
+    let thumbprinted = ClientCert::cn("thumb-device").self_signed();
+    let broker = auth_broker(&thumbprinted);
+    let ca = &broker.client_ca;
+    // (authentication name, a certificate holding it in the scheme's field, one that does not)
+    let cases = [
+        (
+            "subject-device",
+            ca.issue(ClientCert::cn("subject-device")),
+            ca.issue(ClientCert::cn("someone-else").dns("subject-device")),
+        ),
+        (
+            "dns-device.example.com",
+            ca.issue(
+                ClientCert::cn("x")
+                    .dns("other.example.com")
+                    .dns("dns-device.example.com"),
+            ),
+            ca.issue(ClientCert::cn("dns-device.example.com")),
+        ),
+        (
+            "spiffe://example.com/uri-device",
+            ca.issue(ClientCert::cn("x").uri("spiffe://example.com/uri-device")),
+            ca.issue(ClientCert::cn("x").uri("spiffe://example.com/other")),
+        ),
+        (
+            "10.1.2.3",
+            ca.issue(ClientCert::cn("x").ip("10.1.2.3")),
+            ca.issue(ClientCert::cn("10.1.2.3").ip("10.1.2.4")),
+        ),
+        (
+            "email-device@example.com",
+            ca.issue(ClientCert::cn("x").email("email-device@example.com")),
+            ca.issue(ClientCert::cn("x").email("other@example.com")),
+        ),
+        (
+            "thumb-device",
+            thumbprinted,
+            ClientCert::cn("thumb-device").self_signed(),
+        ),
+    ];
+    for (name, good, bad) in &cases {
+        for version in [Version::V5, Version::V311] {
+            assert_eq!(
+                broker.connack(Some(good), version, Some(name)).await,
+                ACCEPTED,
+                "{name} {version:?} with its certificate"
+            );
+            assert_eq!(
+                broker.connack(Some(bad), version, Some(name)).await,
+                BAD_USER_NAME_OR_PASSWORD,
+                "{name} {version:?} with a certificate without the name"
+            );
+        }
+    }
+    assert_eq!(broker.failures("name_mismatch").await, Some(10.0));
+    assert_eq!(broker.failures("thumbprint_mismatch").await, Some(2.0));
+    let successes = "gridline_mqtt_auth_successes_total{method=\"x509\"}";
+    assert_eq!(broker.dataplane.metric(successes).await, Some(12.0));
+}
+
+#[test]
+fn mosquitto_clients_of_both_versions_authenticate_with_a_certificate() {
+    let broker = auth_broker(&ClientCert::cn("unused").self_signed());
+    let good = broker.client_ca.issue(ClientCert::cn("subject-device"));
+    let bad = broker.client_ca.issue(ClientCert::cn("someone-else"));
+    for version in ["mqttv5", "mqttv311"] {
+        let out = broker.mosquitto_publish(&good, version, "subject-device");
+        assert!(out.status.success(), "{version}: {out:?}");
+        let out = broker.mosquitto_publish(&bad, version, "subject-device");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(!out.status.success(), "{version}: {out:?}");
+        assert!(
+            stderr.contains("bad user name or password"),
+            "{version}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_from_an_unknown_ca_is_refused_and_counted() {
+    let broker = auth_broker(&ClientCert::cn("unused").self_signed());
+    let stranger = Ca::new("Someone else's CA").issue(ClientCert::cn("subject-device"));
+    for version in [Version::V5, Version::V311] {
+        assert_eq!(
+            broker
+                .connack(Some(&stranger), version, Some("subject-device"))
+                .await,
+            BAD_USER_NAME_OR_PASSWORD,
+            "{version:?}"
+        );
+    }
+    assert_eq!(broker.failures("untrusted_certificate").await, Some(2.0));
+    let logs = broker.dataplane.logs();
+    assert!(
+        logs.contains("reason=\"untrusted_certificate\""),
+        "one line says why: {logs}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_certificate_is_refused() {
+    let broker = auth_broker(&ClientCert::cn("unused").self_signed());
+    let expired = broker
+        .client_ca
+        .issue(ClientCert::cn("subject-device").expired());
+    assert_eq!(
+        broker
+            .connack(Some(&expired), Version::V5, Some("subject-device"))
+            .await,
+        BAD_USER_NAME_OR_PASSWORD
+    );
+    assert_eq!(broker.failures("certificate_expired").await, Some(1.0));
+}
+
+#[tokio::test]
+async fn a_self_signed_certificate_is_refused_where_a_ca_is_required() {
+    let broker = auth_broker(&ClientCert::cn("unused").self_signed());
+    let self_signed = ClientCert::cn("subject-device").self_signed();
+    assert_eq!(
+        broker
+            .connack(Some(&self_signed), Version::V5, Some("subject-device"))
+            .await,
+        BAD_USER_NAME_OR_PASSWORD
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_client_is_refused_as_not_authorized() {
+    let broker = auth_broker(&ClientCert::cn("unused").self_signed());
+    let certificate = broker.client_ca.issue(ClientCert::cn("disabled-device"));
+    for version in [Version::V5, Version::V311] {
+        assert_eq!(
+            broker
+                .connack(Some(&certificate), version, Some("disabled-device"))
+                .await,
+            NOT_AUTHORIZED,
+            "{version:?}"
+        );
+    }
+    assert_eq!(broker.failures("client_disabled").await, Some(2.0));
+}
+
+#[tokio::test]
+async fn without_a_username_the_certificate_names_the_client_in_the_configured_order() {
+    let broker = auth_broker(&ClientCert::cn("unused").self_signed());
+    let ca = &broker.client_ca;
+    // The DNS SAN comes first; without one, the subject CN.
+    let by_dns = ca.issue(ClientCert::cn("subject-device").dns("dns-device.example.com"));
+    let by_subject = ca.issue(ClientCert::cn("subject-device"));
+    assert_eq!(
+        broker.connack(Some(&by_dns), Version::V5, None).await,
+        ACCEPTED
+    );
+    assert_eq!(
+        broker.connack(Some(&by_subject), Version::V311, None).await,
+        ACCEPTED
+    );
+    for name in ["dns-device.example.com", "subject-device"] {
+        let logged = format!("authentication_name=\"{name}\"");
+        let found = support::poll_until(Duration::from_secs(5), || {
+            let logs = broker.dataplane.logs();
+            let logged = logged.clone();
+            async move { logs.contains(&logged) }
+        })
+        .await;
+        assert!(found.is_some(), "{logged}");
+    }
+    let nameless = ca.issue(ClientCert::cn("").uri("spiffe://example.com/x"));
+    assert_eq!(
+        broker.connack(Some(&nameless), Version::V5, None).await,
+        BAD_USER_NAME_OR_PASSWORD
+    );
+}
