@@ -88,3 +88,13 @@ async fn what_was_acknowledged_just_before_sigterm_is_in_the_final_state() {
         ("lab/last", &b"last words"[..])
     );
 }
+
+#[test]
+fn on_sigterm_paho_mqtt_reads_the_disconnect_reason_0x8b() {
+    let workspace = workspace();
+    let mut dataplane = workspace.start(&[]);
+    let addr = dataplane.mqtt_addr();
+    support::paho::run_phase_with(&mut dataplane, addr, "shutdown", "CONNECTED", |dataplane| {
+        assert!(dataplane.terminate().success(), "{}", dataplane.logs());
+    });
+}

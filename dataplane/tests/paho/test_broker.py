@@ -5,7 +5,8 @@ GRIDLINE_MQTT (host:port of plaintext MQTT), and for the `wss` phase GRIDLINE_WS
 and GRIDLINE_CA (the test CA, PEM). Usage: test_broker.py <phase> [case name ...].
 
 Phases: `main` (every broker feature), `before_restart` / `after_restart` (the Rust side
-restarts the broker between them on the same data dir), `wss` (MQTT over WebSockets over TLS).
+restarts the broker between them on the same data dir), `wss` (MQTT over WebSockets over TLS),
+`shutdown` (prints CONNECTED, then expects DISCONNECT 0x8B: the Rust side sends SIGTERM).
 Each case prints `PASS <name>` or `FAIL <name>` and its traceback; the exit status is 1 when
 one failed.
 
@@ -663,6 +664,17 @@ def test_a_websocket_tls_client_exchanges_messages_with_a_tcp_client(version):
     assert over_tcp.receive().payload == b"from wss"
     over_wss.disconnect()
     over_tcp.disconnect()
+
+
+# --- graceful shutdown (the Rust side sends SIGTERM once it reads CONNECTED) ---------------
+
+
+@case("shutdown")
+def test_a_v5_client_is_told_the_server_is_shutting_down():
+    peer = Peer("dashboard").connected()
+    print("CONNECTED", flush=True)
+    assert peer.disconnected.wait(15), "no DISCONNECT"
+    assert peer.disconnect_reason == 0x8B, hex(peer.disconnect_reason)
 
 
 def main():
