@@ -197,3 +197,21 @@ async fn the_wss_listener_opens_and_closes_with_the_namespaces_https_listener() 
         dataplane.logs()
     );
 }
+
+#[tokio::test]
+async fn a_tls_client_that_never_asks_for_the_upgrade_is_closed_after_the_handshake_timeout() {
+    use tokio::io::AsyncReadExt;
+    let (_w, dataplane, pki) = wss_broker(true);
+    let wss = dataplane.wss_addr();
+    let mut stream = support::wss::tls_connect(wss, &pki.ca_pem, OfferedCertificate::new(None))
+        .await
+        .unwrap();
+    // The handshake timeout is 10 s; the server ends the connection (EOF or a reset).
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(15), stream.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "{read:?}\n{}",
+        dataplane.logs()
+    );
+}

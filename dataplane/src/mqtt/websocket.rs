@@ -19,9 +19,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -68,7 +70,11 @@ async fn upgrade_wss(
     let transport = Transport::WebSocket {
         client_certificates: peer.client_certificates,
     };
-    accept_upgrade(state, upgrade, transport)
+    let response = accept_upgrade(state, upgrade, transport);
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        peer.upgraded.store(true, Ordering::Relaxed);
+    }
+    response
 }
 
 fn accept_upgrade(
@@ -179,6 +185,8 @@ struct WssPeer {
     #[allow(dead_code)] // for the logs of whoever needs it; the chain is what matters
     addr: SocketAddr,
     client_certificates: PeerCertificates,
+    /// Set when `GET /mqtt` upgrades the connection (see `Counted::upgrade_by`).
+    upgraded: Arc<AtomicBool>,
 }
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Handshaken>>
@@ -190,10 +198,14 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Hand
 }
 
 /// A TLS stream that holds its place among the listener's connections for as long as it
-/// lives, the WebSocket after the upgrade included.
+/// lives, the WebSocket after the upgrade included. Until the upgrade it must happen by
+/// `upgrade_by` (the handshake timeout), else reading ends: axum sets no HTTP read timeout,
+/// and a client that stays after TLS without asking for `/mqtt` must not keep its place.
 struct Counted {
     stream: TlsStream<TcpStream>,
     _permit: OwnedSemaphorePermit,
+    upgraded: Arc<AtomicBool>,
+    upgrade_by: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl AsyncRead for Counted {
@@ -202,6 +214,14 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.upgraded.load(Ordering::Relaxed) {
+            self.upgrade_by = None;
+        } else if let Some(deadline) = self.upgrade_by.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            debug!("no WebSocket upgrade within the handshake timeout");
+            return Poll::Ready(Ok(())); // end of stream: hyper closes the connection
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -247,6 +267,7 @@ impl axum::serve::Listener for Handshaken {
         Ok(WssPeer {
             addr: self.local,
             client_certificates: Vec::new(),
+            upgraded: Arc::default(),
         })
     }
 }
@@ -295,13 +316,18 @@ pub async fn serve_wss(
                     else {
                         return;
                     };
+                    let upgraded = Arc::new(AtomicBool::new(false));
+                    let deadline = tokio::time::sleep(broker.limits.handshake_timeout);
                     let counted = Counted {
                         stream,
                         _permit: permit,
+                        upgraded: upgraded.clone(),
+                        upgrade_by: Some(Box::pin(deadline)),
                     };
                     let peer = WssPeer {
                         addr,
                         client_certificates,
+                        upgraded,
                     };
                     let _ = handshaken.send((counted, peer)).await;
                 });
