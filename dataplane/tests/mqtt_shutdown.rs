@@ -98,3 +98,59 @@ fn on_sigterm_paho_mqtt_reads_the_disconnect_reason_0x8b() {
         assert!(dataplane.terminate().success(), "{}", dataplane.logs());
     });
 }
+
+#[tokio::test]
+async fn on_sigterm_a_websocket_client_on_the_http_listener_gets_disconnect_0x8b() {
+    use futures::{SinkExt, StreamExt};
+    use gridline_dataplane::mqtt::codec::Codec;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_util::codec::{Decoder, Encoder};
+
+    let workspace = Workspace::new();
+    workspace.write("namespace.yaml", &namespace("dev"));
+    workspace.write("access.yaml", &access("dev"));
+    let mut dataplane = workspace.start(&[]);
+    dataplane.mqtt_addr();
+    let mut request = format!("ws://{}/mqtt", dataplane.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut codec = Codec::new(Version::V5, 1 << 20);
+    let mut bytes = bytes::BytesMut::new();
+    let connect = connect_packet(Version::V5, "over-ws", "dashboard");
+    codec
+        .encode(Packet::Connect(Box::new(connect)), &mut bytes)
+        .unwrap();
+    socket
+        .send(Message::binary(bytes.split().freeze()))
+        .await
+        .unwrap();
+
+    let mut next = async || loop {
+        if let Some(packet) = codec.decode(&mut bytes).unwrap() {
+            return Some(packet);
+        }
+        match tokio::time::timeout(Duration::from_secs(5), socket.next()).await {
+            Ok(Some(Ok(Message::Binary(data)))) => bytes.extend_from_slice(&data),
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    };
+    assert!(matches!(next().await, Some(Packet::ConnAck(a)) if a.reason == 0));
+    // The process exits without this client answering the WebSocket Close (the test is
+    // waiting for the exit): the shutdown grace bounds that wait.
+    assert!(dataplane.terminate().success(), "{}", dataplane.logs());
+    match next().await {
+        Some(Packet::Disconnect(disconnect)) => {
+            assert_eq!(disconnect.reason, reason::SERVER_SHUTTING_DOWN)
+        }
+        other => panic!(
+            "expected DISCONNECT 0x8B, got {other:?}\n{}",
+            dataplane.logs()
+        ),
+    }
+}
