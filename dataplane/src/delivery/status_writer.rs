@@ -10,7 +10,9 @@
 //! the latest writer's view wins (the message says which pod saw it).
 //!
 //! Written only when a condition's status, reason or message changed since the last write
-//! (checked every [`WRITE_INTERVAL`]), so a busy endpoint costs no API traffic.
+//! (checked every [`WRITE_INTERVAL`]), so a busy endpoint costs no API traffic. Every
+//! [`RECHECK_INTERVAL`] the object itself is read again and the conditions re-applied if it
+//! no longer carries them (a status patch by someone else may have replaced them).
 
 use super::status::{Condition, StatusBoard};
 use chrono::SecondsFormat;
@@ -24,6 +26,8 @@ use tokio::sync::watch;
 
 /// How often the board is compared with what was written.
 pub const WRITE_INTERVAL: Duration = Duration::from_secs(2);
+/// How often what was written is checked against the object.
+pub const RECHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// The field manager of the data plane's status writes.
 pub const FIELD_MANAGER: &str = "gridline-dataplane";
 
@@ -58,9 +62,17 @@ impl StatusWriter {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut interval = tokio::time::interval(WRITE_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut rechecked = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                _ = interval.tick() => self.write_changes().await,
+                _ = interval.tick() => {
+                    if rechecked.elapsed() >= RECHECK_INTERVAL {
+                        // Forgetting what was written makes this pass read every object.
+                        self.written.clear();
+                        rechecked = tokio::time::Instant::now();
+                    }
+                    self.write_changes().await
+                }
                 _ = stop.changed() => return,
             }
         }
@@ -108,14 +120,12 @@ impl StatusWriter {
         // observedGeneration: the generation this pod serves is the one it just read; the
         // Snapshot does not carry generations, and a status naming a stale generation is
         // exactly what kstatus should see as "not yet reconciled".
-        let generation = self
-            .api
-            .get_metadata(name)
-            .await?
-            .metadata
-            .generation
-            .unwrap_or_default();
+        let current = self.api.get(name).await?;
+        let generation = current.metadata.generation.unwrap_or_default();
         let body = apply_body(name, conditions, generation, &self.pod);
+        if carries(&current, &body) {
+            return Ok(());
+        }
         self.api
             .patch_status(
                 name,
@@ -125,6 +135,17 @@ impl StatusWriter {
             .await?;
         Ok(())
     }
+}
+
+/// Whether the object already carries every condition of `body` as it is.
+fn carries(current: &DynamicObject, body: &Value) -> bool {
+    let held = current.data["status"]["conditions"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    body["status"]["conditions"]
+        .as_array()
+        .is_some_and(|wanted| wanted.iter().all(|w| held.contains(w)))
 }
 
 /// The server-side-apply body: only the two delivery conditions.
@@ -285,5 +306,42 @@ mod tests {
         let (_, body) = expect_write(&mut handle, 1).await;
         pass.await.unwrap();
         assert_eq!(body["status"]["conditions"][0]["reason"], "Validating");
+    }
+
+    #[tokio::test]
+    async fn a_recheck_rewrites_only_conditions_someone_else_removed() {
+        let (mut writer, board, mut handle) = writer();
+        board.track("orders", "hook", "https://example.com/".into());
+        let pass = tokio::spawn(async move {
+            writer.write_changes().await;
+            writer
+        });
+        let (_, written) = expect_write(&mut handle, 1).await;
+        let mut writer = pass.await.unwrap();
+
+        // The periodic recheck: the object still carries them, so nothing is patched.
+        writer.written.clear();
+        let pass = tokio::spawn(async move {
+            writer.write_changes().await;
+            writer
+        });
+        let (request, respond) = handle.next_request().await.expect("a GET");
+        assert_eq!(request.method(), Method::GET);
+        let mut carrying = subscription(1);
+        carrying["status"] = written["status"].clone();
+        respond_json(respond, 200, carrying);
+        let mut writer = tokio::time::timeout(Duration::from_secs(5), pass)
+            .await
+            .expect("no PATCH after a GET that found the conditions")
+            .unwrap();
+
+        // Someone replaced the conditions: the recheck applies them again.
+        writer.written.clear();
+        let pass = tokio::spawn(async move {
+            writer.write_changes().await;
+        });
+        let (_, body) = expect_write(&mut handle, 1).await;
+        pass.await.unwrap();
+        assert_eq!(body["status"], written["status"]);
     }
 }

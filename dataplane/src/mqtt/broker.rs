@@ -8,7 +8,7 @@ use super::codec::reason;
 use super::codec::{Message, QoS, SubscriptionOptions};
 use super::metrics::MqttMetrics;
 use super::persist::{self, StoredSession, StoredState};
-use super::session::{Attachment, PendingWill, QueueLimits, Session};
+use super::session::{Attachment, Enqueued, PendingWill, QueueLimits, Session};
 use super::trie::Trie;
 use crate::snapshot::SharedSnapshot;
 use gridline_crds::model::topic::TopicFilter;
@@ -24,6 +24,9 @@ pub struct Limits {
     pub max_connections: usize,
     pub handshake_timeout: Duration,
     pub queue: QueueLimits,
+    /// Longest a publisher stays paused on one slow subscriber (flow control) before it
+    /// reads again: two clients publishing to each other must not wait on each other forever.
+    pub max_publisher_pause: Duration,
     /// In-flight incoming QoS 2 messages per session (our CONNACK receive maximum).
     pub receive_maximum: u16,
     /// Largest packet accepted (remaining length, bytes).
@@ -37,12 +40,18 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_connections: 10_000,
+            // Per listener. Idle connections cost a few KiB each (mqtt/README.md "Idle
+            // connections"); the file-descriptor limit is usually the nearer bound.
+            max_connections: 100_000,
             handshake_timeout: Duration::from_secs(10),
             queue: QueueLimits {
-                max_queued_qos0: 100,
-                max_queued: 1000,
+                pause_publishers_at: 1000,
+                resume_publishers_below: 500,
+                max_queued: 10_000,
+                max_queued_offline: 1000,
+                max_queued_qos0_offline: 100,
             },
+            max_publisher_pause: Duration::from_secs(5),
             receive_maximum: 100,
             max_packet_bytes: 512 * 1024 + 16 * 1024,
             max_payload_bytes: 512 * 1024,
@@ -449,7 +458,7 @@ impl Broker {
 
     /// Route an (authorized) message to every matching subscription and keep it if retained.
     /// Returns how many sessions it was queued for.
-    pub fn publish(&self, message: Message, publisher: &str) -> usize {
+    pub fn publish(&self, message: Message, publisher: &str) -> Published {
         let mut router = self.state.lock();
         if message.retain {
             let had = if message.payload.is_empty() {
@@ -466,75 +475,114 @@ impl Broker {
                 _ => {}
             }
         }
-        let matches = router.trie.matches(&message.topic);
-        // One copy per session (the highest QoS of its matching filters); one member per share.
-        let mut direct: BTreeMap<String, Subscriber> = BTreeMap::new();
-        let mut direct_ids: BTreeMap<String, Vec<NonZeroU32>> = BTreeMap::new();
-        let mut shares: BTreeMap<(String, String), Vec<Subscriber>> = BTreeMap::new();
-        for ((group, client_id), subscriber) in matches {
-            match group {
+        // One copy per session (the highest QoS of its matching filters, every matching
+        // subscription's id); one member per share. Visited in place under the router lock:
+        // no key or filter is copied per message, only the target sessions' `Arc`s.
+        let mut direct: Vec<Target> = Vec::new();
+        let mut direct_index: HashMap<&str, usize> = HashMap::new();
+        let mut shares: Vec<((&str, &str), Vec<&Subscriber>)> = Vec::new();
+        // Disjoint borrows: the trie is read while share turns move.
+        let state = &mut *router;
+        let share_turn = &mut state.share_turn;
+        state.trie.for_each_match(
+            &message.topic,
+            |(group, client_id), subscriber| match group {
                 None => {
                     if subscriber.options.no_local && client_id == publisher {
-                        continue;
+                        return;
                     }
-                    // A session gets one copy carrying every matching subscription's id.
-                    if let Some(id) = subscriber.subscription_id {
-                        direct_ids.entry(client_id.clone()).or_default().push(id);
-                    }
-                    match direct.get(&client_id) {
-                        Some(held) if held.options.qos >= subscriber.options.qos => {}
-                        _ => {
-                            direct.insert(client_id, subscriber);
+                    match direct_index.get(client_id.as_str()) {
+                        Some(&at) => {
+                            let held = &mut direct[at];
+                            held.qos = held.qos.max(subscriber.options.qos);
+                            held.retain_as_published |= subscriber.options.retain_as_published;
+                            held.ids.extend(subscriber.subscription_id);
+                        }
+                        None => {
+                            direct_index.insert(client_id.as_str(), direct.len());
+                            direct.push(Target::of(subscriber));
                         }
                     }
                 }
-                Some(group) => shares
-                    .entry((group, subscriber.filter.clone()))
-                    .or_default()
-                    .push(subscriber),
-            }
-        }
-        let mut targets: Vec<(Subscriber, Vec<NonZeroU32>)> = direct
-            .into_iter()
-            .map(|(client_id, subscriber)| {
-                let mut ids = direct_ids.remove(&client_id).unwrap_or_default();
-                ids.sort_unstable();
-                ids.dedup();
-                (subscriber, ids)
-            })
-            .collect();
-        for (share, members) in shares {
+                Some(group) => {
+                    let share = (group.as_str(), subscriber.filter.as_str());
+                    match shares.iter_mut().find(|(key, _)| *key == share) {
+                        Some((_, members)) => members.push(subscriber),
+                        None => shares.push((share, vec![subscriber])),
+                    }
+                }
+            },
+        );
+        let mut targets = direct;
+        for ((group, filter), members) in shares {
             // Prefer connected members, in turn.
             let connected: Vec<&Subscriber> = members
                 .iter()
+                .copied()
                 .filter(|m| m.session.state.lock().attachment.is_some())
                 .collect();
-            let pool: Vec<&Subscriber> = if connected.is_empty() {
-                members.iter().collect()
+            let pool = if connected.is_empty() {
+                members
             } else {
                 connected
             };
-            let turn = router.share_turn.entry(share).or_insert(0);
-            let chosen = pool[*turn % pool.len()].clone();
+            let turn = share_turn
+                .entry((group.to_string(), filter.to_string()))
+                .or_insert(0);
+            targets.push(Target::of(pool[*turn % pool.len()]));
             *turn = turn.wrapping_add(1);
-            let ids = chosen.subscription_id.into_iter().collect();
-            targets.push((chosen, ids));
         }
+        drop(direct_index);
         drop(router);
-        let mut queued = 0;
-        for (target, ids) in targets {
+        let mut outcome = Published::default();
+        for mut target in targets {
             let mut copy = message.clone();
-            copy.qos = copy.qos.min(target.options.qos);
-            copy.retain = message.retain && target.options.retain_as_published;
-            if target
+            copy.qos = copy.qos.min(target.qos);
+            copy.retain = message.retain && target.retain_as_published;
+            target.ids.sort_unstable();
+            target.ids.dedup();
+            match target
                 .session
-                .enqueue_with(copy, ids, self.limits.queue, &self.metrics)
+                .enqueue_with(copy, target.ids, self.limits.queue, &self.metrics)
             {
-                queued += 1;
+                Enqueued::Queued => outcome.queued += 1,
+                Enqueued::QueuedCongested => {
+                    outcome.queued += 1;
+                    outcome.congested.push(target.session);
+                }
+                Enqueued::Dropped => {}
             }
         }
-        queued
+        outcome
     }
+}
+
+/// A session a message goes to, and how.
+struct Target {
+    session: Arc<Session>,
+    qos: QoS,
+    retain_as_published: bool,
+    ids: Vec<NonZeroU32>,
+}
+
+impl Target {
+    fn of(subscriber: &Subscriber) -> Target {
+        Target {
+            session: Arc::clone(&subscriber.session),
+            qos: subscriber.options.qos,
+            retain_as_published: subscriber.options.retain_as_published,
+            ids: subscriber.subscription_id.into_iter().collect(),
+        }
+    }
+}
+
+/// What [`Broker::publish`] did with a message.
+#[derive(Default)]
+pub struct Published {
+    /// Sessions it was queued for.
+    pub queued: usize,
+    /// Connected sessions that are behind: the publisher should pause until they drain.
+    pub congested: Vec<Arc<Session>>,
 }
 
 impl Broker {

@@ -12,7 +12,7 @@ use super::lifecycle::DisconnectionReason;
 use super::limits::{NamespaceLimits, RateLimit};
 use super::session::{Attachment, Outbound, Session};
 use super::tls::PeerCertificates;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use gridline_crds::model::topic::validate_topic_name;
 use std::collections::HashMap;
 use std::num::{NonZeroU16, NonZeroU32};
@@ -22,6 +22,16 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tracing::{debug, info};
+
+/// Packets handled from the read buffer before the connection writes and looks around again
+/// (so one busy client cannot hold off its own outbound queue or a take-over for long).
+const MAX_PACKETS_PER_WAKE: usize = 64;
+/// Codec buffers of a new connection (each direction): a CONNECT or SUBSCRIBE fits.
+const INITIAL_BUFFER_BYTES: usize = 256;
+/// Queued outgoing bytes that make a write happen before the connection's turn ends.
+const WRITE_BATCH_BYTES: usize = 8 * 1024;
+/// A connection with nothing to do for this long releases its codec buffers.
+const IDLE_BUFFER_RELEASE: Duration = Duration::from_secs(1);
 
 /// How the connection ended, for the will and the logs.
 enum End {
@@ -44,7 +54,9 @@ impl End {
             End::Lost("connection closed" | "write failed" | "keep-alive timeout") => {
                 DisconnectionReason::ConnectionLost
             }
-            End::Lost("client disabled") => DisconnectionReason::ClientAuthenticationError,
+            End::Lost("client disabled" | "token expired" | "re-authentication failed") => {
+                DisconnectionReason::ClientAuthenticationError
+            }
             End::Lost("receive maximum exceeded") => DisconnectionReason::QuotaExceeded,
             End::Lost(SHUTTING_DOWN) => DisconnectionReason::ServerInitiatedDisconnect,
             End::Lost(_) => DisconnectionReason::ClientError,
@@ -124,7 +136,15 @@ pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
     broker: Arc<Broker>,
     transport: Transport,
 ) {
-    let mut framed = Framed::new(io, Codec::server(broker.limits.max_packet_bytes));
+    // Small buffers to start with: most connections are idle devices, and the codec's
+    // default 8 KiB for each direction would be most of their memory. Busy connections grow
+    // theirs by doubling; writes still go out in batches of up to 8 KiB.
+    let mut framed = Framed::with_capacity(
+        io,
+        Codec::server(broker.limits.max_packet_bytes),
+        INITIAL_BUFFER_BYTES,
+    );
+    framed.set_backpressure_boundary(WRITE_BATCH_BYTES);
     let first = tokio::time::timeout(broker.limits.handshake_timeout, framed.next()).await;
     let connect = match first {
         Ok(Some(Ok(Packet::Connect(connect)))) => connect,
@@ -202,7 +222,8 @@ pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
     );
     let end = connection.run().await;
     broker.metrics.connections.dec();
-    connection.finish(end).await;
+    // Boxed, like packet handling in `run`: needed once, it must not size every idle task.
+    Box::pin(connection.finish(end)).await;
 }
 
 /// The session for `connect` (the client id, or one assigned for an empty one).
@@ -277,6 +298,9 @@ struct Connection<IO> {
     rate: RateLimit,
     /// While over the message rate: reading resumes then.
     paused_until: Option<Instant>,
+    /// Flow control: while a subscriber this connection published to is behind, reading
+    /// stops until it drains or the deadline passes (see the README's "Flow control").
+    paused_on: Option<(Vec<Arc<Session>>, Instant)>,
     snapshot_changes: tokio::sync::watch::Receiver<u64>,
     /// JWT sessions: the CONNECT's Authentication Method, which AUTH must repeat.
     authentication_method: Option<String>,
@@ -353,6 +377,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             topic_aliases: HashMap::new(),
             rate: RateLimit::new(limits.messages_per_second),
             paused_until: None,
+            paused_on: None,
             snapshot_changes: broker.snapshot_changes.subscribe(),
             authentication_method: None,
             token_deadline: None,
@@ -360,9 +385,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
     }
 
+    /// Queue a packet for the socket. Written when the buffer fills or at [`Self::write_out`]
+    /// before the connection waits again: many packets, one write.
     async fn send(&mut self, packet: Packet) -> Result<(), End> {
         self.framed
-            .send(packet)
+            .feed(packet)
+            .await
+            .map_err(|_| End::Lost("write failed"))
+    }
+
+    /// Write out what [`Self::send`] queued.
+    async fn write_out(&mut self) -> Result<(), End> {
+        self.framed
+            .flush()
             .await
             .map_err(|_| End::Lost("write failed"))
     }
@@ -378,10 +413,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if let Err(end) = self.resend_inflight().await {
             return end;
         }
+        if let Err(end) = self.write_out().await {
+            return end;
+        }
         let kicked = self.attachment.kicked.clone();
         let mut deadline = self.next_deadline();
         loop {
             if let Err(end) = self.flush().await {
+                return end;
+            }
+            if let Err(end) = self.write_out().await {
                 return end;
             }
             let session = self.session.clone();
@@ -398,6 +439,24 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     None => std::future::pending().await,
                 }
             };
+            let paused_on = self.paused_on.clone();
+            let flow_paused = paused_on.is_some();
+            // An idle connection gives its codec buffers back (see `release_buffers`).
+            let holds_buffers = self.framed.read_buffer().capacity() > 0
+                || self.framed.write_buffer().capacity() > 0;
+            let idle = async {
+                if holds_buffers {
+                    tokio::time::sleep(IDLE_BUFFER_RELEASE).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let drained = async {
+                match paused_on {
+                    Some((sessions, deadline)) => until_drained(&sessions, deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
             let mut changes = self.snapshot_changes.clone();
             let mut closing = self.broker.closing.subscribe();
             let listener = self.transport.listener();
@@ -410,10 +469,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 }
             };
             let outcome = tokio::select! {
-                read = self.framed.next(), if paused_until.is_none() => match read {
+                read = self.framed.next(), if paused_until.is_none() && !flow_paused => match read {
                     Some(Ok(packet)) => {
                         deadline = self.next_deadline();
-                        self.on_packet(packet).await
+                        // Boxed: handling packets is the largest state of this loop, and
+                        // keeping it inline would make every idle connection's task carry
+                        // it (one allocation per wake-up, not per packet).
+                        Box::pin(async {
+                            self.on_packet(packet).await?;
+                            self.on_buffered_packets().await
+                        })
+                        .await
                     }
                     Some(Err(error)) => {
                         debug!(%error, client = %self.session.client_id, "closing on a bad packet");
@@ -428,6 +494,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     self.paused_until = None;
                     // The client was not silent: we were not reading.
                     deadline = self.next_deadline();
+                    Ok(())
+                }
+                () = drained => {
+                    self.paused_on = None;
+                    deadline = self.next_deadline();
+                    Ok(())
+                }
+                () = idle => {
+                    self.release_buffers();
                     Ok(())
                 }
                 Ok(()) = changes.changed() => {
@@ -458,6 +533,57 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
     }
 
+    /// Handle the packets that already sit in the read buffer (a pipelining client sends
+    /// many per read), so that their answers leave in one write. Stops at a pause.
+    async fn on_buffered_packets(&mut self) -> Result<(), End> {
+        for _ in 0..MAX_PACKETS_PER_WAKE {
+            if self.paused_until.is_some() || self.paused_on.is_some() {
+                break;
+            }
+            let Some(read) = self.framed.next().now_or_never() else {
+                break;
+            };
+            match read {
+                Some(Ok(packet)) => self.on_packet(packet).await?,
+                Some(Err(error)) => {
+                    debug!(%error, client = %self.session.client_id, "closing on a bad packet");
+                    let _ = self.disconnect(error.reason()).await;
+                    return Err(End::Lost("malformed packet"));
+                }
+                None => return Err(End::Lost("connection closed")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Give the codec's read and write buffers back to the allocator while they are empty:
+    /// the codec starts each at 8 KiB, which would be most of an idle connection's memory
+    /// (mqtt/README.md "Idle connections"). They grow again by doubling when traffic comes.
+    fn release_buffers(&mut self) {
+        if self.framed.read_buffer().is_empty() {
+            *self.framed.read_buffer_mut() = bytes::BytesMut::new();
+        }
+        if self.framed.write_buffer().is_empty() {
+            *self.framed.write_buffer_mut() = bytes::BytesMut::new();
+        }
+    }
+
+    /// Flow control after a publish: pause reading while one of the sessions it went to is
+    /// behind. Never on our own session, which only this task drains.
+    fn pause_for(&mut self, mut congested: Vec<Arc<Session>>) {
+        congested.retain(|s| !Arc::ptr_eq(s, &self.session));
+        if congested.is_empty() {
+            return;
+        }
+        self.broker
+            .metrics
+            .limited
+            .with_label_values(&["subscriber_behind"])
+            .inc();
+        let deadline = Instant::now() + self.broker.limits.max_publisher_pause;
+        self.paused_on = Some((congested, deadline));
+    }
+
     /// MQTT: the server closes after 1.5 keep-alive intervals without a packet.
     fn next_deadline(&self) -> Option<Instant> {
         self.keep_alive.map(|k| Instant::now() + k + k / 2)
@@ -473,7 +599,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             }))
             .await?;
         }
-        Ok(())
+        self.write_out().await
     }
 
     async fn resend_inflight(&mut self) -> Result<(), End> {
@@ -508,6 +634,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
 
     /// Send queued messages while the client's receive maximum allows.
     async fn flush(&mut self) -> Result<(), End> {
+        let sent = self.send_queued().await;
+        // Publishers paused on us may go on once we are under the resume mark.
+        self.session.after_drain(self.broker.limits.queue);
+        sent
+    }
+
+    async fn send_queued(&mut self) -> Result<(), End> {
         loop {
             let packet = {
                 let mut state = self.session.state.lock();
@@ -568,7 +701,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             };
             let qos = publish.message.qos;
             let bytes = publish.message.payload.len();
-            match self.framed.send(packet).await {
+            match self.framed.feed(packet).await {
                 Ok(()) => {
                     self.broker
                         .metrics
@@ -763,8 +896,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             {
                 self.broker
                     .route(&publish.message, self.authorizer.authentication_name());
-                self.broker
+                let published = self
+                    .broker
                     .publish(publish.message, &self.session.client_id);
+                self.pause_for(published.congested);
             } else {
                 self.broker.metrics.drop_message("not_authorized");
             }
@@ -792,8 +927,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if allowed {
             self.broker
                 .route(&publish.message, self.authorizer.authentication_name());
-            self.broker
+            let published = self
+                .broker
                 .publish(publish.message, &self.session.client_id);
+            self.pause_for(published.congested);
         } else {
             self.broker.metrics.drop_message("not_authorized");
             info!(client = %self.session.client_id, topic = %publish.message.topic, "PUBLISH not authorized");
@@ -910,6 +1047,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     }
 
     async fn finish(mut self, end: End) {
+        // Nobody drains this session now: publishers paused on it must not wait for us.
+        self.session.release_publishers();
         self.broker.session_disconnected(
             self.authorizer.authentication_name(),
             &self.session.client_id,
@@ -970,6 +1109,25 @@ impl Queued {
             message,
             enqueued_at: Instant::now(),
             subscription_ids,
+        }
+    }
+}
+
+/// Wait until none of `sessions` is behind any more, or until `deadline`.
+async fn until_drained(sessions: &[Arc<Session>], deadline: Instant) {
+    for session in sessions {
+        loop {
+            // Registered before the check, so a drain between the two is not missed.
+            let drained = session.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if !session.is_congested() {
+                break;
+            }
+            tokio::select! {
+                () = drained => {}
+                () = tokio::time::sleep_until(deadline) => return,
+            }
         }
     }
 }

@@ -145,7 +145,9 @@ pub async fn serve(
         tokio::spawn(async move {
             match tls {
                 None => connection::handle(socket, broker, Transport::Plaintext).await,
-                Some(tls) => handle_tls(socket, broker, &tls).await,
+                // Boxed: a TLS stream and its handshake would otherwise size the task of
+                // every plaintext connection too (the future is as large as its largest arm).
+                Some(tls) => Box::pin(handle_tls(socket, broker, &tls)).await,
             }
             drop(permit);
         });
@@ -315,7 +317,6 @@ pub async fn run_local(
         .map(|kind| (kind, Connections::new(broker.limits.max_connections)))
         .collect();
     let supervised = supervise(&broker, addrs, &connections, stop).await;
-
     broker.closing.send_modify(|closing| closing.all = true);
     let all_ended = async {
         for c in connections.values().chain([&websockets]) {
@@ -389,6 +390,11 @@ async fn supervise(
             _ = stop.wait_for(|s| *s) => break Ok(()),
         }
     };
+    // Connections first: they get their DISCONNECT while the listeners close.
+    broker.closing.send_modify(|closing| closing.all = true);
+    for listener in open.values() {
+        let _ = listener.stop.send(true);
+    }
     for (kind, listener) in open {
         close(kind, listener).await;
     }
@@ -426,9 +432,16 @@ fn start(
 
 /// Stop accepting on `listener` and close its socket. Its connections are ended by
 /// `Broker::closing` when the Snapshot turned their kind off, else they stay.
-async fn close(kind: Kind, listener: Open) {
+async fn close(kind: Kind, mut listener: Open) {
     let _ = listener.stop.send(true);
-    let _ = listener.task.await;
+    // WSS waits for the HTTP requests in progress (bounded by the upgrade deadline); at
+    // shutdown that must not eat the time the connections and the final state need.
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut listener.task)
+        .await
+        .is_err()
+    {
+        listener.task.abort();
+    }
     info!(addr = %listener.addr, scheme = kind.scheme(), "mqtt listener closed");
 }
 

@@ -7,16 +7,35 @@ use super::metrics::MqttMetrics;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::num::{NonZeroU16, NonZeroU32};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// Per-session bounds.
+/// Per-session bounds (see the README's "Flow control" for why these numbers).
 #[derive(Clone, Copy, Debug)]
 pub struct QueueLimits {
-    /// QoS 0 messages are dropped once this many messages wait.
-    pub max_queued_qos0: usize,
-    /// QoS 1 and 2 messages are dropped once this many messages wait.
+    /// Messages waiting for a *connected* client at which the connections publishing to it
+    /// stop reading (TCP back-pressure) until it is under `resume_publishers_below` again.
+    pub pause_publishers_at: usize,
+    pub resume_publishers_below: usize,
+    /// The hard bound while connected: beyond it even QoS 1/2 is dropped (`queue_full`). Only
+    /// publishers that cannot be paused get here: a client publishing to itself, or one
+    /// whose pause ran out (`Limits::max_publisher_pause`).
     pub max_queued: usize,
+    /// A session without a connection keeps at most this many messages (`queue_full_offline`)…
+    pub max_queued_offline: usize,
+    /// …of which at most this many QoS 0 (`queue_full_qos0`).
+    pub max_queued_qos0_offline: usize,
+}
+
+/// What became of a message handed to a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    Queued,
+    /// Queued, and the client is behind: its publishers should pause until it drains.
+    QueuedCongested,
+    /// Dropped (and counted) at a bound.
+    Dropped,
 }
 
 /// An outgoing QoS 1/2 message the client has not finished acknowledging.
@@ -179,6 +198,11 @@ pub struct Session {
     pub state: parking_lot::Mutex<SessionState>,
     /// Notified when a message is queued.
     pub wake: Notify,
+    /// Set when the queue reached `pause_publishers_at`; cleared (and `drained` notified)
+    /// when the connection has taken it under `resume_publishers_below`.
+    congested: AtomicBool,
+    /// Publishers paused on this session wait here.
+    pub drained: Notify,
 }
 
 impl Session {
@@ -188,11 +212,18 @@ impl Session {
             authentication_name,
             state: parking_lot::Mutex::new(SessionState::default()),
             wake: Notify::new(),
+            congested: AtomicBool::new(false),
+            drained: Notify::new(),
         }
     }
 
-    /// Queue a message for the client, within the limits; false (and counted) if dropped.
-    pub fn enqueue(&self, message: Message, limits: QueueLimits, metrics: &MqttMetrics) -> bool {
+    /// Queue a message for the client, within the limits.
+    pub fn enqueue(
+        &self,
+        message: Message,
+        limits: QueueLimits,
+        metrics: &MqttMetrics,
+    ) -> Enqueued {
         self.enqueue_with(message, Vec::new(), limits, metrics)
     }
 
@@ -203,18 +234,21 @@ impl Session {
         subscription_ids: Vec<NonZeroU32>,
         limits: QueueLimits,
         metrics: &MqttMetrics,
-    ) -> bool {
+    ) -> Enqueued {
         let mut state = self.state.lock();
         let waiting = state.queue.len();
-        if message.qos == QoS::AtMostOnce && waiting >= limits.max_queued_qos0 {
+        let connected = state.attachment.is_some();
+        let dropped = if connected {
+            (waiting >= limits.max_queued).then_some("queue_full")
+        } else if message.qos == QoS::AtMostOnce && waiting >= limits.max_queued_qos0_offline {
+            Some("queue_full_qos0")
+        } else {
+            (waiting >= limits.max_queued_offline).then_some("queue_full_offline")
+        };
+        if let Some(reason) = dropped {
             drop(state);
-            metrics.drop_message("queue_full_qos0");
-            return false;
-        }
-        if waiting >= limits.max_queued {
-            drop(state);
-            metrics.drop_message("queue_full");
-            return false;
+            metrics.drop_message(reason);
+            return Enqueued::Dropped;
         }
         state.queue.push_back(Queued {
             message,
@@ -223,7 +257,34 @@ impl Session {
         });
         drop(state);
         self.wake.notify_one();
-        true
+        if connected && waiting + 1 >= limits.pause_publishers_at {
+            self.congested.store(true, Ordering::Release);
+            return Enqueued::QueuedCongested;
+        }
+        Enqueued::Queued
+    }
+
+    /// Whether publishers to this session should still wait.
+    pub fn is_congested(&self) -> bool {
+        self.congested.load(Ordering::Acquire)
+    }
+
+    /// The connection took messages off the queue: once under the resume mark, let paused
+    /// publishers go on.
+    pub fn after_drain(&self, limits: QueueLimits) {
+        if self.congested.load(Ordering::Acquire)
+            && self.state.lock().queue.len() < limits.resume_publishers_below
+        {
+            self.congested.store(false, Ordering::Release);
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// The connection left: publishers must not wait for a client that is gone (the
+    /// offline bounds apply from now on).
+    pub fn release_publishers(&self) {
+        self.congested.store(false, Ordering::Release);
+        self.drained.notify_waiters();
     }
 }
 
@@ -309,25 +370,89 @@ mod tests {
         assert_eq!(state.next_packet_id().unwrap().get(), 2);
     }
 
+    fn limits() -> QueueLimits {
+        QueueLimits {
+            pause_publishers_at: 3,
+            resume_publishers_below: 2,
+            max_queued: 4,
+            max_queued_offline: 2,
+            max_queued_qos0_offline: 1,
+        }
+    }
+
+    fn dropped(metrics: &MqttMetrics, reason: &str) -> u64 {
+        metrics.dropped.with_label_values(&[reason]).get()
+    }
+
     #[test]
-    fn a_full_queue_drops_qos0_first_then_everything() {
+    fn an_offline_session_drops_qos0_first_then_everything() {
         let metrics = MqttMetrics::register(&prometheus::Registry::new()).unwrap();
         let session = Session::new("c".into(), "c".into());
-        let limits = QueueLimits {
-            max_queued_qos0: 1,
-            max_queued: 2,
-        };
-        assert!(session.enqueue(message(QoS::AtMostOnce), limits, &metrics));
-        assert!(!session.enqueue(message(QoS::AtMostOnce), limits, &metrics));
-        assert!(session.enqueue(message(QoS::AtLeastOnce), limits, &metrics));
-        assert!(!session.enqueue(message(QoS::ExactlyOnce), limits, &metrics));
+        let enqueue = |qos| session.enqueue(message(qos), limits(), &metrics);
+        assert_eq!(enqueue(QoS::AtMostOnce), Enqueued::Queued);
+        assert_eq!(enqueue(QoS::AtMostOnce), Enqueued::Dropped);
+        assert_eq!(enqueue(QoS::AtLeastOnce), Enqueued::Queued);
+        assert_eq!(enqueue(QoS::ExactlyOnce), Enqueued::Dropped);
+        assert_eq!(dropped(&metrics, "queue_full_qos0"), 1);
+        assert_eq!(dropped(&metrics, "queue_full_offline"), 1);
+        assert!(!session.is_congested(), "nobody to wait for while offline");
+    }
+
+    #[test]
+    fn a_connected_session_asks_publishers_to_pause_then_lets_them_go_once_drained() {
+        let metrics = MqttMetrics::register(&prometheus::Registry::new()).unwrap();
+        let session = Session::new("c".into(), "c".into());
+        session.state.lock().attachment = Some(Attachment::new(1));
+        let enqueue = |qos| session.enqueue(message(qos), limits(), &metrics);
+        assert_eq!(enqueue(QoS::AtMostOnce), Enqueued::Queued);
+        assert_eq!(enqueue(QoS::AtMostOnce), Enqueued::Queued);
+        assert_eq!(enqueue(QoS::AtLeastOnce), Enqueued::QueuedCongested);
+        assert!(session.is_congested());
+        assert_eq!(enqueue(QoS::AtLeastOnce), Enqueued::QueuedCongested);
         assert_eq!(
-            metrics
-                .dropped
-                .with_label_values(&["queue_full_qos0"])
-                .get(),
-            1
+            enqueue(QoS::AtLeastOnce),
+            Enqueued::Dropped,
+            "the hard bound"
         );
-        assert_eq!(metrics.dropped.with_label_values(&["queue_full"]).get(), 1);
+        assert_eq!(dropped(&metrics, "queue_full"), 1);
+
+        session.state.lock().queue.pop_front();
+        session.state.lock().queue.pop_front();
+        session.after_drain(limits());
+        assert!(
+            session.is_congested(),
+            "2 waiting: not under the resume mark yet"
+        );
+        session.state.lock().queue.pop_front();
+        session.after_drain(limits());
+        assert!(!session.is_congested());
+    }
+
+    #[tokio::test]
+    async fn a_paused_publisher_is_woken_when_the_session_drains() {
+        let metrics = MqttMetrics::register(&prometheus::Registry::new()).unwrap();
+        let session = Arc::new(Session::new("c".into(), "c".into()));
+        session.state.lock().attachment = Some(Attachment::new(1));
+        for _ in 0..3 {
+            session.enqueue(message(QoS::AtLeastOnce), limits(), &metrics);
+        }
+        let waiter = {
+            let session = Arc::clone(&session);
+            tokio::spawn(async move {
+                let drained = session.drained.notified();
+                tokio::pin!(drained);
+                drained.as_mut().enable();
+                if session.is_congested() {
+                    drained.await;
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        session.state.lock().queue.clear();
+        session.after_drain(limits());
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
     }
 }

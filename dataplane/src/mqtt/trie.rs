@@ -17,9 +17,9 @@ struct Node<K, V> {
     literal: HashMap<String, Node<K, V>>,
     single: Option<Box<Node<K, V>>>,
     /// Subscribers whose filter ends with `#` here.
-    multi: BTreeMap<K, V>,
+    multi: Entries<K, V>,
     /// Subscribers whose filter ends exactly here.
-    exact: BTreeMap<K, V>,
+    exact: Entries<K, V>,
 }
 
 impl<K, V> Default for Node<K, V> {
@@ -27,8 +27,76 @@ impl<K, V> Default for Node<K, V> {
         Self {
             literal: HashMap::new(),
             single: None,
-            multi: BTreeMap::new(),
-            exact: BTreeMap::new(),
+            multi: Entries::default(),
+            exact: Entries::default(),
+        }
+    }
+}
+
+/// The subscribers at one node. Most filters have one subscriber (a device's own topic),
+/// and a `BTreeMap` allocates room for eleven at its first insert: a small vector holds the
+/// few, the map the many (a filter thousands of clients share).
+#[derive(Debug)]
+enum Entries<K, V> {
+    Few(Vec<(K, V)>),
+    Many(BTreeMap<K, V>),
+}
+
+/// Subscribers kept in the vector before the map takes over.
+const FEW: usize = 8;
+
+impl<K, V> Default for Entries<K, V> {
+    fn default() -> Self {
+        Entries::Few(Vec::new())
+    }
+}
+
+impl<K, V> Entries<K, V> {
+    fn for_each<'a>(&'a self, visit: &mut impl FnMut(&'a K, &'a V)) {
+        match self {
+            Entries::Few(few) => few.iter().for_each(|(k, v)| visit(k, v)),
+            Entries::Many(many) => many.iter().for_each(|(k, v)| visit(k, v)),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Entries::Few(few) => few.is_empty(),
+            Entries::Many(many) => many.is_empty(),
+        }
+    }
+}
+
+impl<K: Ord, V> Entries<K, V> {
+    fn insert(&mut self, key: K, value: V) -> Option<V> {
+        match self {
+            Entries::Few(few) => {
+                if let Some((_, held)) = few.iter_mut().find(|(k, _)| *k == key) {
+                    return Some(std::mem::replace(held, value));
+                }
+                if few.len() < FEW {
+                    if few.capacity() == 0 {
+                        few.reserve_exact(1);
+                    }
+                    few.push((key, value));
+                } else {
+                    let mut many: BTreeMap<K, V> = std::mem::take(few).into_iter().collect();
+                    many.insert(key, value);
+                    *self = Entries::Many(many);
+                }
+                None
+            }
+            Entries::Many(many) => many.insert(key, value),
+        }
+    }
+
+    fn remove(&mut self, key: &K) -> Option<V> {
+        match self {
+            Entries::Few(few) => {
+                let at = few.iter().position(|(k, _)| k == key)?;
+                Some(few.swap_remove(at).1)
+            }
+            Entries::Many(many) => many.remove(key),
         }
     }
 }
@@ -99,12 +167,35 @@ impl<K: Ord + Clone, V: Clone> Trie<K, V> {
 
     /// Every subscription whose filter matches `topic` (a valid topic name), once per filter.
     pub fn matches(&self, topic: &str) -> Vec<(K, V)> {
-        let levels: Vec<&str> = topic.split('/').collect();
         let mut out = Vec::new();
+        self.for_each_match(topic, |k, v| out.push((k.clone(), v.clone())));
+        out
+    }
+
+    /// [`Trie::matches`] without copying: the router's hot path visits each match in place.
+    pub fn for_each_match<'a>(&'a self, topic: &str, mut visit: impl FnMut(&'a K, &'a V)) {
+        // Topics are at most a few levels deep (SPEC §D: 8): no allocation for the split.
+        let mut levels: [&str; 16] = [""; 16];
+        let mut depth = 0;
+        let mut overflow = Vec::new();
+        for level in topic.split('/') {
+            if depth < levels.len() {
+                levels[depth] = level;
+            } else {
+                overflow.push(level);
+            }
+            depth += 1;
+        }
+        let all: Vec<&str>;
+        let levels: &[&str] = if overflow.is_empty() {
+            &levels[..depth]
+        } else {
+            all = levels.iter().copied().chain(overflow).collect();
+            &all
+        };
         // `$` topics are out of reach of filters that start with a wildcard.
         let dollar = topic.starts_with('$');
-        collect(&self.root, &levels, dollar, &mut out);
-        out
+        visit_matches(&self.root, levels, dollar, &mut visit);
     }
 }
 
@@ -138,25 +229,25 @@ fn remove<K: Ord, V>(node: &mut Node<K, V>, levels: &[&str], key: &K) -> Option<
     }
 }
 
-fn collect<K: Clone, V: Clone>(
-    node: &Node<K, V>,
+fn visit_matches<'a, K, V>(
+    node: &'a Node<K, V>,
     levels: &[&str],
     first_is_dollar: bool,
-    out: &mut Vec<(K, V)>,
+    visit: &mut impl FnMut(&'a K, &'a V),
 ) {
     // `#` matches the parent level too (`a/#` matches `a`), and everything below.
     if !first_is_dollar {
-        out.extend(node.multi.iter().map(|(k, v)| (k.clone(), v.clone())));
+        node.multi.for_each(visit);
     }
     let Some((&level, rest)) = levels.split_first() else {
-        out.extend(node.exact.iter().map(|(k, v)| (k.clone(), v.clone())));
+        node.exact.for_each(visit);
         return;
     };
     if let Some(child) = node.literal.get(level) {
-        collect(child, rest, false, out);
+        visit_matches(child, rest, false, visit);
     }
     if !first_is_dollar && let Some(child) = &node.single {
-        collect(child, rest, false, out);
+        visit_matches(child, rest, false, visit);
     }
 }
 
@@ -165,6 +256,25 @@ mod tests {
     use super::*;
     use proptest::collection::vec;
     use proptest::prelude::*;
+
+    #[test]
+    fn many_subscribers_of_one_filter_move_from_the_vector_to_the_map_and_back_out() {
+        let filter = TopicFilter::parse("a/+").unwrap();
+        let mut trie: Trie<u32, u32> = Trie::new();
+        for key in 0..20 {
+            assert_eq!(trie.insert(&filter, key, key), None);
+        }
+        assert_eq!(trie.insert(&filter, 3, 33), Some(3), "a re-subscription replaces");
+        let mut seen: Vec<(u32, u32)> = trie.matches("a/b");
+        seen.sort_unstable();
+        assert_eq!(seen.len(), 20);
+        assert_eq!(seen[3], (3, 33));
+        for key in 0..20 {
+            assert!(trie.remove(&filter, &key).is_some(), "{key}");
+        }
+        assert!(trie.is_empty());
+        assert!(trie.matches("a/b").is_empty());
+    }
 
     fn level() -> impl Strategy<Value = String> {
         prop_oneof![Just("a"), Just("b"), Just("$x"), Just(""), Just("c")].prop_map(String::from)

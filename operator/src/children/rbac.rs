@@ -42,6 +42,9 @@ fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
 pub fn dataplane_rules() -> Vec<PolicyRule> {
     vec![
         rule(GROUP, &GRIDLINE_RESOURCES, &READ),
+        // Push delivery's EndpointValidated / EndpointHealthy conditions (the data plane's
+        // delivery/status_writer.rs applies them, nothing else).
+        rule(GROUP, &["eventsubscriptions/status"], &["get", "patch"]),
         rule("", &["secrets"], &READ),
         rule(
             "coordination.k8s.io",
@@ -89,20 +92,26 @@ mod tests {
         assert_eq!(role.metadata.name.as_deref(), Some("orders-gridline"));
         assert_eq!(role.metadata.namespace.as_deref(), Some("shop"));
         let rules = role.rules.unwrap();
-        assert_eq!(rules.len(), 3);
+        assert_eq!(rules.len(), 4);
         assert_eq!(rules[0].api_groups.as_ref().unwrap(), &["gridline.dev"]);
         assert_eq!(rules[0].resources.as_ref().unwrap().len(), 7);
         assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
-        assert_eq!(rules[1].api_groups.as_ref().unwrap(), &[""]);
-        assert_eq!(rules[1].resources.as_ref().unwrap(), &["secrets"]);
-        assert_eq!(rules[1].verbs, ["get", "list", "watch"]);
+        // The only write on Gridline objects: push delivery conditions in the status.
         assert_eq!(
-            rules[2].api_groups.as_ref().unwrap(),
+            rules[1].resources.as_ref().unwrap(),
+            &["eventsubscriptions/status"]
+        );
+        assert_eq!(rules[1].verbs, ["get", "patch"]);
+        assert_eq!(rules[2].api_groups.as_ref().unwrap(), &[""]);
+        assert_eq!(rules[2].resources.as_ref().unwrap(), &["secrets"]);
+        assert_eq!(rules[2].verbs, ["get", "list", "watch"]);
+        assert_eq!(
+            rules[3].api_groups.as_ref().unwrap(),
             &["coordination.k8s.io"]
         );
-        assert!(rules[2].verbs.iter().any(|v| v == "update"));
+        assert!(rules[3].verbs.iter().any(|v| v == "update"));
         // Read-only on Secrets and Gridline objects: no write verb sneaks in.
-        for rule in &rules[..2] {
+        for rule in [&rules[0], &rules[2]] {
             assert!(rule.verbs.iter().all(|v| READ.contains(&v.as_str())));
         }
     }

@@ -17,7 +17,7 @@ fn children_script() -> Vec<Expect> {
             assert_eq!(b["metadata"]["ownerReferences"][0]["name"], "orders");
         }),
         apply_of("/apis/rbac.authorization.k8s.io/v1/namespaces/shop/roles/orders-gridline")
-            .body(|b| assert_eq!(b["rules"].as_array().map(Vec::len), Some(3))),
+            .body(|b| assert_eq!(b["rules"].as_array().map(Vec::len), Some(4))),
         apply_of("/apis/rbac.authorization.k8s.io/v1/namespaces/shop/rolebindings/orders-gridline")
             .body(|b| assert_eq!(b["roleRef"]["name"], "orders-gridline")),
         apply_of("/api/v1/namespaces/shop/services/orders-gridline-peers")

@@ -36,15 +36,26 @@ fn status_text(status: bool) -> &'static str {
     if status { "True" } else { "False" }
 }
 
+/// Condition types the operator reports; a type it no longer wants (the insecure-identity
+/// warning once the switch is off) is removed.
+pub const OPERATOR_CONDITIONS: [&str; 3] = ["Accepted", "Ready", "InsecureUsernameAuthentication"];
+
 /// The conditions to write: `desired`, in order, each keeping the `lastTransitionTime` of the
 /// current condition of its type when its status has not changed, and taking `now` otherwise.
-/// Current conditions of other types are dropped: the operator owns every condition it reports.
+/// Current conditions of the operator's types that are not desired are dropped; those of other
+/// types are kept as they are, after ours: the data plane writes a push subscription's
+/// `EndpointValidated` / `EndpointHealthy` (server-side apply, its own field manager), and a
+/// status patch of ours must not erase them.
 pub fn merge(
     current: &[Condition],
     desired: &[Desired],
     generation: Option<i64>,
     now: &Time,
 ) -> Vec<Condition> {
+    let foreign = current
+        .iter()
+        .filter(|c| !OPERATOR_CONDITIONS.contains(&c.type_.as_str()))
+        .cloned();
     desired
         .iter()
         .map(|d| {
@@ -62,6 +73,7 @@ pub fn merge(
                 last_transition_time,
             }
         })
+        .chain(foreign)
         .collect()
 }
 
@@ -116,6 +128,29 @@ mod tests {
         assert_eq!(
             merge(&current, &[ready(true, "PodsReady")], Some(1), &at(500)),
             current
+        );
+    }
+
+    #[test]
+    fn the_data_planes_conditions_are_kept_and_a_dropped_warning_goes() {
+        let mut current = merge(&[], &[ready(true, "PodsReady")], Some(1), &at(100));
+        let warning = Desired::new(
+            "InsecureUsernameAuthentication",
+            true,
+            "DevelopmentIdentityEnabled",
+            String::new(),
+        );
+        current.extend(merge(&[], &[warning], Some(1), &at(100)));
+        let mut endpoint = merge(&[], &[ready(false, "DeliveryFailing")], Some(1), &at(150));
+        endpoint[0].type_ = "EndpointHealthy".to_string();
+        current.extend(endpoint.clone());
+
+        let merged = merge(&current, &[ready(true, "PodsReady")], Some(1), &at(200));
+        let types: Vec<&str> = merged.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, ["Ready", "EndpointHealthy"]);
+        assert_eq!(
+            merged[1], endpoint[0],
+            "kept exactly as the data plane wrote it"
         );
     }
 
