@@ -215,3 +215,68 @@ async fn a_tls_client_that_never_asks_for_the_upgrade_is_closed_after_the_handsh
         dataplane.logs()
     );
 }
+
+#[tokio::test]
+async fn a_half_sent_upgrade_request_does_not_hold_up_the_shutdown() {
+    use tokio::io::AsyncWriteExt;
+    let (workspace, mut dataplane, pki) = wss_broker(true);
+    let wss = dataplane.wss_addr();
+    let tcp = dataplane.mqtt_addr();
+    let (mut client, _) =
+        RawClient::connect(tcp, connect_packet(Version::V5, "v5", "sensor-1")).await;
+    let mut stream = support::wss::tls_connect(wss, &pki.ca_pem, OfferedCertificate::new(None))
+        .await
+        .unwrap();
+    // The request line and a header, not the blank line that ends the request.
+    stream
+        .write_all(b"GET /mqtt HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    stream.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut retained = message("lab/at-shutdown", "kept", QoS::AtLeastOnce);
+    retained.retain = true;
+    client
+        .send(Packet::Publish(Box::new(
+            gridline_dataplane::mqtt::codec::Publish {
+                dup: false,
+                packet_id: std::num::NonZeroU16::new(1),
+                topic_alias: None,
+                subscription_ids: Vec::new(),
+                message: retained,
+            },
+        )))
+        .await;
+    assert!(matches!(
+        client.next(Duration::from_secs(5)).await,
+        Some(Packet::PubAck(_))
+    ));
+
+    assert!(dataplane.terminate().success(), "{}", dataplane.logs());
+    let packet = client.next(Duration::from_secs(1)).await;
+    assert!(
+        matches!(packet, Some(Packet::Disconnect(ref d)) if d.reason == 0x8B),
+        "{packet:?}\n{}",
+        dataplane.logs()
+    );
+    // The final state was written within the data plane's shutdown time.
+    let dataplane = workspace.start(&[]);
+    let (mut reader, _) = RawClient::connect(
+        dataplane.mqtt_addr(),
+        connect_packet(Version::V5, "reader", "dashboard"),
+    )
+    .await;
+    assert_eq!(
+        reader
+            .subscribe(1, None, &[("lab/at-shutdown", false)])
+            .await,
+        [1]
+    );
+    let publish = reader.next_publish(Duration::from_secs(5)).await;
+    assert_eq!(
+        publish.map(|p| p.message.payload),
+        Some(bytes::Bytes::from_static(b"kept")),
+        "{}",
+        dataplane.logs()
+    );
+}

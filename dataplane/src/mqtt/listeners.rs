@@ -24,6 +24,8 @@ use tracing::{debug, info, warn};
 /// How long connections get, at shutdown, to receive their DISCONNECT and close before the
 /// final state is written. The data plane gives the whole MQTT shutdown 5 s.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// How long a closing listener's accept loop gets to finish (WSS: axum's graceful shutdown).
+const LISTENER_CLOSE: Duration = Duration::from_secs(1);
 
 /// Where the local-mode MQTT listeners bind.
 #[derive(Clone, Copy, Debug)]
@@ -435,8 +437,9 @@ fn start(
 async fn close(kind: Kind, mut listener: Open) {
     let _ = listener.stop.send(true);
     // WSS waits for the HTTP requests in progress (bounded by the upgrade deadline); at
-    // shutdown that must not eat the time the connections and the final state need.
-    if tokio::time::timeout(SHUTDOWN_GRACE, &mut listener.task)
+    // shutdown that must not eat the time the connections and the final state need. Its
+    // connections are waited for through its `Connections` anyway.
+    if tokio::time::timeout(LISTENER_CLOSE, &mut listener.task)
         .await
         .is_err()
     {
