@@ -165,17 +165,32 @@ fn ip_of(bytes: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// Chains remembered as verified, per CA set (see [`CaTrust`]).
+const VERIFIED_CHAINS: usize = 10_000;
+
 /// Chain verification against the Namespace's CA certificates, with the verifier built once
 /// per set of CAs (CA certificates change without a restart; the next CONNECT sees them).
+///
+/// A chain that verified is remembered (by the SHA-256 of its certificates) until the
+/// earliest `notAfter` in it, so that a device reconnecting with the same certificate — a
+/// reconnect storm after a restart is when the connection rate matters — costs no second
+/// chain verification, the costliest step of CONNECT after the handshake itself. The memory
+/// goes with the CA set (a removed CA is not trusted from the next CONNECT on) and holds at
+/// most `VERIFIED_CHAINS` chains (then it starts over). The leaf's dates, the Client and the
+/// scheme are still checked at every CONNECT; only the signature path is remembered.
 pub struct CaTrust {
     provider: Arc<rustls::crypto::CryptoProvider>,
     cached: parking_lot::Mutex<Option<CachedVerifier>>,
+    /// Chain verifications run (not answered from memory); for tests.
+    verifications: std::sync::atomic::AtomicU64,
 }
 
 struct CachedVerifier {
     cas: BTreeMap<String, Vec<u8>>,
     /// `None`: no CA certificate parses, so no chain can verify.
     verifier: Option<Arc<dyn ClientCertVerifier>>,
+    /// SHA-256 of a verified chain → until when (Unix seconds) the verification holds.
+    verified: std::collections::HashMap<[u8; 32], i64>,
 }
 
 impl Default for CaTrust {
@@ -183,6 +198,7 @@ impl Default for CaTrust {
         Self {
             provider: Arc::new(rustls::crypto::ring::default_provider()),
             cached: parking_lot::Mutex::new(None),
+            verifications: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -199,25 +215,72 @@ impl CaTrust {
         let Some((leaf, intermediates)) = chain.split_first() else {
             return Err(AuthFailure::NoCertificate);
         };
-        let verifier = self
-            .verifier_for(cas)
-            .ok_or(AuthFailure::NoCaCertificates)?;
+        let key = chain_key(chain);
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let (verifier, verified_until) = {
+            let mut cached = self.cached.lock();
+            let current = self.current(&mut cached, cas);
+            (
+                current.verifier.clone(),
+                current.verified.get(&key).copied(),
+            )
+        };
+        let verifier = verifier.ok_or(AuthFailure::NoCaCertificates)?;
+        if verified_until.is_some_and(|until| now_secs <= until) {
+            return Ok(());
+        }
+        // Verified outside the lock: connections on other cores do not wait for it.
+        self.verifications
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         verifier
             .verify_client_cert(leaf, intermediates, now)
-            .map(|_| ())
             .map_err(|error| match error {
                 rustls::Error::InvalidCertificate(error) => failure_of(&error),
                 _ => AuthFailure::UntrustedCertificate,
-            })
+            })?;
+        if let Some(until) = earliest_not_after(chain) {
+            let mut cached = self.cached.lock();
+            if let Some(current) = cached.as_mut()
+                && current
+                    .verifier
+                    .as_ref()
+                    .is_some_and(|v| Arc::ptr_eq(v, &verifier))
+            {
+                if current.verified.len() >= VERIFIED_CHAINS {
+                    current.verified.clear();
+                }
+                current.verified.insert(key, until);
+            }
+        }
+        Ok(())
     }
 
-    fn verifier_for(&self, cas: &BTreeMap<String, Vec<u8>>) -> Option<Arc<dyn ClientCertVerifier>> {
-        let mut cached = self.cached.lock();
-        if let Some(c) = cached.as_ref()
-            && &c.cas == cas
-        {
-            return c.verifier.clone();
+    /// Chain verifications run so far (not answered from memory).
+    pub fn verifications(&self) -> u64 {
+        self.verifications
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The verifier of `cas`: the cached one, or a new one (forgetting verified chains).
+    fn current<'a>(
+        &self,
+        cached: &'a mut Option<CachedVerifier>,
+        cas: &BTreeMap<String, Vec<u8>>,
+    ) -> &'a mut CachedVerifier {
+        if cached.as_ref().is_some_and(|c| &c.cas != cas) {
+            *cached = None;
         }
+        cached.get_or_insert_with(|| CachedVerifier {
+            cas: cas.clone(),
+            verifier: self.build_verifier(cas),
+            verified: std::collections::HashMap::new(),
+        })
+    }
+
+    fn build_verifier(
+        &self,
+        cas: &BTreeMap<String, Vec<u8>>,
+    ) -> Option<Arc<dyn ClientCertVerifier>> {
         let mut roots = RootCertStore::empty();
         for pem in cas.values() {
             for certificate in CertificateDer::pem_slice_iter(pem).flatten() {
@@ -226,20 +289,40 @@ impl CaTrust {
                 let _ = roots.add(certificate);
             }
         }
-        let verifier = (!roots.is_empty())
+        (!roots.is_empty())
             .then(|| {
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
                     .allow_unauthenticated()
                     .build()
                     .ok()
             })
-            .flatten();
-        *cached = Some(CachedVerifier {
-            cas: cas.clone(),
-            verifier: verifier.clone(),
-        });
-        verifier
+            .flatten()
     }
+}
+
+/// SHA-256 over the chain's certificates, each prefixed with its length.
+fn chain_key(chain: &[CertificateDer<'static>]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for certificate in chain {
+        hasher.update((certificate.len() as u64).to_be_bytes());
+        hasher.update(certificate.as_ref());
+    }
+    hasher.finalize().into()
+}
+
+/// The earliest `notAfter` of the chain's certificates (Unix seconds); `None` if one does not
+/// parse (such a chain is not remembered).
+fn earliest_not_after(chain: &[CertificateDer<'static>]) -> Option<i64> {
+    chain
+        .iter()
+        .map(|der| {
+            x509_parser::parse_x509_certificate(der)
+                .ok()
+                .map(|(_, c)| c.validity().not_after.timestamp())
+        })
+        .try_fold(i64::MAX, |earliest, not_after| {
+            not_after.map(|n| earliest.min(n))
+        })
 }
 
 fn failure_of(error: &CertificateError) -> AuthFailure {

@@ -330,3 +330,56 @@ fn a_changed_ca_set_is_used_at_once() {
         Ok(())
     );
 }
+
+#[test]
+fn a_verified_chain_is_remembered_until_its_earliest_expiry_and_forgotten_with_the_ca_set() {
+    let trusted = ca("trusted");
+    let other = ca("other");
+    let trust = CaTrust::default();
+    let device = leaf("d", vec![], Some(&trusted), false);
+    let registered = cas(&[&trusted]);
+    for _ in 0..3 {
+        assert_eq!(
+            trust.verify(&registered, std::slice::from_ref(&device), now()),
+            Ok(())
+        );
+    }
+    assert_eq!(trust.verifications(), 1, "verified once, then remembered");
+    let after_expiry = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        date_time_ymd(2999, 1, 2).unix_timestamp() as u64,
+    ));
+    assert_eq!(
+        trust.verify(&registered, std::slice::from_ref(&device), after_expiry),
+        Err(AuthFailure::CertificateExpired),
+        "not past the certificate's notAfter"
+    );
+    assert_eq!(
+        trust.verify(&cas(&[&other]), std::slice::from_ref(&device), now()),
+        Err(AuthFailure::UntrustedCertificate),
+        "a CA removed is not trusted from memory"
+    );
+    assert_eq!(
+        trust.verify(&cas(&[&trusted, &other]), &[device], now()),
+        Ok(())
+    );
+    assert_eq!(trust.verifications(), 4);
+}
+
+#[test]
+fn a_failed_chain_is_not_remembered() {
+    let stranger = ca("stranger");
+    let trust = CaTrust::default();
+    let foreign = leaf("d", vec![], Some(&stranger), false);
+    for _ in 0..2 {
+        assert!(
+            trust
+                .verify(
+                    &cas(&[&ca("trusted")]),
+                    std::slice::from_ref(&foreign),
+                    now()
+                )
+                .is_err()
+        );
+    }
+    assert_eq!(trust.verifications(), 2);
+}
