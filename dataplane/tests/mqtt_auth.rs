@@ -106,6 +106,12 @@ fn auth_broker(thumbprint_of: &Identity) -> AuthBroker {
             "spec:\n  caCertificates:\n    - name: client-ca\n      secretName: client-ca\n",
             1,
         )
+        // The WSS listener (Event Grid's 443) rides on `https`.
+        .replacen(
+            "    https:\n      enabled: false\n",
+            "    https:\n      enabled: true\n",
+            1,
+        )
         .replacen(
             "    state: Enabled\n",
             "    state: Enabled\n    clientAuthentication:\n      alternativeAuthenticationNameSources: [ClientCertificateDns, ClientCertificateSubject]\n",
@@ -179,6 +185,48 @@ impl AuthBroker {
                 "1",
             ],
         )
+    }
+
+    /// CONNECT over WebSockets over TLS (the listener at `addr`) presenting `identity`, as
+    /// `username`: the CONNACK's reason code.
+    async fn wss_connack(
+        &self,
+        addr: SocketAddr,
+        identity: &Identity,
+        version: Version,
+        username: &str,
+    ) -> u8 {
+        use bytes::BytesMut;
+        use futures::{SinkExt, StreamExt};
+        use gridline_dataplane::mqtt::codec::{Codec, Packet};
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_util::codec::{Decoder, Encoder};
+        let tls = tls_connect(addr, &self.server_ca, Some(identity)).await;
+        let mut request = format!("wss://localhost:{}/mqtt", addr.port())
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+        let (mut socket, _) = tokio_tungstenite::client_async(request, tls).await.unwrap();
+        let mut codec = Codec::new(version, 1 << 20);
+        let connect = connect_packet(version, &format!("wss-{}", next_id()), username);
+        let mut bytes = BytesMut::new();
+        codec
+            .encode(Packet::Connect(Box::new(connect)), &mut bytes)
+            .unwrap();
+        socket.send(Message::binary(bytes.freeze())).await.unwrap();
+        let mut received = BytesMut::new();
+        loop {
+            if let Some(Packet::ConnAck(ack)) = codec.decode(&mut received).unwrap() {
+                return ack.reason;
+            }
+            match tokio::time::timeout(Duration::from_secs(5), socket.next()).await {
+                Ok(Some(Ok(Message::Binary(data)))) => received.extend_from_slice(&data),
+                other => panic!("no CONNACK over WSS: {other:?}"),
+            }
+        }
     }
 
     async fn failures(&self, reason: &str) -> Option<f64> {
@@ -370,4 +418,28 @@ async fn without_a_username_the_certificate_names_the_client_in_the_configured_o
         broker.connack(Some(&nameless), Version::V5, None).await,
         BAD_USER_NAME_OR_PASSWORD
     );
+}
+
+#[tokio::test]
+async fn a_certificate_over_websockets_over_tls_is_judged_as_over_tls() {
+    let broker = auth_broker(&ClientCert::cn("unused").self_signed());
+    let good = broker.client_ca.issue(ClientCert::cn("subject-device"));
+    let bad = broker.client_ca.issue(ClientCert::cn("someone-else"));
+    let wss = broker.dataplane.wss_addr();
+    for version in [Version::V5, Version::V311] {
+        assert_eq!(
+            broker
+                .wss_connack(wss, &good, version, "subject-device")
+                .await,
+            ACCEPTED,
+            "{version:?}"
+        );
+        assert_eq!(
+            broker
+                .wss_connack(wss, &bad, version, "subject-device")
+                .await,
+            BAD_USER_NAME_OR_PASSWORD,
+            "{version:?}"
+        );
+    }
 }
