@@ -802,3 +802,34 @@ fn compile_takes_one_namespace_and_ignores_objects_of_others() {
     let key = ("default".to_string(), "ns2".to_string());
     assert!(snapshots[&key].topics.contains_key("other-topic"));
 }
+
+#[test]
+fn jwt_issuers_are_compiled_with_their_jwks_and_a_bad_document_is_refused() {
+    use crate::types::namespace::{JwtConfiguration, JwtIssuer};
+    let jwks = r#"{"keys": [{"kty": "EC", "crv": "P-256", "x": "x", "y": "y"}]}"#;
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: ns1-jwt}}\nstringData: {{jwks.json: '{jwks}'}}\n"
+    );
+    let mut objects = objects(&secret);
+    objects.namespaces[0].spec.jwt = Some(JwtConfiguration {
+        issuers: vec![JwtIssuer {
+            issuer: "https://issuer.example.com".into(),
+            audiences: vec!["ns1".into()],
+            keys_secret_name: "ns1-jwt".into(),
+        }],
+    });
+    let (snapshots, errors) = compile_all(&objects);
+    assert!(errors.is_empty(), "{errors:#?}");
+    let key = ("default".to_string(), "ns1".to_string());
+    let issuers = &snapshots[&key].namespace.as_ref().unwrap().jwt_issuers;
+    assert_eq!(issuers.len(), 1);
+    assert_eq!(issuers[0].issuer, "https://issuer.example.com");
+    assert_eq!(issuers[0].audiences, ["ns1"]);
+    assert_eq!(issuers[0].jwks_json, jwks.as_bytes());
+
+    objects.secrets.last_mut().unwrap().string_data =
+        Some([("jwks.json".to_string(), "{\"no\": \"keys\"}".to_string())].into());
+    let (_, errors) = compile_all(&objects);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].field, "spec.jwt.issuers[0].keysSecretName");
+}
