@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use support::mqtt::{RawClient, TestPki, access, connect_packet, publish, tls_namespace};
-use support::pki::{Ca, ClientCert, Identity, tls_connect};
+use support::pki::{Ca, ClientCert, Identity, tls_connect, wss_connect};
 use support::{Dataplane, Workspace};
 
 const ACCEPTED: u8 = 0x00;
@@ -196,37 +196,10 @@ impl AuthBroker {
         version: Version,
         username: &str,
     ) -> u8 {
-        use bytes::BytesMut;
-        use futures::{SinkExt, StreamExt};
-        use gridline_dataplane::mqtt::codec::{Codec, Packet};
-        use tokio_tungstenite::tungstenite::Message;
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        use tokio_util::codec::{Decoder, Encoder};
-        let tls = tls_connect(addr, &self.server_ca, Some(identity)).await;
-        let mut request = format!("wss://localhost:{}/mqtt", addr.port())
-            .into_client_request()
-            .unwrap();
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
-        let (mut socket, _) = tokio_tungstenite::client_async(request, tls).await.unwrap();
-        let mut codec = Codec::new(version, 1 << 20);
         let connect = connect_packet(version, &format!("wss-{}", next_id()), username);
-        let mut bytes = BytesMut::new();
-        codec
-            .encode(Packet::Connect(Box::new(connect)), &mut bytes)
-            .unwrap();
-        socket.send(Message::binary(bytes.freeze())).await.unwrap();
-        let mut received = BytesMut::new();
-        loop {
-            if let Some(Packet::ConnAck(ack)) = codec.decode(&mut received).unwrap() {
-                return ack.reason;
-            }
-            match tokio::time::timeout(Duration::from_secs(5), socket.next()).await {
-                Ok(Some(Ok(Message::Binary(data)))) => received.extend_from_slice(&data),
-                other => panic!("no CONNACK over WSS: {other:?}"),
-            }
-        }
+        wss_connect(addr, &self.server_ca, Some(identity), connect)
+            .await
+            .reason
     }
 
     async fn failures(&self, reason: &str) -> Option<f64> {

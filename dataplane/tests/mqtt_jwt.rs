@@ -9,7 +9,7 @@ use gridline_dataplane::mqtt::codec::{ConnAck, Packet, Version};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use support::mqtt::{RawClient, TestPki, access, connect_packet, tls_namespace};
-use support::pki::{JwtIssuer, tls_connect};
+use support::pki::{JwtIssuer, tls_connect, wss_connect};
 use support::{Dataplane, Workspace};
 
 const ISSUER: &str = "https://issuer.gridline.test";
@@ -21,6 +21,7 @@ struct JwtBroker {
     dataplane: Dataplane,
     addr: SocketAddr,
     plaintext: SocketAddr,
+    wss: SocketAddr,
     server_ca: String,
     issuer: JwtIssuer,
 }
@@ -33,6 +34,12 @@ fn jwt_broker() -> JwtBroker {
         .replace(
             "insecureUsernameAuthentication: true",
             "insecureUsernameAuthentication: false",
+        )
+        // The WSS listener rides on `https`.
+        .replacen(
+            "    https:\n      enabled: false\n",
+            "    https:\n      enabled: true\n",
+            1,
         )
         .replacen(
             "spec:\n",
@@ -48,11 +55,13 @@ fn jwt_broker() -> JwtBroker {
     let dataplane = workspace.start(&[]);
     let addr = dataplane.mqtts_addr();
     let plaintext = dataplane.mqtt_addr();
+    let wss = dataplane.wss_addr();
     JwtBroker {
         _workspace: workspace,
         dataplane,
         addr,
         plaintext,
+        wss,
         server_ca: pki.ca_pem,
         issuer,
     }
@@ -230,4 +239,17 @@ async fn auth_with_another_method_is_a_protocol_error() {
         matches!(packet, Some(Packet::Disconnect(ref d)) if d.reason == 0x82),
         "{packet:?}"
     );
+}
+
+#[tokio::test]
+async fn a_token_authenticates_over_websockets_over_tls_too() {
+    let broker = jwt_broker();
+    let good = jwt_connect("sensor-1", METHOD, &broker.issuer.token(AUDIENCE, 600));
+    let ack = wss_connect(broker.wss, &broker.server_ca, None, good).await;
+    assert_eq!(ack.reason, 0x00);
+    assert_eq!(ack.authentication_method.as_deref(), Some(METHOD));
+    let forged = JwtIssuer::new(ISSUER).token(AUDIENCE, 600);
+    let bad = jwt_connect("sensor-1", METHOD, &forged);
+    let ack = wss_connect(broker.wss, &broker.server_ca, None, bad).await;
+    assert_eq!(ack.reason, 0x86);
 }

@@ -185,6 +185,46 @@ pub async fn tls_connect(
         .expect("TLS handshake")
 }
 
+/// `connect` over WebSockets over TLS (`wss://localhost:<port>/mqtt`, subprotocol `mqtt`),
+/// presenting `identity` when given: the CONNACK.
+pub async fn wss_connect(
+    addr: SocketAddr,
+    server_ca_pem: &str,
+    identity: Option<&Identity>,
+    connect: gridline_dataplane::mqtt::codec::Connect,
+) -> gridline_dataplane::mqtt::codec::ConnAck {
+    use bytes::BytesMut;
+    use futures::{SinkExt, StreamExt};
+    use gridline_dataplane::mqtt::codec::{Codec, Packet};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_util::codec::{Decoder, Encoder};
+    let tls = tls_connect(addr, server_ca_pem, identity).await;
+    let mut request = format!("wss://localhost:{}/mqtt", addr.port())
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::client_async(request, tls).await.unwrap();
+    let mut codec = Codec::new(connect.version, 1 << 20);
+    let mut bytes = BytesMut::new();
+    codec
+        .encode(Packet::Connect(Box::new(connect)), &mut bytes)
+        .unwrap();
+    socket.send(Message::binary(bytes.freeze())).await.unwrap();
+    let mut received = BytesMut::new();
+    loop {
+        if let Some(Packet::ConnAck(ack)) = codec.decode(&mut received).unwrap() {
+            return ack;
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(5), socket.next()).await {
+            Ok(Some(Ok(Message::Binary(data)))) => received.extend_from_slice(&data),
+            other => panic!("no CONNACK over WSS: {other:?}"),
+        }
+    }
+}
+
 /// A JWT issuer: a P-256 key, published as a JWKS.
 pub struct JwtIssuer {
     pub issuer: String,
