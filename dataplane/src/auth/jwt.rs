@@ -107,7 +107,11 @@ impl JwtVerifier {
                     if data.claims.exp.saturating_add(LEEWAY_SECS) <= now {
                         return Err(AuthFailure::TokenExpired);
                     }
-                    if data.claims.nbf.is_some_and(|nbf| nbf > now + LEEWAY_SECS) {
+                    if data
+                        .claims
+                        .nbf
+                        .is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECS))
+                    {
                         return Err(AuthFailure::TokenNotYetValid);
                     }
                     return Ok(VerifiedToken {

@@ -75,11 +75,16 @@ pub struct TokenExpiry {
     pub remaining: Duration,
 }
 
+/// The longest a session is kept on one token: an `exp` decades away (signed, but still the
+/// client's number) must not overflow the connection's deadline arithmetic.
+const LONGEST_TOKEN_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+
 impl TokenExpiry {
     fn of(expires_at: u64, now: u64) -> Self {
+        let remaining = expires_at.saturating_add(LEEWAY_SECS).saturating_sub(now);
         Self {
             expires_at,
-            remaining: Duration::from_secs((expires_at + LEEWAY_SECS).saturating_sub(now)),
+            remaining: Duration::from_secs(remaining).min(LONGEST_TOKEN_LIFETIME),
         }
     }
 }

@@ -422,3 +422,11 @@ fn a_disabled_broker_or_a_closed_listener_refuses_before_any_method() {
     );
     assert_eq!(refused(disabled), (0x88, "none", "broker_disabled"));
 }
+
+#[test]
+fn a_token_expiring_decades_away_keeps_the_session_at_most_a_year() {
+    let expiry = TokenExpiry::of(u64::MAX, NOW);
+    assert_eq!(expiry.expires_at, u64::MAX);
+    assert_eq!(expiry.remaining, LONGEST_TOKEN_LIFETIME);
+    assert_eq!(TokenExpiry::of(NOW - 100, NOW).remaining, Duration::ZERO);
+}
