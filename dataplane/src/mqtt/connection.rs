@@ -1326,3 +1326,6 @@ mod tests {
         assert!((2.7..3.0).contains(&elapsed), "{elapsed}");
     }
 }
+
+#[cfg(test)]
+mod auth_tests;
