@@ -11,6 +11,7 @@
 //! addresses (compared as addresses, so `::1` and `0:0::1` are one).
 
 use super::AuthFailure;
+use gridline_crds::model::Snapshot;
 use gridline_crds::types::client::ValidationScheme;
 use gridline_crds::types::namespace::AlternativeAuthenticationNameSource;
 use rustls_pki_types::pem::PemObject;
@@ -18,7 +19,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::server::danger::ClientCertVerifier;
 use tokio_rustls::rustls::{self, CertificateError, RootCertStore};
@@ -186,6 +187,10 @@ pub struct CaTrust {
 }
 
 struct CachedVerifier {
+    /// The Snapshot `cas` was last read from: while it is the one served, its CAs are not
+    /// compared again (up to 2,048 PEM certificates). The `Weak` keeps the allocation, so its
+    /// address cannot be reused by another Snapshot.
+    source: Option<Weak<Snapshot>>,
     cas: BTreeMap<String, Vec<u8>>,
     /// `None`: no CA certificate parses, so no chain can verify.
     verifier: Option<Arc<dyn ClientCertVerifier>>,
@@ -204,10 +209,36 @@ impl Default for CaTrust {
 }
 
 impl CaTrust {
+    /// Whether `chain` (leaf first, as the client sent it) leads to one of the CA
+    /// certificates of the Namespace `snapshot` serves, at `now`.
+    pub fn verify_served(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        chain: &[CertificateDer<'static>],
+        now: UnixTime,
+    ) -> Result<(), AuthFailure> {
+        let cas = snapshot
+            .namespace
+            .as_ref()
+            .map(|n| &n.ca_certificates)
+            .ok_or(AuthFailure::NoCaCertificates)?;
+        self.verify_with(Some(snapshot), cas, chain, now)
+    }
+
     /// Whether `chain` (leaf first, as the client sent it) leads to one of `cas` (PEM, by
     /// CA name) at `now`.
     pub fn verify(
         &self,
+        cas: &BTreeMap<String, Vec<u8>>,
+        chain: &[CertificateDer<'static>],
+        now: UnixTime,
+    ) -> Result<(), AuthFailure> {
+        self.verify_with(None, cas, chain, now)
+    }
+
+    fn verify_with(
+        &self,
+        source: Option<&Arc<Snapshot>>,
         cas: &BTreeMap<String, Vec<u8>>,
         chain: &[CertificateDer<'static>],
         now: UnixTime,
@@ -219,7 +250,7 @@ impl CaTrust {
         let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         let (verifier, verified_until) = {
             let mut cached = self.cached.lock();
-            let current = self.current(&mut cached, cas);
+            let current = self.current(&mut cached, source, cas);
             (
                 current.verifier.clone(),
                 current.verified.get(&key).copied(),
@@ -261,20 +292,33 @@ impl CaTrust {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The verifier of `cas`: the cached one, or a new one (forgetting verified chains).
+    /// The verifier of `cas` (read from `source`): the cached one, or a new one (forgetting
+    /// verified chains) when the CAs changed.
     fn current<'a>(
         &self,
         cached: &'a mut Option<CachedVerifier>,
+        source: Option<&Arc<Snapshot>>,
         cas: &BTreeMap<String, Vec<u8>>,
     ) -> &'a mut CachedVerifier {
-        if cached.as_ref().is_some_and(|c| &c.cas != cas) {
+        let same_source = source.is_some_and(|served| {
+            cached
+                .as_ref()
+                .and_then(|c| c.source.as_ref())
+                .is_some_and(|seen| std::ptr::eq(seen.as_ptr(), Arc::as_ptr(served)))
+        });
+        if !same_source && cached.as_ref().is_some_and(|c| &c.cas != cas) {
             *cached = None;
         }
-        cached.get_or_insert_with(|| CachedVerifier {
+        let current = cached.get_or_insert_with(|| CachedVerifier {
+            source: None,
             cas: cas.clone(),
             verifier: self.build_verifier(cas),
             verified: std::collections::HashMap::new(),
-        })
+        });
+        if !same_source {
+            current.source = source.map(Arc::downgrade);
+        }
+        current
     }
 
     fn build_verifier(

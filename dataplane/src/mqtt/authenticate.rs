@@ -26,6 +26,7 @@ use gridline_crds::types::State;
 use gridline_crds::types::client::ValidationScheme;
 use prometheus::{IntCounterVec, Opts, Registry};
 use rustls_pki_types::{CertificateDer, UnixTime};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Authentication Methods that carry a JWT as Authentication Data.
@@ -133,7 +134,7 @@ impl Authenticator {
     /// first; empty without TLS or without a certificate), at `now`.
     pub fn authenticate(
         &self,
-        snapshot: &Snapshot,
+        snapshot: &Arc<Snapshot>,
         connect: &Connect,
         listener: Listener,
         client_certificates: &[CertificateDer<'static>],
@@ -187,7 +188,7 @@ impl Authenticator {
 
     fn x509(
         &self,
-        snapshot: &Snapshot,
+        snapshot: &Arc<Snapshot>,
         namespace: &CompiledNamespace,
         username: Option<&str>,
         chain: &[CertificateDer<'static>],
@@ -215,8 +216,7 @@ impl Authenticator {
         certificate.check_validity(now_secs)?;
         if client.validation_scheme != ValidationScheme::ThumbprintMatch {
             let at = UnixTime::since_unix_epoch(Duration::from_secs(unix_secs(now)));
-            self.ca_trust
-                .verify(&namespace.ca_certificates, chain, at)?;
+            self.ca_trust.verify_served(snapshot, chain, at)?;
         }
         certificate.check_scheme(client.validation_scheme, &name, &client.allowed_thumbprints)?;
         Ok(Authenticated {

@@ -31,7 +31,7 @@ fn snapshot(
     alternative_sources: &[&str],
     cas: &[&rcgen::CertifiedIssuer<'static, rcgen::KeyPair>],
     jwt_issuers: Vec<gridline_crds::model::CompiledJwtIssuer>,
-) -> Snapshot {
+) -> Arc<Snapshot> {
     let spec = serde_json::from_value(json!({
         "topicSpacesConfiguration": {
             "state": "Enabled",
@@ -86,7 +86,7 @@ fn snapshot(
             .insert(client.authentication_name.clone(), client.name.clone());
         snapshot.clients.insert(client.name.clone(), client);
     }
-    snapshot
+    Arc::new(snapshot)
 }
 
 fn connect(version: Version, username: Option<&str>) -> Connect {
@@ -277,10 +277,11 @@ fn thumbprint_match_takes_a_self_signed_certificate_without_any_ca() {
     let mut snapshot = snapshot(false, &[], &[], Vec::new());
     let mut device = client("device", ValidationScheme::ThumbprintMatch, true);
     device.allowed_thumbprints = vec![crate::auth::x509::thumbprint(&certificate)];
-    snapshot
+    let edited = Arc::make_mut(&mut snapshot);
+    edited
         .clients_by_authentication_name
         .insert("device".into(), "device".into());
-    snapshot.clients.insert("device".into(), device);
+    edited.clients.insert("device".into(), device);
     let authenticator = Authenticator::default();
     let outcome = authenticator.authenticate(
         &snapshot,
@@ -399,7 +400,7 @@ fn an_unknown_method_or_a_namespace_without_issuers_is_a_bad_method() {
 fn a_disabled_broker_or_a_closed_listener_refuses_before_any_method() {
     let mut snapshot = snapshot(true, &[], &[], Vec::new());
     let authenticator = Authenticator::default();
-    if let Some(namespace) = snapshot.namespace.as_mut() {
+    if let Some(namespace) = Arc::make_mut(&mut snapshot).namespace.as_mut() {
         namespace.spec.listeners.mqtt_tls.enabled = false;
     }
     let closed = authenticator.authenticate(
@@ -410,7 +411,7 @@ fn a_disabled_broker_or_a_closed_listener_refuses_before_any_method() {
         now(),
     );
     assert_eq!(refused(closed), (0x87, "none", "listener_closed"));
-    if let Some(namespace) = snapshot.namespace.as_mut() {
+    if let Some(namespace) = Arc::make_mut(&mut snapshot).namespace.as_mut() {
         namespace.spec.topic_spaces_configuration.state = State::Disabled;
     }
     let disabled = authenticator.authenticate(
@@ -429,4 +430,33 @@ fn a_token_expiring_decades_away_keeps_the_session_at_most_a_year() {
     assert_eq!(expiry.expires_at, u64::MAX);
     assert_eq!(expiry.remaining, LONGEST_TOKEN_LIFETIME);
     assert_eq!(TokenExpiry::of(NOW - 100, NOW).remaining, Duration::ZERO);
+}
+
+#[test]
+fn a_new_snapshot_with_other_cas_is_read_while_the_served_one_is_not_compared_again() {
+    let first = ca("first");
+    let second = ca("second");
+    let authenticator = Authenticator::default();
+    let check = |snapshot: &Arc<Snapshot>| {
+        authenticator.authenticate(
+            snapshot,
+            &connect(Version::V5, Some("subject")),
+            Listener::Tls,
+            &[leaf("subject", vec![], Some(&second), false)],
+            now(),
+        )
+    };
+    let before = snapshot(false, &[], &[&first], Vec::new());
+    assert_eq!(
+        refused(check(&before)),
+        (0x86, "x509", "untrusted_certificate")
+    );
+    let after = snapshot(false, &[], &[&first, &second], Vec::new());
+    assert!(check(&after).is_ok());
+    assert!(check(&after).is_ok());
+    // Served again (a reload back), its CAs are read again.
+    assert_eq!(
+        refused(check(&before)),
+        (0x86, "x509", "untrusted_certificate")
+    );
 }
