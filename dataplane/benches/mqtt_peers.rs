@@ -7,7 +7,7 @@
 //! `cargo bench -p gridline-dataplane --bench mqtt_peers -- [SCENARIO...] [--broker NAME]...
 //! [--seconds N] [--connections N]`
 //! Scenarios: `1to1-qos0`, `1to1-qos1`, `100to1-qos0`, `100to1-qos1`, `1to100-qos0`,
-//! `1to100-qos1`, `latency` (1 to 1 at 10,000 msg/s, QoS 0 and 1), `idle` (`--connections`
+//! `1to100-qos1`, the same three at `-qos2`, `latency` (1 to 1 at 10,000 msg/s, QoS 0 and 1), `idle` (`--connections`
 //! idle MQTT 5 connections with one subscription each, default 50,000). Without a scenario all
 //! run. Brokers: `gridline`, `mosquitto`, `rumqttd` (default: all; one whose binary is missing
 //! is skipped with a message). Throughput scenarios use MQTT 3.1.1 (every peer's main
@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Semaphore;
 
 const PAYLOAD_BYTES: usize = 100;
@@ -49,13 +49,16 @@ struct Options {
     connections: usize,
 }
 
-const ALL_SCENARIOS: [&str; 8] = [
+const ALL_SCENARIOS: [&str; 11] = [
     "1to1-qos0",
     "1to1-qos1",
     "100to1-qos0",
     "100to1-qos1",
     "1to100-qos0",
     "1to100-qos1",
+    "1to1-qos2",
+    "100to1-qos2",
+    "1to100-qos2",
     "latency",
     "idle",
 ];
@@ -547,13 +550,19 @@ async fn subscriber(
         let received_at = now_nanos();
         while let Some((first, start, end)) = frame(&buf[at..filled]) {
             let (start, end) = (at + start, at + end);
+            if first >> 4 == 6 {
+                // PUBREL of a QoS 2 delivery: PUBCOMP ends it.
+                acks.extend_from_slice(&[0x70, 2, buf[start], buf[start + 1]]);
+            }
             if first >> 4 == 3 {
                 count += 1;
                 let qos = (first >> 1) & 3;
                 let topic_len = u16::from_be_bytes([buf[start], buf[start + 1]]) as usize;
                 let mut payload = start + 2 + topic_len;
                 if qos > 0 {
-                    acks.extend_from_slice(&[0x40, 2, buf[payload], buf[payload + 1]]);
+                    // PUBACK for QoS 1, PUBREC for QoS 2.
+                    let kind = if qos == 1 { 0x40 } else { 0x50 };
+                    acks.extend_from_slice(&[kind, 2, buf[payload], buf[payload + 1]]);
                     payload += 2;
                 }
                 if latencies.is_some() && end - payload >= 8 {
@@ -578,10 +587,18 @@ async fn subscriber(
     }
 }
 
-/// Reads PUBACKs, returning window permits and counting acknowledgements.
-async fn ack_reader(mut reader: OwnedReadHalf, window: Arc<Semaphore>, counters: Arc<Counters>) {
+/// Reads PUBACKs (QoS 1) or PUBRECs and PUBCOMPs (QoS 2, answering PUBREC with PUBREL),
+/// returning window permits and counting acknowledgements (a QoS 2 message is acknowledged
+/// by its PUBCOMP).
+async fn ack_reader(
+    mut reader: OwnedReadHalf,
+    writer: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+    window: Arc<Semaphore>,
+    counters: Arc<Counters>,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut filled = 0;
+    let mut releases = Vec::new();
     loop {
         let n = match reader.read(&mut buf[filled..]).await {
             Ok(0) | Err(_) => return,
@@ -590,11 +607,19 @@ async fn ack_reader(mut reader: OwnedReadHalf, window: Arc<Semaphore>, counters:
         filled += n;
         let mut at = 0;
         let mut acked = 0;
-        while let Some((first, _, end)) = frame(&buf[at..filled]) {
-            if first >> 4 == 4 {
-                acked += 1;
+        while let Some((first, start, end)) = frame(&buf[at..filled]) {
+            match first >> 4 {
+                4 | 7 => acked += 1,
+                5 => releases.extend_from_slice(&[0x62, 2, buf[at + start], buf[at + start + 1]]),
+                _ => {}
             }
             at += end;
+        }
+        if !releases.is_empty() {
+            if writer.lock().await.write_all(&releases).await.is_err() {
+                return;
+            }
+            releases.clear();
         }
         buf.copy_within(at..filled, 0);
         filled -= at;
@@ -613,10 +638,18 @@ async fn publisher(
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
 ) {
-    let (reader, mut writer) = stream.into_split();
+    let (reader, writer) = stream.into_split();
+    // Shared with the ack reader, which answers QoS 2 PUBRECs with PUBRELs.
+    let writer = Arc::new(tokio::sync::Mutex::new(writer));
     let window = Arc::new(Semaphore::new(WINDOW));
-    let acks =
-        (qos > 0).then(|| tokio::spawn(ack_reader(reader, window.clone(), counters.clone())));
+    let acks = (qos > 0).then(|| {
+        tokio::spawn(ack_reader(
+            reader,
+            writer.clone(),
+            window.clone(),
+            counters.clone(),
+        ))
+    });
     let mut packet_id: u16 = 0;
     let mut out = Vec::with_capacity(BATCH * 128);
     let mut sent = 0u64;
@@ -652,7 +685,7 @@ async fn publisher(
             packet_id = packet_id.wrapping_add(1).max(1);
             publish(&mut out, qos, packet_id);
         }
-        if writer.write_all(&out).await.is_err() {
+        if writer.lock().await.write_all(&out).await.is_err() {
             break;
         }
         out.clear();
@@ -861,7 +894,11 @@ async fn idle(broker: &Broker, count: usize) -> Idle {
 // ---------------------------------------------------------------------------------------------
 
 fn shape(scenario: &str) -> (usize, usize, u8) {
-    let qos = if scenario.ends_with("qos1") { 1 } else { 0 };
+    let qos = match scenario.rsplit('-').next() {
+        Some("qos1") => 1,
+        Some("qos2") => 2,
+        _ => 0,
+    };
     match scenario.split('-').next() {
         Some("1to1") => (1, 1, qos),
         Some("100to1") => (100, 1, qos),

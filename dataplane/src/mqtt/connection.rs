@@ -16,6 +16,7 @@ use futures::{FutureExt, SinkExt, StreamExt};
 use gridline_crds::model::topic::validate_topic_name;
 use std::collections::HashMap;
 use std::num::{NonZeroU16, NonZeroU32};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -301,6 +302,8 @@ struct Connection<IO> {
     /// Flow control: while a subscriber this connection published to is behind, reading
     /// stops until it drains or the deadline passes (see the README's "Flow control").
     paused_on: Option<(Vec<Arc<Session>>, Instant)>,
+    /// The one timer of the connection (see `run`); allocated once.
+    timer: Pin<Box<tokio::time::Sleep>>,
     snapshot_changes: tokio::sync::watch::Receiver<u64>,
     /// JWT sessions: the CONNECT's Authentication Method, which AUTH must repeat.
     authentication_method: Option<String>,
@@ -378,6 +381,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             rate: RateLimit::new(limits.messages_per_second),
             paused_until: None,
             paused_on: None,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             snapshot_changes: broker.snapshot_changes.subscribe(),
             authentication_method: None,
             token_deadline: None,
@@ -426,34 +430,42 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 return end;
             }
             let session = self.session.clone();
-            let keep_alive = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
             let paused_until = self.paused_until;
-            let resume = async {
-                match paused_until {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let paused_on = self.paused_on.clone();
-            let flow_paused = paused_on.is_some();
-            // An idle connection gives its codec buffers back (see `release_buffers`).
+            let flow_paused = self.paused_on.is_some();
+            // One timer for every deadline (a `Sleep` each would make every idle connection's
+            // task larger): the earliest is armed, and its kind says what to do when it fires.
             let holds_buffers = self.framed.read_buffer().capacity() > 0
                 || self.framed.write_buffer().capacity() > 0;
-            let idle = async {
-                if holds_buffers {
-                    tokio::time::sleep(IDLE_BUFFER_RELEASE).await;
-                } else {
-                    std::future::pending::<()>().await;
-                }
-            };
+            let due = [
+                deadline.map(|at| (at, Due::KeepAlive)),
+                paused_until.map(|at| (at, Due::RateResume)),
+                self.paused_on
+                    .as_ref()
+                    .map(|(_, at)| (*at, Due::FlowResume)),
+                self.token_deadline.map(|at| (at, Due::TokenExpiry)),
+                holds_buffers.then(|| (Instant::now() + IDLE_BUFFER_RELEASE, Due::IdleBuffers)),
+            ]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at);
+            if let Some((at, _)) = due {
+                self.timer.as_mut().reset(at);
+            }
+            // Flow control: woken when the first session we wait for has drained.
+            let waiting_on = self
+                .paused_on
+                .as_ref()
+                .and_then(|(sessions, _)| sessions.first().cloned());
             let drained = async {
-                match paused_on {
-                    Some((sessions, deadline)) => until_drained(&sessions, deadline).await,
+                match &waiting_on {
+                    Some(subscriber) => {
+                        let drained = subscriber.drained.notified();
+                        tokio::pin!(drained);
+                        drained.as_mut().enable();
+                        if subscriber.is_congested() {
+                            drained.await;
+                        }
+                    }
                     None => std::future::pending().await,
                 }
             };
@@ -461,13 +473,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             let mut closing = self.broker.closing.subscribe();
             let listener = self.transport.listener();
             let closed = async move { closing.wait_for(|c| c.covers(listener)).await.is_ok() };
-            let token_deadline = self.token_deadline;
-            let token_expired = async {
-                match token_deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
             let outcome = tokio::select! {
                 read = self.framed.next(), if paused_until.is_none() && !flow_paused => match read {
                     Some(Ok(packet)) => {
@@ -490,21 +495,46 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     None => Err(End::Lost("connection closed")),
                 },
                 () = session.wake.notified() => Ok(()),
-                () = resume => {
-                    self.paused_until = None;
-                    // The client was not silent: we were not reading.
-                    deadline = self.next_deadline();
-                    Ok(())
-                }
                 () = drained => {
-                    self.paused_on = None;
-                    deadline = self.next_deadline();
+                    if let Some((sessions, _)) = &mut self.paused_on {
+                        sessions.retain(|s| s.is_congested());
+                        if sessions.is_empty() {
+                            self.paused_on = None;
+                            // The client was not silent: we were not reading.
+                            deadline = self.next_deadline();
+                        }
+                    }
                     Ok(())
                 }
-                () = idle => {
-                    self.release_buffers();
-                    Ok(())
-                }
+                () = &mut self.timer, if due.is_some() => match due.map(|(_, kind)| kind) {
+                    Some(Due::KeepAlive) => {
+                        let _ = self.disconnect(reason::KEEP_ALIVE_TIMEOUT).await;
+                        Err(End::Lost("keep-alive timeout"))
+                    }
+                    Some(Due::TokenExpiry) => {
+                        info!(client = %self.session.client_id, authentication_name = self.authorizer.authentication_name(), "token expired without re-authentication: disconnecting");
+                        let _ = self.disconnect(reason::MAXIMUM_CONNECT_TIME).await;
+                        Err(End::Lost("token expired"))
+                    }
+                    Some(Due::RateResume) => {
+                        self.paused_until = None;
+                        // The client was not silent: we were not reading.
+                        deadline = self.next_deadline();
+                        Ok(())
+                    }
+                    Some(Due::FlowResume) => {
+                        // The subscribers are still behind, but a publisher waits no longer
+                        // than this (two clients publishing to each other).
+                        self.paused_on = None;
+                        deadline = self.next_deadline();
+                        Ok(())
+                    }
+                    Some(Due::IdleBuffers) => {
+                        self.release_buffers();
+                        Ok(())
+                    }
+                    None => Ok(()),
+                },
                 Ok(()) = changes.changed() => {
                     self.snapshot_changes.mark_unchanged();
                     self.on_snapshot_change().await
@@ -516,15 +546,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 true = closed => {
                     let _ = self.disconnect(reason::SERVER_SHUTTING_DOWN).await;
                     Err(End::Lost(SHUTTING_DOWN))
-                }
-                () = keep_alive => {
-                    let _ = self.disconnect(reason::KEEP_ALIVE_TIMEOUT).await;
-                    Err(End::Lost("keep-alive timeout"))
-                }
-                () = token_expired => {
-                    info!(client = %self.session.client_id, authentication_name = self.authorizer.authentication_name(), "token expired without re-authentication: disconnecting");
-                    let _ = self.disconnect(reason::MAXIMUM_CONNECT_TIME).await;
-                    Err(End::Lost("token expired"))
                 }
             };
             if let Err(end) = outcome {
@@ -1113,23 +1134,18 @@ impl Queued {
     }
 }
 
-/// Wait until none of `sessions` is behind any more, or until `deadline`.
-async fn until_drained(sessions: &[Arc<Session>], deadline: Instant) {
-    for session in sessions {
-        loop {
-            // Registered before the check, so a drain between the two is not missed.
-            let drained = session.drained.notified();
-            tokio::pin!(drained);
-            drained.as_mut().enable();
-            if !session.is_congested() {
-                break;
-            }
-            tokio::select! {
-                () = drained => {}
-                () = tokio::time::sleep_until(deadline) => return,
-            }
-        }
-    }
+/// What the connection's timer was last armed for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Due {
+    KeepAlive,
+    /// The message rate's bucket has a token again.
+    RateResume,
+    /// A flow-control pause ran out.
+    FlowResume,
+    /// The JWT's expiry.
+    TokenExpiry,
+    /// Idle long enough to give the codec buffers back.
+    IdleBuffers,
 }
 
 fn ok_ack(packet_id: NonZeroU16) -> Ack {

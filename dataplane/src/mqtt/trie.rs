@@ -264,7 +264,11 @@ mod tests {
         for key in 0..20 {
             assert_eq!(trie.insert(&filter, key, key), None);
         }
-        assert_eq!(trie.insert(&filter, 3, 33), Some(3), "a re-subscription replaces");
+        assert_eq!(
+            trie.insert(&filter, 3, 33),
+            Some(3),
+            "a re-subscription replaces"
+        );
         let mut seen: Vec<(u32, u32)> = trie.matches("a/b");
         seen.sort_unstable();
         assert_eq!(seen.len(), 20);
