@@ -35,7 +35,9 @@ pub fn peers_service(ns: &Namespace) -> Service {
 }
 
 /// `<ns-name>-gridline`: what clients connect to. MQTT over TLS on `listeners.mqttTls.port`
-/// when enabled, plaintext MQTT on `listeners.mqttPlaintext.port` when enabled, and the HTTP
+/// when enabled, MQTT over WebSockets over TLS on `listeners.https.port` (443, as Event Grid)
+/// when `https` and `websockets` are enabled, plaintext MQTT on `listeners.mqttPlaintext.port`
+/// when enabled, and the HTTP
 /// listener (CloudEvents API, and MQTT over WebSockets at `/mqtt`) on `listeners.http.port`,
 /// 8080 when unset.
 pub fn client_service(ns: &Namespace) -> Service {
@@ -43,6 +45,9 @@ pub fn client_service(ns: &Namespace) -> Service {
     let mut ports = Vec::new();
     if listeners.mqtt_tls.enabled {
         ports.push(service_port("mqtts", listeners.mqtt_tls.port, "mqtts"));
+    }
+    if listeners.https.enabled && listeners.websockets {
+        ports.push(service_port("wss", listeners.https.port, "wss"));
     }
     if let Some(plaintext) = listeners.mqtt_plaintext.as_ref().filter(|l| l.enabled) {
         ports.push(service_port("mqtt", plaintext.port, "mqtt"));
@@ -114,15 +119,31 @@ mod tests {
     }
 
     #[test]
-    fn by_default_clients_get_mqtt_over_tls_and_http() {
+    fn by_default_clients_get_mqtt_over_tls_wss_on_443_and_http() {
         let service = client_service(&namespace(json!({})));
         assert_eq!(service.metadata.name.as_deref(), Some("orders-gridline"));
-        assert_eq!(ports(&service), [port("mqtts", 8883), port("http", 8080)]);
+        assert_eq!(
+            ports(&service),
+            [
+                port("mqtts", 8883),
+                ("wss".into(), 443, "wss".into()),
+                port("http", 8080)
+            ]
+        );
+    }
+
+    #[test]
+    fn without_websockets_there_is_no_wss_port() {
+        let ns = namespace(json!({"listeners": {"websockets": false}}));
+        assert_eq!(
+            ports(&client_service(&ns)),
+            [port("mqtts", 8883), port("http", 8080)]
+        );
     }
 
     #[test]
     fn the_plaintext_listener_adds_port_1883() {
-        let ns = namespace(json!({"listeners": {"mqttPlaintext": {}}}));
+        let ns = namespace(json!({"listeners": {"mqttPlaintext": {}, "websockets": false}}));
         assert_eq!(
             ports(&client_service(&ns)),
             [port("mqtts", 8883), port("mqtt", 1883), port("http", 8080)]
@@ -134,6 +155,7 @@ mod tests {
         let ns = namespace(json!({"listeners": {
             "mqttPlaintext": {"enabled": false},
             "mqttTls": {"enabled": false, "port": 8883},
+            "https": {"enabled": false, "port": 443},
         }}));
         assert_eq!(ports(&client_service(&ns)), [port("http", 8080)]);
     }
@@ -144,12 +166,14 @@ mod tests {
             "mqttTls": {"port": 9883},
             "mqttPlaintext": {"port": 11883},
             "http": {"port": 80},
+            "https": {"port": 8443},
             "websockets": true,
         }}));
         assert_eq!(
             ports(&client_service(&ns)),
             [
                 ("mqtts".into(), 9883, "mqtts".into()),
+                ("wss".into(), 8443, "wss".into()),
                 ("mqtt".into(), 11883, "mqtt".into()),
                 ("http".into(), 80, "http".into()),
             ]
@@ -158,7 +182,8 @@ mod tests {
 
     #[test]
     fn the_default_http_port_gives_way_to_a_listener_that_took_it() {
-        let ns = namespace(json!({"listeners": {"mqttPlaintext": {"port": 8080}}}));
+        let ns =
+            namespace(json!({"listeners": {"mqttPlaintext": {"port": 8080}, "websockets": false}}));
         assert_eq!(
             ports(&client_service(&ns)),
             [port("mqtts", 8883), ("mqtt".into(), 8080, "mqtt".into())]

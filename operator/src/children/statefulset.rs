@@ -110,6 +110,8 @@ pub fn dataplane_args(ns: &Namespace) -> Vec<String> {
         &format!("0.0.0.0:{MQTT_PORT}"),
         "--mqtts-addr",
         &format!("0.0.0.0:{MQTTS_PORT}"),
+        "--wss-addr",
+        &format!("0.0.0.0:{WSS_PORT}"),
         "--log-level",
         "info",
     ]
@@ -150,6 +152,7 @@ fn container(ns: &Namespace, options: &Options) -> Container {
             port("http", HTTP_PORT),
             port("mqtt", MQTT_PORT),
             port("mqtts", MQTTS_PORT),
+            port("wss", WSS_PORT),
         ]),
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         // Generous: a pod replaying a large store must not be killed for being slow to start.
@@ -318,7 +321,7 @@ mod tests {
             container.args.as_ref().unwrap().join(" "),
             "run --kubernetes --namespace orders --data-dir /var/lib/gridline \
              --http-addr 0.0.0.0:8080 --mqtt-addr 0.0.0.0:1883 --mqtts-addr 0.0.0.0:8883 \
-             --log-level info"
+             --wss-addr 0.0.0.0:8443 --log-level info"
         );
         let env = &container.env.as_ref().unwrap()[0];
         assert_eq!(env.name, "GRIDLINE_K8S_NAMESPACE");
@@ -372,7 +375,7 @@ mod tests {
     }
 
     #[test]
-    fn the_container_always_exposes_all_three_listener_ports() {
+    fn the_container_always_exposes_every_listener_port() {
         // The data plane opens MQTT listeners from the Namespace's config; the ports are
         // declared regardless so that a config change never needs a pod restart.
         let sts = statefulset(&namespace(json!({})), &Options::default());
@@ -388,7 +391,8 @@ mod tests {
             [
                 ("http".to_string(), 8080),
                 ("mqtt".to_string(), 1883),
-                ("mqtts".to_string(), 8883)
+                ("mqtts".to_string(), 8883),
+                ("wss".to_string(), 8443)
             ]
         );
     }
