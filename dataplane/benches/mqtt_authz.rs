@@ -82,7 +82,7 @@ metadata: {name: bench}
 spec:
   topicSpacesConfiguration:
     state: Enabled
-    maximumMessagesPerSecondPerConnection: 100000
+    maximumMessagesPerSecondPerConnection: 10000000
   listeners:
     mqttPlaintext: {port: 1883, insecureUsernameAuthentication: true}
     mqttTls: {enabled: false, port: 8883}

@@ -158,7 +158,7 @@ spec:
   topicSpacesConfiguration:
     state: Enabled
     maximumClientSessionsPerAuthenticationName: 100
-    maximumMessagesPerSecondPerConnection: 100000
+    maximumMessagesPerSecondPerConnection: 10000000
   listeners:
     mqttPlaintext: {port: 1883, insecureUsernameAuthentication: true}
     mqttTls: {enabled: false, port: 8883}

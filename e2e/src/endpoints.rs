@@ -186,6 +186,11 @@ mod tests {
     use std::path::PathBuf;
 
     /// A stand-in for kubectl: a shell script with `body`, in a fresh temporary folder.
+    /// Held by each test that writes a script and runs it: a test forking while another has
+    /// the script open for writing would make that exec fail with "Text file busy" (ETXTBSY;
+    /// the forked child holds the write descriptor until its own exec).
+    static SCRIPTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     fn fake_kubectl(name: &str, body: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("gridline-e2e-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -197,6 +202,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_local_ports_come_back_in_the_order_of_the_remote_ports() {
+        let _serial = SCRIPTS.lock().await;
         // kubectl prints the IPv6 forward too, and in the order it likes.
         let kubectl = fake_kubectl(
             "forwarding",
@@ -218,6 +224,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_forward_that_fails_reports_what_kubectl_said() {
+        let _serial = SCRIPTS.lock().await;
         let kubectl = fake_kubectl(
             "failing",
             "echo 'error: unable to forward port because pod is not running' >&2\nexit 1",

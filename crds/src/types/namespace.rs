@@ -83,9 +83,10 @@ pub struct TopicSpacesConfiguration {
     #[serde(default = "default_subscriptions_per_connection")]
     #[schemars(range(min = 1, max = 1000))]
     pub maximum_subscriptions_per_connection: i32,
-    /// Messages per second one connection may publish (Gridline setting; 1-100000, default 1000).
+    /// Messages per second one connection may publish (Gridline setting; 1-10000000, default
+    /// 1000 as Event Grid per session).
     #[serde(default = "default_messages_per_second")]
-    #[schemars(range(min = 1, max = 100000))]
+    #[schemars(range(min = 1, max = 10000000))]
     pub maximum_messages_per_second_per_connection: i32,
     /// Where the authentication name comes from besides the CONNECT username.
     #[serde(default, skip_serializing_if = "Option::is_none")]

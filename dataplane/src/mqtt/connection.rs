@@ -724,11 +724,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             let bytes = publish.message.payload.len();
             match self.framed.feed(packet).await {
                 Ok(()) => {
-                    self.broker
-                        .metrics
-                        .messages_out
-                        .with_label_values(&[qos.label()])
-                        .inc();
+                    self.broker.metrics.message_out(qos);
                     self.broker.metrics.bytes_out.inc_by(bytes as u64);
                 }
                 // Larger than the client accepts: dropped, as MQTT 5 says.
@@ -872,7 +868,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
         let metrics = &self.broker.metrics;
         let qos = publish.message.qos;
-        metrics.messages_in.with_label_values(&[qos.label()]).inc();
+        metrics.message_in(qos);
         metrics
             .bytes_in
             .inc_by(publish.message.payload.len() as u64);

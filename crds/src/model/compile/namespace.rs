@@ -59,7 +59,7 @@ impl Compiler<'_> {
             &format!("{field}.maximumMessagesPerSecondPerConnection"),
             mqtt.maximum_messages_per_second_per_connection,
             1,
-            100_000,
+            10_000_000,
         );
         let route_topic = mqtt.route_topic_ref.as_ref().and_then(|topic| {
             match self.topic_reference(&topic.name) {
