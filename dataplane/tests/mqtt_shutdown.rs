@@ -84,7 +84,7 @@ async fn what_was_acknowledged_just_before_sigterm_is_in_the_final_state() {
     let publish = subscriber.next_publish(Duration::from_secs(5)).await;
     let publish = publish.unwrap_or_else(|| panic!("no message; logs:\n{}", dataplane.logs()));
     assert_eq!(
-        (publish.message.topic.as_str(), &publish.message.payload[..]),
+        (&*publish.message.topic, &publish.message.payload[..]),
         ("lab/last", &b"last words"[..])
     );
 }

@@ -462,11 +462,11 @@ impl Broker {
         let mut router = self.state.lock();
         if message.retain {
             let had = if message.payload.is_empty() {
-                router.retained.remove(&message.topic).is_some()
+                router.retained.remove(&*message.topic).is_some()
             } else {
                 router
                     .retained
-                    .insert(message.topic.clone(), message.clone())
+                    .insert(message.topic.to_string(), message.clone())
                     .is_some()
             };
             match (had, message.payload.is_empty()) {
@@ -640,7 +640,7 @@ impl Broker {
                 let message = message.into_message();
                 if router
                     .retained
-                    .insert(message.topic.clone(), message)
+                    .insert(message.topic.to_string(), message)
                     .is_none()
                 {
                     self.metrics.retained.inc();

@@ -87,7 +87,7 @@ pub struct MessageProperties {
 /// An application message: what PUBLISH and a will carry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
-    pub topic: String,
+    pub topic: bytestring::ByteString,
     pub payload: Bytes,
     pub qos: QoS,
     pub retain: bool,
@@ -455,7 +455,7 @@ fn from_v3(packet: v3::Packet) -> Packet {
                 authentication_data: None,
                 will: connect.last_will.map(|will| Will {
                     message: Message {
-                        topic: text(&will.topic),
+                        topic: will.topic.clone(),
                         payload: will.message,
                         qos: QoS::from_wire(will.qos),
                         retain: will.retain,
@@ -483,7 +483,7 @@ fn from_v3(packet: v3::Packet) -> Packet {
             topic_alias: None,
             subscription_ids: Vec::new(),
             message: Message {
-                topic: text(&publish.topic),
+                topic: publish.topic.clone(),
                 payload: publish.payload,
                 qos: QoS::from_wire(publish.qos),
                 retain: publish.retain,
@@ -550,7 +550,7 @@ fn from_v3(packet: v3::Packet) -> Packet {
 
 fn v3_message(message: &Message) -> (ByteString, Bytes, rmqtt_codec::types::QoS, bool) {
     (
-        ByteString::from(message.topic.as_str()),
+        message.topic.clone(),
         message.payload.clone(),
         message.qos.to_wire(),
         message.retain,
@@ -721,7 +721,7 @@ fn from_v5(packet: v5::Packet) -> Packet {
                 authentication_data: connect.auth_data,
                 will: connect.last_will.map(|will| Will {
                     message: Message {
-                        topic: text(&will.topic),
+                        topic: will.topic.clone(),
                         payload: will.message,
                         qos: QoS::from_wire(will.qos),
                         retain: will.retain,
@@ -760,7 +760,7 @@ fn from_v5(packet: v5::Packet) -> Packet {
                 topic_alias,
                 subscription_ids,
                 message: Message {
-                    topic: text(&publish.topic),
+                    topic: publish.topic.clone(),
                     payload: publish.payload,
                     qos: QoS::from_wire(publish.qos),
                     retain: publish.retain,
@@ -859,7 +859,7 @@ fn to_v5(packet: Packet) -> v5::Packet {
             last_will: c.will.as_ref().map(|will| v5::LastWill {
                 qos: will.message.qos.to_wire(),
                 retain: will.message.retain,
-                topic: ByteString::from(will.message.topic.as_str()),
+                topic: will.message.topic.clone(),
                 message: will.message.payload.clone(),
                 will_delay_interval_sec: will.delay_interval,
                 correlation_data: will.message.properties.correlation_data.clone(),
@@ -906,7 +906,7 @@ fn to_v5(packet: Packet) -> v5::Packet {
                 dup: p.dup,
                 retain: p.message.retain,
                 qos: p.message.qos.to_wire(),
-                topic: ByteString::from(p.message.topic.as_str()),
+                topic: p.message.topic.clone(),
                 packet_id: p.packet_id,
                 payload: p.message.payload,
                 properties: Some(properties),

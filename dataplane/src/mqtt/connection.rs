@@ -295,7 +295,7 @@ struct Connection<IO> {
     transport: Transport,
     limits: NamespaceLimits,
     /// Inbound topic aliases (MQTT 5), 1..=TOPIC_ALIAS_MAXIMUM.
-    topic_aliases: HashMap<u16, String>,
+    topic_aliases: HashMap<u16, bytestring::ByteString>,
     rate: RateLimit,
     /// While over the message rate: reading resumes then.
     paused_until: Option<Instant>,

@@ -79,7 +79,7 @@ impl StoredMessage {
     pub fn from_message(message: &Message, expiry_left: Option<u32>) -> Self {
         let p = &message.properties;
         Self {
-            topic: message.topic.clone(),
+            topic: message.topic.to_string(),
             payload: message.payload.to_vec(),
             qos: message.qos.as_u8(),
             retain: message.retain,
@@ -94,7 +94,7 @@ impl StoredMessage {
 
     pub fn into_message(self) -> Message {
         Message {
-            topic: self.topic,
+            topic: self.topic.into(),
             payload: Bytes::from(self.payload),
             qos: qos(self.qos),
             retain: self.retain,

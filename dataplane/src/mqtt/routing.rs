@@ -234,7 +234,7 @@ pub fn routed_event(
     event.insert("id".into(), new_event_id().into());
     event.insert("source".into(), namespace.into());
     event.insert("type".into(), ROUTED_EVENT_TYPE.into());
-    event.insert("subject".into(), message.topic.clone().into());
+    event.insert("subject".into(), message.topic.to_string().into());
     event.insert("time".into(), rfc3339(routed.received).into());
     if let Some(content_type) = properties.content_type.as_deref().filter(|c| !c.is_empty()) {
         event.insert("datacontenttype".into(), content_type.into());
@@ -285,7 +285,7 @@ fn expand(variable: &str, routed: &Routed, client: Option<&CompiledClient>) -> O
     let properties = &routed.message.properties;
     match variable {
         "${client.authenticationName}" => return Some(routed.authentication_name.clone().into()),
-        "${mqtt.message.topicName}" => return Some(routed.message.topic.clone().into()),
+        "${mqtt.message.topicName}" => return Some(routed.message.topic.to_string().into()),
         "${mqtt.message.responseTopic}" => {
             return properties.response_topic.clone().map(Value::from);
         }

@@ -70,7 +70,7 @@ fn message(version: Version) -> impl Strategy<Value = Message> {
         properties(version),
     )
         .prop_map(|(topic, payload, qos, retain, properties)| Message {
-            topic,
+            topic: topic.into(),
             payload,
             qos,
             retain,
