@@ -202,6 +202,15 @@ impl AuthBroker {
             .reason
     }
 
+    /// A client connected over TLS with `identity` as `name` (MQTT 5), kept open.
+    async fn connected(&self, identity: &Identity, name: &str) -> RawClient {
+        let stream = tls_connect(self.addr, &self.server_ca, Some(identity)).await;
+        let connect = connect_packet(Version::V5, &format!("live-{}", next_id()), name);
+        let (client, ack) = RawClient::connect_over(Box::new(stream), connect).await;
+        assert_eq!(ack.reason, ACCEPTED, "{name}");
+        client
+    }
+
     async fn failures(&self, reason: &str) -> Option<f64> {
         self.dataplane
             .metric(&format!(
@@ -415,4 +424,41 @@ async fn a_certificate_over_websockets_over_tls_is_judged_as_over_tls() {
             "{version:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_certificate_revoked_while_connected_ends_the_session() {
+    use gridline_dataplane::mqtt::codec::Packet;
+    let thumb = ClientCert::cn("thumb-device").self_signed();
+    let broker = auth_broker(&thumb);
+    let subject = broker.client_ca.issue(ClientCert::cn("subject-device"));
+    let mut thumb_client = broker.connected(&thumb, "thumb-device").await;
+    let mut subject_client = broker.connected(&subject, "subject-device").await;
+    let disconnected = |packet: Option<Packet>| match packet {
+        Some(Packet::Disconnect(disconnect)) => Some(disconnect.reason),
+        _ => None,
+    };
+
+    // The thumbprint comes off the Client's list: that session ends, the other goes on.
+    broker
+        ._workspace
+        .write("clients.yaml", &clients(&"ab".repeat(32)));
+    assert_eq!(
+        disconnected(thumb_client.next(Duration::from_secs(10)).await),
+        Some(NOT_AUTHORIZED)
+    );
+    assert!(
+        subject_client.next(Duration::from_secs(1)).await.is_none(),
+        "a certificate still accepted keeps its session"
+    );
+
+    // The Namespace's client CA is replaced: certificates it signed no longer chain.
+    broker._workspace.write(
+        "client-ca.yaml",
+        &Ca::new("another client CA").secret("client-ca"),
+    );
+    assert_eq!(
+        disconnected(subject_client.next(Duration::from_secs(10)).await),
+        Some(NOT_AUTHORIZED)
+    );
 }

@@ -261,6 +261,33 @@ impl Authenticator {
         Ok(verified.expires_at)
     }
 
+    /// A connected X.509 client's certificate against a newly served Snapshot: a CA removed
+    /// from the Namespace, a thumbprint taken off the Client's list or a changed validation
+    /// scheme must end the session (SPEC §D's "a certificate revoked"), as a new CONNECT
+    /// would be refused.
+    pub fn recheck_certificate(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        authentication_name: &str,
+        chain: &[CertificateDer<'static>],
+        now: SystemTime,
+    ) -> Result<(), AuthFailure> {
+        let leaf = chain.first().ok_or(AuthFailure::NoCertificate)?;
+        let certificate = ClientCertificate::parse(leaf)?;
+        let client = enabled_client(snapshot, authentication_name)?;
+        let now_secs = i64::try_from(unix_secs(now)).unwrap_or(i64::MAX);
+        certificate.check_validity(now_secs)?;
+        if client.validation_scheme != ValidationScheme::ThumbprintMatch {
+            let at = UnixTime::since_unix_epoch(Duration::from_secs(unix_secs(now)));
+            self.ca_trust.verify_served(snapshot, chain, at)?;
+        }
+        certificate.check_scheme(
+            client.validation_scheme,
+            authentication_name,
+            &client.allowed_thumbprints,
+        )
+    }
+
     /// MQTT 5 re-authentication (AUTH 0x19) of a JWT session as `authentication_name` with
     /// the token in `data`: the token's expiry, or why it failed.
     pub fn reauthenticate(

@@ -55,9 +55,12 @@ impl End {
             End::Lost("connection closed" | "write failed" | "keep-alive timeout") => {
                 DisconnectionReason::ConnectionLost
             }
-            End::Lost("client disabled" | "token expired" | "re-authentication failed") => {
-                DisconnectionReason::ClientAuthenticationError
-            }
+            End::Lost(
+                "client disabled"
+                | "certificate revoked"
+                | "token expired"
+                | "re-authentication failed",
+            ) => DisconnectionReason::ClientAuthenticationError,
             End::Lost("receive maximum exceeded") => DisconnectionReason::QuotaExceeded,
             End::Lost(SHUTTING_DOWN) => DisconnectionReason::ServerInitiatedDisconnect,
             End::Lost(_) => DisconnectionReason::ClientError,
@@ -186,7 +189,7 @@ pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
         authentication_name,
         authentication_method,
         token_expiry,
-        ..
+        method,
     } = authenticated;
     let limits = NamespaceLimits::of(&snapshot);
     drop(snapshot);
@@ -216,6 +219,7 @@ pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
     connection.connack.authentication_method = authentication_method.clone();
     connection.authentication_method = authentication_method;
     connection.token_deadline = token_expiry.map(|t| Instant::now() + t.remaining);
+    connection.certificate_authenticated = method == super::authenticate::Method::X509;
     broker.session_connected(
         connection.authorizer.authentication_name(),
         &connection.session.client_id,
@@ -307,6 +311,8 @@ struct Connection<IO> {
     snapshot_changes: tokio::sync::watch::Receiver<u64>,
     /// JWT sessions: the CONNECT's Authentication Method, which AUTH must repeat.
     authentication_method: Option<String>,
+    /// Authenticated by its client certificate: re-checked when the Snapshot changes.
+    certificate_authenticated: bool,
     /// JWT sessions: when the token (the last re-authentication's) expires.
     token_deadline: Option<Instant>,
 }
@@ -384,6 +390,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             snapshot_changes: broker.snapshot_changes.subscribe(),
             authentication_method: None,
+            certificate_authenticated: false,
             token_deadline: None,
             broker,
         }
@@ -1034,12 +1041,27 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         let enabled = snapshot
             .client_by_authentication_name(self.authorizer.authentication_name())
             .is_some_and(|c| c.enabled);
-        drop(snapshot);
         if !enabled {
+            drop(snapshot);
             info!(client = %self.session.client_id, authentication_name = self.authorizer.authentication_name(), "client disabled or deleted: disconnecting");
             let _ = self.disconnect(reason::NOT_AUTHORIZED).await;
             return Err(End::Lost("client disabled"));
         }
+        if self.certificate_authenticated {
+            let rechecked = self.broker.authenticator.recheck_certificate(
+                &snapshot,
+                self.authorizer.authentication_name(),
+                self.transport.client_certificates(),
+                std::time::SystemTime::now(),
+            );
+            if let Err(failure) = rechecked {
+                drop(snapshot);
+                info!(client = %self.session.client_id, authentication_name = self.authorizer.authentication_name(), reason = failure.reason(), "certificate no longer accepted: disconnecting");
+                let _ = self.disconnect(reason::NOT_AUTHORIZED).await;
+                return Err(End::Lost("certificate revoked"));
+            }
+        }
+        drop(snapshot);
         let filters: Vec<String> = self
             .session
             .state
