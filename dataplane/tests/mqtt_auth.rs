@@ -289,6 +289,83 @@ async fn each_validation_scheme_admits_a_certificate_with_the_name_and_refuses_o
 }
 
 #[test]
+fn paho_mqtt_authenticates_with_each_validation_scheme_in_both_versions() {
+    let thumbprinted = ClientCert::cn("thumb-device").self_signed();
+    let broker = auth_broker(&thumbprinted);
+    let ca = &broker.client_ca;
+    // (authentication name, certificate, the reason code paho must read)
+    let cases = [
+        (
+            "subject-device",
+            ca.issue(ClientCert::cn("subject-device")),
+            ACCEPTED,
+        ),
+        (
+            "subject-device",
+            ca.issue(ClientCert::cn("someone-else")),
+            BAD_USER_NAME_OR_PASSWORD,
+        ),
+        (
+            "dns-device.example.com",
+            ca.issue(ClientCert::cn("x").dns("dns-device.example.com")),
+            ACCEPTED,
+        ),
+        (
+            "spiffe://example.com/uri-device",
+            ca.issue(ClientCert::cn("x").uri("spiffe://example.com/uri-device")),
+            ACCEPTED,
+        ),
+        (
+            "10.1.2.3",
+            ca.issue(ClientCert::cn("x").ip("10.1.2.3")),
+            ACCEPTED,
+        ),
+        (
+            "10.1.2.3",
+            ca.issue(ClientCert::cn("x").ip("10.1.2.4")),
+            BAD_USER_NAME_OR_PASSWORD,
+        ),
+        (
+            "email-device@example.com",
+            ca.issue(ClientCert::cn("x").email("email-device@example.com")),
+            ACCEPTED,
+        ),
+        ("thumb-device", thumbprinted, ACCEPTED),
+        (
+            "thumb-device",
+            ClientCert::cn("thumb-device").self_signed(),
+            BAD_USER_NAME_OR_PASSWORD,
+        ),
+        (
+            "disabled-device",
+            ca.issue(ClientCert::cn("disabled-device")),
+            NOT_AUTHORIZED,
+        ),
+    ];
+    let port = broker.addr.port().to_string();
+    for (name, certificate, expected) in &cases {
+        let (cert, key) = certificate.write(&broker.dir, &format!("paho-{}", next_id()));
+        for version in ["v5", "v3.1.1"] {
+            let answer = support::paho::connect_auth(&[
+                "--port",
+                &port,
+                "--ca",
+                broker.server_ca_file.to_str().unwrap(),
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+                "--username",
+                name,
+                "--version",
+                version,
+            ]);
+            assert_eq!(answer, Ok(*expected), "{name} {version}");
+        }
+    }
+}
+
+#[test]
 fn mosquitto_clients_of_both_versions_authenticate_with_a_certificate() {
     let broker = auth_broker(&ClientCert::cn("unused").self_signed());
     let good = broker.client_ca.issue(ClientCert::cn("subject-device"));

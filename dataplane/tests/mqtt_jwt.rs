@@ -253,3 +253,27 @@ async fn a_token_authenticates_over_websockets_over_tls_too() {
     let ack = wss_connect(broker.wss, &broker.server_ca, None, bad).await;
     assert_eq!(ack.reason, 0x86);
 }
+
+#[test]
+fn paho_mqtt_connects_with_a_good_token_and_is_refused_an_expired_one() {
+    let broker = jwt_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("server-ca.pem");
+    std::fs::write(&ca, &broker.server_ca).unwrap();
+    let port = broker.addr.port().to_string();
+    let connect = |token: &str| {
+        support::paho::connect_auth(&[
+            "--port",
+            &port,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--username",
+            "sensor-1",
+            "--jwt",
+            token,
+        ])
+    };
+    assert_eq!(connect(&broker.issuer.token(AUDIENCE, 600)), Ok(0x00));
+    assert_eq!(connect(&broker.issuer.token(AUDIENCE, -600)), Ok(0x86));
+    assert_eq!(connect(&broker.issuer.token("someone-else", 600)), Ok(0x86));
+}

@@ -98,3 +98,19 @@ fn report(dataplane: &Dataplane, phase: &str, stdout: &str, output: &Output) {
         "paho phase `{phase}`: no case ran\n{stdout}"
     );
 }
+
+/// What `tests/paho/connect_auth.py` printed for one authenticated CONNECT: the CONNACK's
+/// reason code as paho-mqtt read it, or None (and the output) when it got none.
+pub fn connect_auth(args: &[&str]) -> Result<u8, String> {
+    let output = Command::new(python_with_paho())
+        .arg(paho_tests_dir().join("connect_auth.py"))
+        .args(args)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("CONNACK 0x"))
+        .and_then(|code| u8::from_str_radix(code.trim(), 16).ok())
+        .ok_or_else(|| format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr)))
+}
