@@ -60,6 +60,14 @@ pub enum State {
     Disabled,
 }
 
+/// The longest Namespace name: the operator names its children after it, and the longest
+/// derived name must fit Kubernetes' 63 characters — the StatefulSet's pods carry a
+/// `controller-revision-hash` label `<name>-gridline-<10-character hash>`.
+pub const MAX_NAMESPACE_NAME_CHARS: usize = 43;
+/// [`MAX_NAMESPACE_NAME_CHARS`] as a CEL rule on the Namespace kind.
+pub(crate) const NAMESPACE_NAME_RULE: &str = "size(self.metadata.name) <= 43";
+pub(crate) const NAMESPACE_NAME_RULE_MESSAGE: &str = "a Namespace name is at most 43 characters: its StatefulSet, Services and pods are named after it within Kubernetes' 63";
+
 /// Name rule shared by every kind (Event Grid: 3-50 characters, letters, digits and '-').
 pub(crate) const NAME_RULE: &str = "self.metadata.name.matches('^[A-Za-z0-9-]{3,50}$')";
 pub(crate) const NAME_RULE_MESSAGE: &str =

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
     shortname = "gns",
     category = "gridline",
     validation = Rule::new(super::common::NAME_RULE).message(super::common::NAME_RULE_MESSAGE),
+    validation = Rule::new(super::common::NAMESPACE_NAME_RULE).message(super::common::NAMESPACE_NAME_RULE_MESSAGE),
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicas"}"#,
     printcolumn = r#"{"name":"MQTT","type":"string","description":"topic spaces (MQTT broker) state","jsonPath":".spec.topicSpacesConfiguration.state"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,

@@ -32,6 +32,16 @@ impl Compiler<'_> {
     pub(super) fn compile_namespace_object(&mut self, namespace: &Namespace) {
         let mut problems = ObjectProblems::new(ObjectKey::of(Kind::Namespace, namespace));
         problems.check_name();
+        let name = namespace.name_any();
+        if name.len() > crate::types::common::MAX_NAMESPACE_NAME_CHARS {
+            problems.add(
+                "metadata.name",
+                format!(
+                    "'{name}' is too long for a Namespace: at most {} characters (its StatefulSet, Services and pods are named after it)",
+                    crate::types::common::MAX_NAMESPACE_NAME_CHARS
+                ),
+            );
+        }
         let spec = &namespace.spec;
         problems.check_range("spec.replicas", spec.replicas, 1, 40);
 

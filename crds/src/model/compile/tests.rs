@@ -181,6 +181,32 @@ fn names_must_be_event_grid_resource_names() {
 }
 
 #[test]
+fn a_namespace_name_leaves_room_for_the_names_of_its_children() {
+    let name = "n".repeat(44);
+    let extra = format!(
+        "apiVersion: gridline.dev/v1alpha1\nkind: Namespace\nmetadata: {{name: {name}}}\nspec: {{listeners: {{mqttTls: {{enabled: false, port: 8883}}, https: {{enabled: false, port: 443}}}}}}\n"
+    );
+    let (_, errors) = compile_all(&objects(&extra));
+    let messages: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{} {}: {}", e.object, e.field, e.message))
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.contains(&name)
+            && m.contains("metadata.name")
+            && m.contains("at most 43 characters")),
+        "{messages:?}"
+    );
+    let mut fits = objects("");
+    fits.namespaces[0].metadata.name = Some("n".repeat(43));
+    let (_, errors) = compile_all(&fits);
+    assert!(
+        errors.iter().all(|e| e.field != "metadata.name"),
+        "43 characters fit: {errors:?}"
+    );
+}
+
+#[test]
 fn an_object_defined_twice_is_reported() {
     let error = only_error(&object("Topic", "orders", "eventRetentionInDays: 1"));
     assert!(error.contains("defined more than once"), "{error}");
