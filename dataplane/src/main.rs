@@ -76,6 +76,10 @@ struct RunArgs {
     /// Grid's 443), opened when the Namespace enables `listeners.https` and `websockets`.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
     wss_addr: SocketAddr,
+    /// MQTT connections each listener (TCP, TLS, WebSockets, WSS) holds at most; beyond it a
+    /// new socket is closed at once and counted (`gridline_mqtt_connects_total{result="over_limit"}`).
+    #[arg(long, value_name = "N", default_value_t = 100_000, env = "GRIDLINE_MAX_CONNECTIONS_PER_LISTENER", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_listener: u32,
     /// Test-only: multiply push delivery's retry delays by this factor in (0, 1], so that
     /// tests run the whole retry schedule in seconds.
     #[arg(long, hide = true, value_name = "F", env = "GRIDLINE_TEST_TIME_SCALE", value_parser = time_scale)]
@@ -105,6 +109,7 @@ impl RunArgs {
             mqtt_addr: self.mqtt_addr,
             mqtts_addr: self.mqtts_addr,
             wss_addr: self.wss_addr,
+            max_connections_per_listener: self.max_connections_per_listener as usize,
             test_time_scale: self.test_time_scale.unwrap_or_default(),
         }
     }

@@ -39,6 +39,8 @@ pub struct RunOptions {
     pub mqtts_addr: SocketAddr,
     /// MQTT over WebSockets over TLS (`/mqtt`), opened when the Namespace enables `https`.
     pub wss_addr: SocketAddr,
+    /// MQTT connections per listener.
+    pub max_connections_per_listener: usize,
     /// Test-only: multiplies push delivery's retry delays (1 in production).
     pub test_time_scale: TimeScale,
 }
@@ -91,6 +93,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         metrics.registry(),
         &options.data_dir,
         Some(store.clone()),
+        options.max_connections_per_listener,
     )
     .context("cannot register the MQTT metrics")?;
     // WebSockets on the HTTP listener are bounded, and ended at shutdown, with the others.

@@ -35,10 +35,15 @@ pub fn broker(
     registry: &prometheus::Registry,
     data_dir: &Path,
     store: Option<crate::store::EventStore>,
+    max_connections_per_listener: usize,
 ) -> anyhow::Result<Arc<Broker>> {
     let metrics = MqttMetrics::register(registry)?;
-    let mut broker = Broker::new(snapshot.clone(), metrics, Limits::default())
-        .persisting_in(data_dir.to_path_buf());
+    let limits = Limits {
+        max_connections: max_connections_per_listener,
+        ..Limits::default()
+    };
+    let mut broker =
+        Broker::new(snapshot.clone(), metrics, limits).persisting_in(data_dir.to_path_buf());
     if let Some(store) = store {
         let routing = routing::RoutingMetrics::register(registry)?;
         broker.routing = Some(routing::Routing::start(
