@@ -55,6 +55,10 @@ pub struct NamespaceSpec {
     /// The data plane's event store.
     #[serde(default)]
     pub storage: Storage,
+    /// CPU and memory of each data-plane pod (Gridline setting). Unset: the operator's
+    /// defaults (`gridline-operator run --help`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
 }
 
 fn default_replicas() -> i32 {

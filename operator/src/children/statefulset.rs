@@ -157,7 +157,13 @@ fn container(ns: &Namespace, options: &Options) -> Container {
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         // Generous: a pod replaying a large store must not be killed for being slow to start.
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
-        resources: Some(options.dataplane_resources.clone()),
+        // The Namespace's own, else the operator's defaults.
+        resources: Some(
+            ns.spec
+                .resources
+                .clone()
+                .unwrap_or_else(|| options.dataplane_resources.clone()),
+        ),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(DATAPLANE_UID),
@@ -359,6 +365,23 @@ mod tests {
             path(&container.liveness_probe),
             ("/healthz".into(), IntOrString::Int(8080))
         );
+    }
+
+    #[test]
+    fn the_namespaces_resources_replace_the_operators_defaults() {
+        let defaults = statefulset(&namespace(json!({})), &Options::default());
+        assert_eq!(
+            pod(&defaults).containers[0].resources,
+            Some(Options::default().dataplane_resources)
+        );
+        let resources =
+            json!({"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "8Gi"}});
+        let sts = statefulset(
+            &namespace(json!({"resources": resources})),
+            &Options::default(),
+        );
+        let got = serde_json::to_value(&pod(&sts).containers[0].resources).unwrap();
+        assert_eq!(got, resources);
     }
 
     #[test]
