@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use support::mqtt::{TestPki, access, finish, publish, subscribe, tls_namespace};
+use support::pki::{Ca, ClientCert};
 use support::{Dataplane, Workspace};
 
 const V311: &str = "mqttv311";
@@ -18,6 +19,8 @@ struct TlsBroker {
     dataplane: Dataplane,
     addr: SocketAddr,
     cafile: PathBuf,
+    /// The CA the Namespace trusts for client certificates.
+    client_ca: Ca,
 }
 
 impl TlsBroker {
@@ -27,12 +30,34 @@ impl TlsBroker {
         args.extend_from_slice(extra);
         args
     }
+
+    /// [`TlsBroker::args`] with `--cert`/`--key` of a certificate naming `user`: over TLS a
+    /// client proves its name (SPEC §D; the development identity is for plaintext only).
+    fn args_as(&self, user: &str, extra: &[&str]) -> Vec<String> {
+        let (cert, key) = self
+            .client_ca
+            .issue(ClientCert::cn(user))
+            .write(&self.cafile.with_file_name("clients"), user);
+        let mut args: Vec<String> = self.args(extra).iter().map(|s| s.to_string()).collect();
+        args.extend([
+            "--cert".to_string(),
+            cert.display().to_string(),
+            "--key".to_string(),
+            key.display().to_string(),
+        ]);
+        args
+    }
 }
 
 fn tls_broker(minimum: &str, development_identity: bool) -> TlsBroker {
     let pki = TestPki::new();
     let workspace = Workspace::new();
-    let mut namespace = tls_namespace("dev", "broker-tls", minimum);
+    let client_ca = Ca::new("Gridline client CA");
+    let mut namespace = tls_namespace("dev", "broker-tls", minimum).replacen(
+        "spec:\n",
+        "spec:\n  caCertificates:\n    - name: client-ca\n      secretName: client-ca\n",
+        1,
+    );
     if !development_identity {
         namespace = namespace.replace(
             "insecureUsernameAuthentication: true",
@@ -41,6 +66,7 @@ fn tls_broker(minimum: &str, development_identity: bool) -> TlsBroker {
     }
     workspace.write("namespace.yaml", &namespace);
     workspace.write("secret.yaml", &pki.secret("broker-tls"));
+    workspace.write("client-ca.yaml", &client_ca.secret("client-ca"));
     workspace.write("access.yaml", &access("dev"));
     // Outside the manifests folder: a PEM file is no manifest.
     let cafile = workspace.data_dir().with_file_name("ca.pem");
@@ -52,6 +78,7 @@ fn tls_broker(minimum: &str, development_identity: bool) -> TlsBroker {
         dataplane,
         addr,
         cafile,
+        client_ca,
     }
 }
 
@@ -59,17 +86,25 @@ fn tls_broker(minimum: &str, development_identity: bool) -> TlsBroker {
 fn tls_clients_of_both_versions_publish_and_subscribe_with_the_namespace_certificate() {
     let broker = tls_broker("1.2", true);
     for (sub_version, pub_version) in [(V5, V311), (V311, V5)] {
+        let sub_args = broker.args_as(
+            "dashboard",
+            &["-t", "devices/+/telemetry", "-q", "1", "-C", "1", "-W", "5"],
+        );
         let sub = subscribe(
             broker.addr,
             sub_version,
             "dashboard",
-            &broker.args(&["-t", "devices/+/telemetry", "-q", "1", "-C", "1", "-W", "5"]),
+            &sub_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let pub_args = broker.args_as(
+            "sensor-1",
+            &["-t", "devices/sensor-1/telemetry", "-m", "tls", "-q", "1"],
         );
         let out = publish(
             broker.addr,
             pub_version,
             "sensor-1",
-            &broker.args(&["-t", "devices/sensor-1/telemetry", "-m", "tls", "-q", "1"]),
+            &pub_args.iter().map(String::as_str).collect::<Vec<_>>(),
         );
         assert!(out.status.success(), "{pub_version}: {out:?}");
         let (stdout, stderr) = finish(sub);
@@ -177,11 +212,13 @@ async fn a_client_certificate_is_requested_not_required_and_judged_when_presente
     let broker = tls_broker("1.2", true);
     let ca = std::fs::read_to_string(&broker.cafile).unwrap();
     // Self-signed and unknown to the Namespace: the handshake does not judge it, CONNECT
-    // does (X.509 decides when a certificate is presented, development identity or not).
+    // does (X.509 decides when a certificate is presented). Without one the handshake
+    // succeeds too, and CONNECT is refused: over TLS the development identity does not
+    // apply (SPEC §D), so there is no credential (0x8C, 3.1.1 return code 5).
     let client = rcgen::generate_simple_self_signed(vec!["sensor-1".to_string()]).unwrap();
     let certificate = (client.cert.pem(), client.signing_key.serialize_pem());
     for (user, presented, return_code) in
-        [("sensor-1", Some(certificate), 4), ("sensor-2", None, 0)]
+        [("sensor-1", Some(certificate), 4), ("sensor-2", None, 5)]
     {
         let mut stream = rustls_handshake(broker.addr, &ca, &[&rustls::version::TLS13], presented)
             .await
@@ -191,15 +228,14 @@ async fn a_client_certificate_is_requested_not_required_and_judged_when_presente
         stream.read_exact(&mut connack).await.unwrap();
         assert_eq!(connack, [0x20, 2, 0, return_code], "{user}");
     }
-    let logged =
-        "authentication_name=\"sensor-2\" version=V311 listener=Tls client_certificate=false";
+    let logged = "listener=Tls method=\"none\" reason=\"no_credentials\"";
     let found = support::poll_until(Duration::from_secs(5), || {
         let logs = broker.dataplane.logs();
         async move { logs.contains(logged) }
     })
     .await;
     assert!(found.is_some(), "{logged}\n{}", broker.dataplane.logs());
-    let refused = "method=\"x509\" reason=\"no_ca_certificates\"";
+    let refused = "method=\"x509\" reason=\"untrusted_certificate\"";
     assert!(
         broker.dataplane.logs().contains(refused),
         "{}",
@@ -230,11 +266,12 @@ fn an_idle_socket_that_never_starts_the_tls_handshake_does_not_stall_the_listene
     half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
         .unwrap();
     let started = Instant::now();
+    let args = broker.args_as("sensor-1", &["-t", "lab/x", "-m", "x"]);
     let out = publish(
         broker.addr,
         V5,
         "sensor-1",
-        &broker.args(&["-t", "lab/x", "-m", "x"]),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     assert!(out.status.success(), "{out:?}");
     assert!(

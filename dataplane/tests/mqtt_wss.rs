@@ -9,13 +9,30 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use support::mqtt::{RawClient, TestPki, access, connect_packet, message, tls_namespace};
+use support::pki::{Ca, ClientCert, Identity};
 use support::wss::{OfferedCertificate, WssClient};
 use support::{Dataplane, Workspace};
 
-/// The Namespace with the development identity, its TLS certificate and, when `https`, the
-/// HTTPS listener (which carries WSS) on.
+thread_local! {
+    /// The CA the test Namespace trusts for client certificates: over TLS a client proves its
+    /// name (SPEC §D; the development identity is for plaintext only). Per test thread, so
+    /// one test's broker and clients share it.
+    static CLIENT_CA: Ca = Ca::new("wss client CA");
+}
+
+/// A certificate naming `user` (subject CN), issued by the test Namespace's client CA.
+fn client_identity(user: &str) -> Identity {
+    CLIENT_CA.with(|ca| ca.issue(ClientCert::cn(user)))
+}
+
+/// The Namespace with its TLS certificate, the client CA and, when `https`, the HTTPS
+/// listener (which carries WSS) on.
 fn wss_namespace(https: bool) -> String {
-    let namespace = tls_namespace("dev", "broker-tls", "1.2");
+    let namespace = tls_namespace("dev", "broker-tls", "1.2").replacen(
+        "spec:\n",
+        "spec:\n  caCertificates:\n    - name: client-ca\n      secretName: client-ca\n",
+        1,
+    );
     if https {
         namespace.replacen(
             "    https:\n      enabled: false\n",
@@ -32,14 +49,19 @@ fn wss_broker(https: bool) -> (Workspace, Dataplane, TestPki) {
     let workspace = Workspace::new();
     workspace.write("namespace.yaml", &wss_namespace(https));
     workspace.write("secret.yaml", &pki.secret("broker-tls"));
+    workspace.write(
+        "client-ca.yaml",
+        &CLIENT_CA.with(|ca| ca.secret("client-ca")),
+    );
     workspace.write("access.yaml", &access("dev"));
     let dataplane = workspace.start(&[]);
     (workspace, dataplane, pki)
 }
 
-/// A WSS client connected as `user` (no certificate offered); panics unless accepted.
+/// A WSS client connected as `user` with a certificate naming it; panics unless accepted.
 async fn connected(addr: SocketAddr, pki: &TestPki, version: Version, user: &str) -> WssClient {
-    let mut client = WssClient::open(addr, &pki.ca_pem, OfferedCertificate::new(None), version)
+    let offered = OfferedCertificate::of(&client_identity(user));
+    let mut client = WssClient::open(addr, &pki.ca_pem, offered, version)
         .await
         .unwrap();
     let id = format!("{user}-wss-{version:?}");
@@ -128,19 +150,14 @@ async fn the_wss_listener_asks_for_a_client_certificate_and_keeps_it_for_authent
             "dashboard",
         ))))
         .await;
-    // Kept on the connection for authentication at CONNECT: either X.509 authentication
-    // judges it (this Namespace has no CA certificates, so it is refused where the same
-    // CONNECT without a certificate is accepted), or, where certificates over WebSockets are
-    // not judged, the connection is logged with it.
+    // Kept on the connection for authentication at CONNECT, where X.509 judges it: a
+    // self-signed certificate the Namespace's CA did not issue is refused.
     let ack = match client.next(Duration::from_secs(5)).await {
         Some(Packet::ConnAck(ack)) => ack,
         other => panic!("expected CONNACK, got {other:?}"),
     };
-    let evidence = if ack.reason == 0 {
-        "listener=WebSocket client_certificate=true"
-    } else {
-        "listener=WebSocket method=\"x509\""
-    };
+    assert_eq!(ack.reason, 0x86, "{ack:?}");
+    let evidence = "listener=SecureWebSocket method=\"x509\"";
     let seen = support::poll_until(Duration::from_secs(5), || async {
         dataplane.logs().contains(evidence)
     })
@@ -171,9 +188,12 @@ async fn paho_mqtt_over_wss_with_the_test_ca_in_both_versions() {
     // Outside the manifests folder: a PEM file is no manifest.
     let ca = workspace.data_dir().with_file_name("ca.pem");
     std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let (cert, key) = client_identity("dashboard").write(&ca.with_file_name("pki"), "dashboard");
     let env = [
         ("GRIDLINE_WSS", wss.to_string()),
         ("GRIDLINE_CA", ca.display().to_string()),
+        ("GRIDLINE_CERT_DASHBOARD", cert.display().to_string()),
+        ("GRIDLINE_KEY_DASHBOARD", key.display().to_string()),
     ];
     support::paho::run_phase(&dataplane, mqtt, "wss", &env).await;
 }

@@ -152,14 +152,16 @@ impl Authenticator {
         let open = match listener {
             Listener::Plaintext => plaintext.is_some_and(|l| l.enabled),
             Listener::Tls => listeners.mqtt_tls.enabled,
-            Listener::WebSocket => listeners.websockets,
+            Listener::WebSocket | Listener::SecureWebSocket => listeners.websockets,
         };
         if !open {
             return Err(refuse(AuthFailure::ListenerClosed));
         }
         let username = connect.username.as_deref().filter(|u| !u.is_empty());
         if let Some(method) = &connect.authentication_method {
-            if !JWT_METHODS.contains(&method.as_str()) || listener == Listener::Plaintext {
+            // A token travels only under TLS.
+            let unencrypted = matches!(listener, Listener::Plaintext | Listener::WebSocket);
+            if !JWT_METHODS.contains(&method.as_str()) || unencrypted {
                 return Err(refuse(AuthFailure::UnsupportedMethod));
             }
             return self
@@ -171,7 +173,11 @@ impl Authenticator {
                 .x509(snapshot, namespace, username, client_certificates, now)
                 .map_err(|failure| Refusal::new(Method::X509, failure));
         }
-        let development = plaintext.is_some_and(|l| l.insecure_username_authentication);
+        // SPEC §D: the development identity exists on plaintext connections only (the
+        // plaintext MQTT listener and `ws://` on the HTTP listener); over TLS a client proves
+        // who it is with a certificate or a token.
+        let development = matches!(listener, Listener::Plaintext | Listener::WebSocket)
+            && plaintext.is_some_and(|l| l.insecure_username_authentication);
         if !development {
             return Err(refuse(AuthFailure::NoCredentials));
         }

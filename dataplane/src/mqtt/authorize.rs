@@ -15,7 +15,10 @@ use std::sync::Arc;
 pub enum Listener {
     Plaintext,
     Tls,
+    /// MQTT over WebSockets on the HTTP listener (`ws://`, no TLS).
     WebSocket,
+    /// MQTT over WebSockets over TLS (`wss://`, the WSS listener).
+    SecureWebSocket,
 }
 
 /// One client's permissions in one Snapshot: its templates, expanded.

@@ -108,6 +108,8 @@ pub enum Transport {
     /// as for `Tls`, else none.
     WebSocket {
         client_certificates: PeerCertificates,
+        /// Carried by TLS (the WSS listener), not `ws://` on the HTTP listener.
+        tls: bool,
     },
 }
 
@@ -120,6 +122,7 @@ impl Transport {
             }
             | Transport::WebSocket {
                 client_certificates,
+                ..
             } => client_certificates,
             Transport::Plaintext => &[],
         }
@@ -129,7 +132,8 @@ impl Transport {
         match self {
             Transport::Plaintext => Listener::Plaintext,
             Transport::Tls { .. } => Listener::Tls,
-            Transport::WebSocket { .. } => Listener::WebSocket,
+            Transport::WebSocket { tls: false, .. } => Listener::WebSocket,
+            Transport::WebSocket { tls: true, .. } => Listener::SecureWebSocket,
         }
     }
 }

@@ -56,7 +56,7 @@ impl Closing {
             || match listener {
                 Listener::Plaintext => self.plaintext,
                 Listener::Tls => self.tls,
-                Listener::WebSocket => self.websocket,
+                Listener::WebSocket | Listener::SecureWebSocket => self.websocket,
             }
     }
 

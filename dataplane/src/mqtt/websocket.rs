@@ -58,6 +58,7 @@ pub fn routes(broker: Arc<Broker>, connections: Connections) -> Router {
 async fn upgrade(State(state): State<WebSocketState>, upgrade: WebSocketUpgrade) -> Response {
     let transport = Transport::WebSocket {
         client_certificates: Vec::new(),
+        tls: false,
     };
     accept_upgrade(state, upgrade, transport)
 }
@@ -69,6 +70,7 @@ async fn upgrade_wss(
 ) -> Response {
     let transport = Transport::WebSocket {
         client_certificates: peer.client_certificates,
+        tls: true,
     };
     let response = accept_upgrade(state, upgrade, transport);
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {

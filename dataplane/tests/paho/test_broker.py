@@ -649,7 +649,14 @@ def test_the_persistent_session_gets_its_queued_messages_after_the_restart(versi
 def wss_peer(user, version):
     peer = Peer(user, version, transport="websockets", address_variable="GRIDLINE_WSS")
     peer.client.ws_set_options(path="/mqtt")
-    peer.client.tls_set(ca_certs=os.environ["GRIDLINE_CA"], cert_reqs=ssl.CERT_REQUIRED)
+    # Over TLS the development identity does not apply (SPEC §D): the peer proves its name
+    # with the certificate the Rust side issued for it.
+    peer.client.tls_set(
+        ca_certs=os.environ["GRIDLINE_CA"],
+        certfile=os.environ.get(f"GRIDLINE_CERT_{user.upper().replace('-', '_')}"),
+        keyfile=os.environ.get(f"GRIDLINE_KEY_{user.upper().replace('-', '_')}"),
+        cert_reqs=ssl.CERT_REQUIRED,
+    )
     return peer
 
 

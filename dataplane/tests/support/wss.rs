@@ -28,6 +28,19 @@ pub struct OfferedCertificate {
 }
 
 impl OfferedCertificate {
+    /// `identity` (a certificate issued by a CA the Namespace trusts, say) and its key.
+    pub fn of(identity: &super::pki::Identity) -> Arc<Self> {
+        let chain = CertificateDer::pem_slice_iter(identity.certificate_pem.as_bytes())
+            .map(|c| c.unwrap())
+            .collect();
+        let der = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).unwrap();
+        let signing = rustls::crypto::ring::sign::any_supported_type(&der).unwrap();
+        Arc::new(Self {
+            key: Some(Arc::new(CertifiedKey::new(chain, signing))),
+            requested: AtomicBool::new(false),
+        })
+    }
+
     /// A self-signed certificate for `common_name` (None: none offered, asks still noted).
     pub fn new(common_name: Option<&str>) -> Arc<Self> {
         let key = common_name.map(|name| {

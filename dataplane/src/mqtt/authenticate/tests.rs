@@ -124,10 +124,10 @@ fn refused(outcome: Result<Authenticated, Refusal>) -> (u8, &'static str, &'stat
 }
 
 #[test]
-fn the_development_identity_takes_the_username_on_any_listener_without_a_certificate() {
+fn the_development_identity_takes_the_username_on_plaintext_connections_only() {
     let snapshot = snapshot(true, &[], &[], Vec::new());
     let authenticator = Authenticator::default();
-    for listener in [Listener::Plaintext, Listener::Tls, Listener::WebSocket] {
+    for listener in [Listener::Plaintext, Listener::WebSocket] {
         let outcome = authenticator.authenticate(
             &snapshot,
             &connect(Version::V311, Some("subject")),
@@ -138,6 +138,21 @@ fn the_development_identity_takes_the_username_on_any_listener_without_a_certifi
         let authenticated = outcome.unwrap();
         assert_eq!(authenticated.method, Method::Development);
         assert_eq!(authenticated.authentication_name, "subject");
+    }
+    // SPEC §D: over TLS a client proves its name (certificate or token), switch or not.
+    for listener in [Listener::Tls, Listener::SecureWebSocket] {
+        let outcome = authenticator.authenticate(
+            &snapshot,
+            &connect(Version::V311, Some("subject")),
+            listener,
+            &[],
+            now(),
+        );
+        assert_eq!(
+            refused(outcome),
+            (0x8C, "none", "no_credentials"),
+            "{listener:?}"
+        );
     }
     let outcome = authenticator.authenticate(
         &snapshot,
@@ -312,7 +327,16 @@ fn a_good_token_authenticates_and_is_echoed_with_its_expiry() {
         json!({"iss": "https://issuer.example.com", "aud": "gridline-dev", "exp": NOW + 30}),
     );
     let authenticator = Authenticator::default();
-    for listener in [Listener::Tls, Listener::WebSocket] {
+    // A token travels under TLS only: not over `ws://` on the HTTP listener.
+    let outcome = authenticator.authenticate(
+        &snapshot,
+        &jwt_connect("subject", "OAUTH2-JWT", &token),
+        Listener::WebSocket,
+        &[],
+        now(),
+    );
+    assert_eq!(refused(outcome).0, 0x8C);
+    for listener in [Listener::Tls, Listener::SecureWebSocket] {
         let outcome = authenticator.authenticate(
             &snapshot,
             &jwt_connect("subject", "OAUTH2-JWT", &token),
