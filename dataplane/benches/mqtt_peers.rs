@@ -25,6 +25,10 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Semaphore;
 
+// The raw MQTT frames and the RSS reader are shared with the other MQTT benches.
+mod support;
+use support::{connect, expect, frame, remaining_length, string, subscribe};
+
 const PAYLOAD_BYTES: usize = 100;
 const TOPIC: &str = "bench/t";
 /// QoS 1 messages a publisher keeps unacknowledged (rumqttd's default `max_inflight_count`,
@@ -326,13 +330,7 @@ impl Broker {
     }
 
     fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kib| kib / 1024.0)
+        support::rss_mib(self.child.id())
     }
 }
 
@@ -375,56 +373,6 @@ fn version_of(name: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // MQTT frames, by hand
 
-fn remaining_length(out: &mut Vec<u8>, mut len: usize) {
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-}
-
-fn string(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-/// CONNECT, clean start, with a username; `version` 4 (3.1.1) or 5.
-fn connect(version: u8, client_id: &str, username: &str, keep_alive: u16) -> Vec<u8> {
-    let mut body = Vec::new();
-    string(&mut body, "MQTT");
-    body.push(version);
-    body.push(0b1000_0010); // username, clean start
-    body.extend_from_slice(&keep_alive.to_be_bytes());
-    if version == 5 {
-        body.push(0); // no properties
-    }
-    string(&mut body, client_id);
-    string(&mut body, username);
-    let mut frame = vec![0x10];
-    remaining_length(&mut frame, body.len());
-    frame.extend_from_slice(&body);
-    frame
-}
-
-fn subscribe(version: u8, filter: &str, qos: u8) -> Vec<u8> {
-    let mut body = 1u16.to_be_bytes().to_vec();
-    if version == 5 {
-        body.push(0);
-    }
-    string(&mut body, filter);
-    body.push(qos);
-    let mut frame = vec![0x82];
-    remaining_length(&mut frame, body.len());
-    frame.extend_from_slice(&body);
-    frame
-}
-
 /// A 3.1.1 PUBLISH of PAYLOAD_BYTES; the payload starts with the send time (ns since EPOCH).
 fn publish(out: &mut Vec<u8>, qos: u8, packet_id: u16) {
     let len = 2 + TOPIC.len() + if qos > 0 { 2 } else { 0 } + PAYLOAD_BYTES;
@@ -436,40 +384,6 @@ fn publish(out: &mut Vec<u8>, qos: u8, packet_id: u16) {
     }
     out.extend_from_slice(&now_nanos().to_be_bytes());
     out.extend_from_slice(&[b'x'; PAYLOAD_BYTES - 8]);
-}
-
-/// One complete packet at the front of `buf`: (first byte, body range, total length).
-fn frame(buf: &[u8]) -> Option<(u8, usize, usize)> {
-    let mut len = 0usize;
-    let mut shift = 0;
-    for i in 1..5 {
-        let byte = *buf.get(i)?;
-        len |= ((byte & 0x7f) as usize) << shift;
-        shift += 7;
-        if byte & 0x80 == 0 {
-            let start = i + 1;
-            return (buf.len() >= start + len).then_some((buf[0], start, start + len));
-        }
-    }
-    panic!("malformed remaining length from the broker");
-}
-
-/// Read packets until one of type `kind` arrives; its body. Fails on anything refusing.
-async fn expect(stream: &mut TcpStream, kind: u8, buf: &mut Vec<u8>) -> anyhow::Result<Vec<u8>> {
-    loop {
-        if let Some((first, start, end)) = frame(buf) {
-            let body = buf[start..end].to_vec();
-            buf.drain(..end);
-            if first >> 4 == kind {
-                return Ok(body);
-            }
-            continue;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await?;
-        anyhow::ensure!(n > 0, "connection closed");
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 /// Connect (from `source` when given), CONNECT and SUBSCRIBE when `filter` is given.
