@@ -421,10 +421,18 @@ async fn a_failing_endpoint_shows_in_the_status_and_metrics() {
                 == 1)
             .await
     );
-    let healthy = condition(&dataplane, "hook", "EndpointHealthy")
-        .await
-        .unwrap();
-    assert_eq!(healthy["status"], "True");
+    // The endpoint records the request before the dispatcher has its answer: the status
+    // follows a moment later.
+    let mut healthy = None;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        healthy = condition(&dataplane, "hook", "EndpointHealthy").await;
+        if healthy.as_ref().is_some_and(|c| c["status"] == "True") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(healthy.unwrap()["status"], "True");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
