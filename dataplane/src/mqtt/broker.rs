@@ -8,7 +8,7 @@ use super::codec::reason;
 use super::codec::{Message, QoS, SubscriptionOptions};
 use super::metrics::MqttMetrics;
 use super::persist::{self, StoredSession, StoredState};
-use super::session::{Attachment, Enqueued, PendingWill, QueueLimits, Session};
+use super::session::{Attachment, Delivery, Enqueued, PendingWill, QueueLimits, Session, Wakes};
 use super::trie::Trie;
 use crate::snapshot::SharedSnapshot;
 use gridline_crds::model::topic::TopicFilter;
@@ -459,6 +459,20 @@ impl Broker {
     /// Route an (authorized) message to every matching subscription and keep it if retained.
     /// Returns how many sessions it was queued for.
     pub fn publish(&self, message: Message, publisher: &str) -> Published {
+        let mut wakes = Wakes::default();
+        let published = self.publish_batched(message, publisher, &mut wakes);
+        wakes.wake_all();
+        published
+    }
+
+    /// [`Broker::publish`], leaving the target sessions in `wakes` for the caller to wake
+    /// once its batch of packets is handled ([`Wakes`]).
+    pub fn publish_batched(
+        &self,
+        message: Message,
+        publisher: &str,
+        wakes: &mut Wakes,
+    ) -> Published {
         let mut router = self.state.lock();
         if message.retain {
             let had = if message.payload.is_empty() {
@@ -535,20 +549,29 @@ impl Broker {
         drop(direct_index);
         drop(router);
         let mut outcome = Published::default();
+        let message = Arc::new(message);
         for mut target in targets {
-            let mut copy = message.clone();
-            copy.qos = copy.qos.min(target.qos);
-            copy.retain = message.retain && target.retain_as_published;
+            let delivery = Delivery::new(
+                Arc::clone(&message),
+                message.qos.min(target.qos),
+                message.retain && target.retain_as_published,
+            );
             target.ids.sort_unstable();
             target.ids.dedup();
-            match target
-                .session
-                .enqueue_with(copy, target.ids, self.limits.queue, &self.metrics)
-            {
-                Enqueued::Queued => outcome.queued += 1,
+            match target.session.enqueue_quietly(
+                delivery,
+                target.ids,
+                self.limits.queue,
+                &self.metrics,
+            ) {
+                Enqueued::Queued => {
+                    outcome.queued += 1;
+                    wakes.push(target.session);
+                }
                 Enqueued::QueuedCongested => {
                     outcome.queued += 1;
-                    outcome.congested.push(target.session);
+                    outcome.congested.push(Arc::clone(&target.session));
+                    wakes.push(target.session);
                 }
                 Enqueued::Dropped => {}
             }

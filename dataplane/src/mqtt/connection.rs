@@ -5,12 +5,12 @@ use super::authenticate::Authenticated;
 use super::authorize::{Authorizer, Listener};
 use super::broker::{Attached, Broker, NewSubscription, split};
 use super::codec::{
-    Ack, Codec, CodecError, ConnAck, Connect, Disconnect, Message, Packet, Publish, QoS, SubAck,
-    Version, reason,
+    Ack, Codec, CodecError, ConnAck, Connect, Disconnect, Message, OutgoingPublish, Packet,
+    Publish, QoS, SubAck, Version, encode_publish, reason,
 };
 use super::lifecycle::DisconnectionReason;
 use super::limits::{NamespaceLimits, RateLimit};
-use super::session::{Attachment, Outbound, Session};
+use super::session::{Attachment, Delivery, Expired, Outbound, Session, Wakes};
 use super::tls::PeerCertificates;
 use futures::{FutureExt, SinkExt, StreamExt};
 use gridline_crds::model::topic::validate_topic_name;
@@ -313,12 +313,16 @@ struct Connection<IO> {
     /// The one timer of the connection (see `run`); allocated once.
     timer: Pin<Box<tokio::time::Sleep>>,
     snapshot_changes: tokio::sync::watch::Receiver<u64>,
+    /// Listeners closing (`Broker::closing`).
+    closing: tokio::sync::watch::Receiver<super::Closing>,
     /// JWT sessions: the CONNECT's Authentication Method, which AUTH must repeat.
     authentication_method: Option<String>,
     /// Authenticated by its client certificate: re-checked when the Snapshot changes.
     certificate_authenticated: bool,
     /// JWT sessions: when the token (the last re-authentication's) expires.
     token_deadline: Option<Instant>,
+    /// Subscribers given messages during the current batch of packets, woken after it.
+    wakes: Wakes,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
@@ -393,9 +397,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             paused_on: None,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             snapshot_changes: broker.snapshot_changes.subscribe(),
+            closing: broker.closing.subscribe(),
             authentication_method: None,
             certificate_authenticated: false,
             token_deadline: None,
+            wakes: Wakes::default(),
             broker,
         }
     }
@@ -432,7 +438,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             return end;
         }
         let kicked = self.attachment.kicked.clone();
+        let session = self.session.clone();
+        let listener = self.transport.listener();
         let mut deadline = self.next_deadline();
+        // One timer for every deadline (a `Sleep` each would make every idle connection's
+        // task larger). It is armed for the earliest deadline and re-armed only when an
+        // earlier one comes up: deadlines that move later (the keep-alive after every packet)
+        // leave it alone, and when it fires early the loop finds nothing due and arms it
+        // again. Resetting a `Sleep` takes the timer driver's lock, which a busy connection
+        // would otherwise do on every turn.
+        let mut armed: Option<Instant> = None;
         loop {
             if let Err(end) = self.flush().await {
                 return end;
@@ -440,27 +455,27 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             if let Err(end) = self.write_out().await {
                 return end;
             }
-            let session = self.session.clone();
             let paused_until = self.paused_until;
             let flow_paused = self.paused_on.is_some();
-            // One timer for every deadline (a `Sleep` each would make every idle connection's
-            // task larger): the earliest is armed, and its kind says what to do when it fires.
             let holds_buffers = self.framed.read_buffer().capacity() > 0
                 || self.framed.write_buffer().capacity() > 0;
-            let due = [
-                deadline.map(|at| (at, Due::KeepAlive)),
-                paused_until.map(|at| (at, Due::RateResume)),
-                self.paused_on
-                    .as_ref()
-                    .map(|(_, at)| (*at, Due::FlowResume)),
-                self.token_deadline.map(|at| (at, Due::TokenExpiry)),
-                holds_buffers.then(|| (Instant::now() + IDLE_BUFFER_RELEASE, Due::IdleBuffers)),
+            // While the codec holds buffers: when the connection was last busy.
+            let busy_at = holds_buffers.then(Instant::now);
+            let earliest = [
+                deadline,
+                paused_until,
+                self.paused_on.as_ref().map(|(_, at)| *at),
+                self.token_deadline,
+                busy_at.map(|at| at + IDLE_BUFFER_RELEASE),
             ]
             .into_iter()
             .flatten()
-            .min_by_key(|(at, _)| *at);
-            if let Some((at, _)) = due {
+            .min();
+            if let Some(at) = earliest
+                && armed.is_none_or(|armed| at < armed)
+            {
                 self.timer.as_mut().reset(at);
+                armed = Some(at);
             }
             // Flow control: woken when the first session we wait for has drained.
             let waiting_on = self
@@ -480,9 +495,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     None => std::future::pending().await,
                 }
             };
-            let mut changes = self.snapshot_changes.clone();
-            let mut closing = self.broker.closing.subscribe();
-            let listener = self.transport.listener();
+            let closing = &mut self.closing;
             let closed = async move { closing.wait_for(|c| c.covers(listener)).await.is_ok() };
             let outcome = tokio::select! {
                 read = self.framed.next(), if paused_until.is_none() && !flow_paused => match read {
@@ -491,11 +504,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                         // Boxed: handling packets is the largest state of this loop, and
                         // keeping it inline would make every idle connection's task carry
                         // it (one allocation per wake-up, not per packet).
-                        Box::pin(async {
+                        let handled = Box::pin(async {
                             self.on_packet(packet).await?;
                             self.on_buffered_packets().await
                         })
-                        .await
+                        .await;
+                        // Also when the connection ends: what it published is queued.
+                        self.wakes.wake_all();
+                        handled
                     }
                     Some(Err(error)) => {
                         debug!(%error, client = %self.session.client_id, "closing on a bad packet");
@@ -517,36 +533,36 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     }
                     Ok(())
                 }
-                () = &mut self.timer, if due.is_some() => match due.map(|(_, kind)| kind) {
-                    Some(Due::KeepAlive) => {
+                () = &mut self.timer, if armed.is_some() => {
+                    armed = None;
+                    let now = Instant::now();
+                    let passed = |at: Option<Instant>| at.is_some_and(|at| at <= now);
+                    if passed(deadline) {
                         let _ = self.disconnect(reason::KEEP_ALIVE_TIMEOUT).await;
                         Err(End::Lost("keep-alive timeout"))
-                    }
-                    Some(Due::TokenExpiry) => {
+                    } else if passed(self.token_deadline) {
                         info!(client = %self.session.client_id, authentication_name = self.authorizer.authentication_name(), "token expired without re-authentication: disconnecting");
                         let _ = self.disconnect(reason::MAXIMUM_CONNECT_TIME).await;
                         Err(End::Lost("token expired"))
-                    }
-                    Some(Due::RateResume) => {
-                        self.paused_until = None;
-                        // The client was not silent: we were not reading.
-                        deadline = self.next_deadline();
+                    } else {
+                        if passed(self.paused_until) {
+                            self.paused_until = None;
+                            // The client was not silent: we were not reading.
+                            deadline = self.next_deadline();
+                        }
+                        // The subscribers may still be behind, but a publisher waits no
+                        // longer than this (two clients publishing to each other).
+                        if passed(self.paused_on.as_ref().map(|(_, at)| *at)) {
+                            self.paused_on = None;
+                            deadline = self.next_deadline();
+                        }
+                        if passed(busy_at.map(|at| at + IDLE_BUFFER_RELEASE)) {
+                            self.release_buffers();
+                        }
                         Ok(())
                     }
-                    Some(Due::FlowResume) => {
-                        // The subscribers are still behind, but a publisher waits no longer
-                        // than this (two clients publishing to each other).
-                        self.paused_on = None;
-                        deadline = self.next_deadline();
-                        Ok(())
-                    }
-                    Some(Due::IdleBuffers) => {
-                        self.release_buffers();
-                        Ok(())
-                    }
-                    None => Ok(()),
-                },
-                Ok(()) = changes.changed() => {
+                }
+                Ok(()) = self.snapshot_changes.changed() => {
                     self.snapshot_changes.mark_unchanged();
                     self.on_snapshot_change().await
                 }
@@ -598,6 +614,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if self.framed.write_buffer().is_empty() {
             *self.framed.write_buffer_mut() = bytes::BytesMut::new();
         }
+        self.wakes.release();
     }
 
     /// Flow control after a publish: pause reading while one of the sessions it went to is
@@ -643,23 +660,67 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 .map(|(k, v)| (*k, v.clone()))
                 .collect()
         };
+        let now = Instant::now();
         for (id, outbound) in inflight {
             let Some(packet_id) = NonZeroU16::new(id) else {
                 continue;
             };
-            let packet = match outbound {
-                Outbound::AwaitingPubAck(message) | Outbound::AwaitingPubRec(message) => {
-                    Packet::Publish(Box::new(Publish {
-                        dup: true,
-                        packet_id: Some(packet_id),
-                        topic_alias: None,
-                        subscription_ids: Vec::new(),
-                        message,
-                    }))
+            match outbound {
+                Outbound::AwaitingPubAck(delivery) | Outbound::AwaitingPubRec(delivery) => {
+                    // Already on its way: resent even when its expiry has passed meanwhile.
+                    let expiry = delivery.expiry_left(now).unwrap_or(Some(NonZeroU32::MIN));
+                    self.send_publish(&delivery, Some(packet_id), true, &[], expiry)
+                        .await?;
                 }
-                Outbound::AwaitingPubComp => Packet::PubRel(ok_ack(packet_id)),
-            };
-            self.send(packet).await?;
+                Outbound::AwaitingPubComp => self.send(Packet::PubRel(ok_ack(packet_id))).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Queue one PUBLISH of a delivery for the socket. A message larger than the client
+    /// accepts (its MQTT 5 Maximum Packet Size) is dropped, as MQTT 5 says, and counted.
+    async fn send_publish(
+        &mut self,
+        delivery: &Delivery,
+        packet_id: Option<NonZeroU16>,
+        dup: bool,
+        subscription_ids: &[NonZeroU32],
+        message_expiry_interval: Option<NonZeroU32>,
+    ) -> Result<(), End> {
+        // Encoded straight from the shared message into the write buffer: no copy of the
+        // message per subscriber (codec::encode_publish).
+        let publish = OutgoingPublish {
+            message: &delivery.message,
+            qos: delivery.qos,
+            retain: delivery.retain,
+            dup,
+            packet_id,
+            subscription_ids,
+            message_expiry_interval,
+        };
+        let written = encode_publish(
+            self.version,
+            &publish,
+            self.client_max_packet,
+            self.framed.write_buffer_mut(),
+        );
+        match written {
+            Ok(()) => {
+                let metrics = &self.broker.metrics;
+                metrics.message_out(delivery.qos);
+                metrics
+                    .bytes_out
+                    .inc_by(delivery.message.payload.len() as u64);
+            }
+            Err(CodecError::TooLarge { .. }) => {
+                self.broker.metrics.drop_message("too_large_for_client");
+            }
+            Err(_) => return Err(End::Lost("write failed")),
+        }
+        // What `Framed::feed` does: write once enough is buffered.
+        if self.framed.write_buffer().len() >= WRITE_BATCH_BYTES {
+            self.write_out().await?;
         }
         Ok(())
     }
@@ -673,8 +734,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     }
 
     async fn send_queued(&mut self) -> Result<(), End> {
+        let mut now = None;
         loop {
-            let packet = {
+            let (queued, packet_id, expiry) = {
                 let mut state = self.session.state.lock();
                 if state.inflight.len() >= self.client_receive_maximum {
                     return Ok(());
@@ -682,68 +744,45 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 let Some(queued) = state.queue.pop_front() else {
                     return Ok(());
                 };
-                let subscription_ids = queued.subscription_ids;
-                let mut message = queued.message;
-                if let Some(expiry) = message.properties.message_expiry_interval {
-                    let waited = queued.enqueued_at.elapsed().as_secs();
-                    let Some(left) = u64::from(expiry.get())
-                        .checked_sub(waited)
-                        .filter(|l| *l > 0)
-                    else {
-                        self.broker.metrics.drop_message("expired");
-                        continue;
-                    };
-                    message.properties.message_expiry_interval =
-                        NonZeroU32::new(u32::try_from(left).unwrap_or(u32::MAX));
-                }
-                let packet_id = match message.qos {
+                let expiry = match queued.delivery.expires_at {
+                    None => None,
+                    Some(_) => {
+                        let now = *now.get_or_insert_with(Instant::now);
+                        match queued.delivery.expiry_left(now) {
+                            Ok(left) => left,
+                            Err(Expired) => {
+                                self.broker.metrics.drop_message("expired");
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let packet_id = match queued.delivery.qos {
                     QoS::AtMostOnce => None,
                     qos => {
                         let Some(id) = state.next_packet_id() else {
-                            state
-                                .queue
-                                .push_front(Queued::again(message, subscription_ids));
+                            state.queue.push_front(queued);
                             return Ok(());
                         };
                         let outbound = if qos == QoS::AtLeastOnce {
-                            Outbound::AwaitingPubAck(message.clone())
+                            Outbound::AwaitingPubAck(queued.delivery.clone())
                         } else {
-                            Outbound::AwaitingPubRec(message.clone())
+                            Outbound::AwaitingPubRec(queued.delivery.clone())
                         };
                         state.inflight.insert(id.get(), outbound);
                         Some(id)
                     }
                 };
-                if self.version == Version::V311 {
-                    message.properties = Default::default();
-                }
-                Packet::Publish(Box::new(Publish {
-                    dup: false,
-                    packet_id,
-                    topic_alias: None,
-                    subscription_ids: match self.version {
-                        Version::V5 => subscription_ids,
-                        Version::V311 => Vec::new(),
-                    },
-                    message,
-                }))
+                (queued, packet_id, expiry)
             };
-            let Packet::Publish(publish) = &packet else {
-                unreachable!()
-            };
-            let qos = publish.message.qos;
-            let bytes = publish.message.payload.len();
-            match self.framed.feed(packet).await {
-                Ok(()) => {
-                    self.broker.metrics.message_out(qos);
-                    self.broker.metrics.bytes_out.inc_by(bytes as u64);
-                }
-                // Larger than the client accepts: dropped, as MQTT 5 says.
-                Err(CodecError::TooLarge { .. }) => {
-                    self.broker.metrics.drop_message("too_large_for_client");
-                }
-                Err(_) => return Err(End::Lost("write failed")),
-            }
+            self.send_publish(
+                &queued.delivery,
+                packet_id,
+                false,
+                &queued.subscription_ids,
+                expiry,
+            )
+            .await?;
         }
     }
 
@@ -924,9 +963,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             {
                 self.broker
                     .route(&publish.message, self.authorizer.authentication_name());
-                let published = self
-                    .broker
-                    .publish(publish.message, &self.session.client_id);
+                let published = self.broker.publish_batched(
+                    publish.message,
+                    &self.session.client_id,
+                    &mut self.wakes,
+                );
                 self.pause_for(published.congested);
             } else {
                 self.broker.metrics.drop_message("not_authorized");
@@ -955,9 +996,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if allowed {
             self.broker
                 .route(&publish.message, self.authorizer.authentication_name());
-            let published = self
-                .broker
-                .publish(publish.message, &self.session.client_id);
+            let published = self.broker.publish_batched(
+                publish.message,
+                &self.session.client_id,
+                &mut self.wakes,
+            );
             self.pause_for(published.congested);
         } else {
             self.broker.metrics.drop_message("not_authorized");
@@ -1029,7 +1072,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         let ids: Vec<NonZeroU32> = subscribe.subscription_id.into_iter().collect();
         for message in retained {
             self.session.enqueue_with(
-                message,
+                Delivery::of(message),
                 ids.clone(),
                 self.broker.limits.queue,
                 &self.broker.metrics,
@@ -1142,32 +1185,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         self.broker
             .detach(&self.session, self.attachment.connection_id);
     }
-}
-
-use super::session::Queued;
-
-impl Queued {
-    fn again(message: Message, subscription_ids: Vec<NonZeroU32>) -> Self {
-        Queued {
-            message,
-            enqueued_at: Instant::now(),
-            subscription_ids,
-        }
-    }
-}
-
-/// What the connection's timer was last armed for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Due {
-    KeepAlive,
-    /// The message rate's bucket has a token again.
-    RateResume,
-    /// A flow-control pause ran out.
-    FlowResume,
-    /// The JWT's expiry.
-    TokenExpiry,
-    /// Idle long enough to give the codec buffers back.
-    IdleBuffers,
 }
 
 fn ok_ack(packet_id: NonZeroU16) -> Ack {

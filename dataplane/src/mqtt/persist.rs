@@ -10,7 +10,7 @@
 
 use super::broker::Broker;
 use super::codec::{Message, MessageProperties, QoS, SubscriptionOptions};
-use super::session::Outbound;
+use super::session::{Delivery, Outbound};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::num::NonZeroU32;
@@ -143,30 +143,27 @@ pub fn now() -> u64 {
 /// The undelivered QoS 1/2 messages of a session, in-flight ones first (they were sent
 /// first), with their remaining expiry.
 pub fn undelivered(state: &super::session::SessionState) -> Vec<StoredMessage> {
+    let now = tokio::time::Instant::now();
+    let stored = |delivery: &Delivery, left: Option<NonZeroU32>| {
+        let mut message = StoredMessage::from_message(&delivery.message, left.map(|l| l.get()));
+        message.qos = delivery.qos.as_u8();
+        message.retain = delivery.retain;
+        message
+    };
     let inflight = state.inflight.values().filter_map(|o| match o {
-        Outbound::AwaitingPubAck(m) | Outbound::AwaitingPubRec(m) => {
-            let left = m.properties.message_expiry_interval.map(|e| e.get());
-            Some(StoredMessage::from_message(m, left))
-        }
+        // Already on its way: resent after the restart even when its expiry has passed
+        // meanwhile (MQTT 5 §3.3.2.3.3 drops only what was not yet sent).
+        Outbound::AwaitingPubAck(d) | Outbound::AwaitingPubRec(d) => Some(stored(
+            d,
+            d.expiry_left(now).unwrap_or(Some(NonZeroU32::MIN)),
+        )),
         Outbound::AwaitingPubComp => None,
     });
-    let queued = state.queue.iter().filter_map(|q| {
-        if q.message.qos == QoS::AtMostOnce {
-            return None;
-        }
-        let left = match q.message.properties.message_expiry_interval {
-            None => None,
-            Some(expiry) => {
-                let waited = q.enqueued_at.elapsed().as_secs();
-                let left = u64::from(expiry.get()).saturating_sub(waited);
-                if left == 0 {
-                    return None;
-                }
-                Some(u32::try_from(left).unwrap_or(u32::MAX))
-            }
-        };
-        Some(StoredMessage::from_message(&q.message, left))
-    });
+    let queued = state
+        .queue
+        .iter()
+        .filter(|q| q.delivery.qos != QoS::AtMostOnce)
+        .filter_map(|q| Some(stored(&q.delivery, q.delivery.expiry_left(now).ok()?)));
     inflight.chain(queued).collect()
 }
 

@@ -427,3 +427,313 @@ fn a_packet_over_the_maximum_is_refused_before_it_is_read() {
     let error = codec.decode(&mut buffer).unwrap_err();
     assert_eq!(error.reason(), reason::PACKET_TOO_LARGE);
 }
+
+// ---- encode_publish: outgoing PUBLISH from a borrowed message ----
+
+const BOTH_VERSIONS: [Version; 2] = [Version::V311, Version::V5];
+
+/// An owned delivery, since [`OutgoingPublish`] borrows.
+#[derive(Clone, Debug)]
+struct Delivery {
+    message: Message,
+    qos: QoS,
+    retain: bool,
+    dup: bool,
+    packet_id: Option<NonZeroU16>,
+    subscription_ids: Vec<NonZeroU32>,
+    message_expiry_interval: Option<NonZeroU32>,
+}
+
+impl Delivery {
+    fn of(message: Message) -> Self {
+        Self {
+            qos: message.qos,
+            retain: message.retain,
+            dup: false,
+            packet_id: (message.qos != QoS::AtMostOnce).then(|| NonZeroU16::new(7).unwrap()),
+            subscription_ids: Vec::new(),
+            message_expiry_interval: message.properties.message_expiry_interval,
+            message,
+        }
+    }
+
+    fn outgoing(&self) -> OutgoingPublish<'_> {
+        OutgoingPublish {
+            message: &self.message,
+            qos: self.qos,
+            retain: self.retain,
+            dup: self.dup,
+            packet_id: self.packet_id,
+            subscription_ids: &self.subscription_ids,
+            message_expiry_interval: self.message_expiry_interval,
+        }
+    }
+
+    /// The owned packet a client of `version` must receive: the delivery's QoS, retain flag
+    /// and expiry; 3.1.1 without properties, subscription identifiers or expiry.
+    fn expected(&self, version: Version) -> Packet {
+        let v5 = version == Version::V5;
+        let mut message = self.message.clone();
+        message.qos = self.qos;
+        message.retain = self.retain;
+        message.properties = if v5 {
+            MessageProperties {
+                message_expiry_interval: self.message_expiry_interval,
+                ..message.properties
+            }
+        } else {
+            MessageProperties::default()
+        };
+        Packet::Publish(Box::new(Publish {
+            dup: self.dup,
+            packet_id: self.packet_id,
+            topic_alias: None,
+            subscription_ids: if v5 {
+                self.subscription_ids.clone()
+            } else {
+                Vec::new()
+            },
+            message,
+        }))
+    }
+}
+
+fn non_zero_u32(range: std::ops::RangeInclusive<u32>) -> impl Strategy<Value = NonZeroU32> {
+    range.prop_map(|n| NonZeroU32::new(n).unwrap())
+}
+
+/// Any delivery of any message: the message carries MQTT 5 properties in both versions, so
+/// the 3.1.1 encoding is seen to drop them.
+fn delivery() -> impl Strategy<Value = Delivery> {
+    (
+        message(Version::V5),
+        qos(),
+        any::<bool>(),
+        any::<bool>(),
+        packet_id(),
+        vec(non_zero_u32(1..=268_435_455), 0..4),
+        option::of(non_zero_u32(1..=u32::MAX)),
+    )
+        .prop_map(
+            |(message, qos, retain, dup, id, subscription_ids, expiry)| Delivery {
+                message,
+                qos,
+                retain,
+                // MQTT 3.3.1.1: DUP is 0 in every QoS 0 PUBLISH.
+                dup: dup && qos != QoS::AtMostOnce,
+                packet_id: (qos != QoS::AtMostOnce).then_some(id),
+                subscription_ids,
+                message_expiry_interval: expiry,
+            },
+        )
+}
+
+fn encoded(version: Version, delivery: &Delivery) -> BytesMut {
+    let mut buffer = BytesMut::new();
+    encode_publish(version, &delivery.outgoing(), None, &mut buffer).expect("encode");
+    buffer
+}
+
+/// The same delivery as an owned packet, encoded by `rmqtt-codec`'s own encoder.
+fn encoded_by_the_crate(version: Version, delivery: &Delivery) -> BytesMut {
+    let packet = delivery.expected(version);
+    let mut buffer = BytesMut::new();
+    match version {
+        Version::V311 => v3::Codec::new(0)
+            .encode(to_v3(packet).unwrap(), &mut buffer)
+            .unwrap(),
+        Version::V5 => v5::Codec::new(0, 0)
+            .encode(to_v5(packet), &mut buffer)
+            .unwrap(),
+    }
+    buffer
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// The key check: our bytes read back through an independent decoder (the crate's).
+    #[test]
+    fn encode_publish_decodes_to_the_delivery_in_both_versions(delivery in delivery()) {
+        for version in BOTH_VERSIONS {
+            let bytes = encoded(version, &delivery);
+            let (decoded, error) = decode_stream(Some(version), 1 << 20, &bytes);
+            prop_assert!(error.is_none(), "{version:?}: {error:?}");
+            prop_assert_eq!(decoded, vec![delivery.expected(version)], "{:?}", version);
+        }
+    }
+
+    /// Same property order as the crate, so not just equivalent: the same bytes.
+    #[test]
+    fn encode_publish_writes_the_bytes_the_crate_writes(delivery in delivery()) {
+        for version in BOTH_VERSIONS {
+            prop_assert_eq!(
+                encoded(version, &delivery),
+                encoded_by_the_crate(version, &delivery),
+                "{:?}",
+                version
+            );
+        }
+    }
+
+    /// `Encoder<Packet>` sends PUBLISH through `encode_publish` too.
+    #[test]
+    fn the_packet_encoder_writes_publish_as_encode_publish_does(delivery in delivery()) {
+        for version in BOTH_VERSIONS {
+            let mut buffer = BytesMut::new();
+            Codec::new(version, 1 << 20)
+                .encode(delivery.expected(version), &mut buffer)
+                .unwrap();
+            prop_assert_eq!(buffer, encoded(version, &delivery), "{:?}", version);
+        }
+    }
+}
+
+/// A v5 message with every property, so the maximum counts them too.
+fn full_message(payload_bytes: usize) -> Message {
+    Message {
+        topic: "devices/7/telemetry".into(),
+        payload: Bytes::from(vec![b'x'; payload_bytes]),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: MessageProperties {
+            payload_is_utf8: true,
+            message_expiry_interval: NonZeroU32::new(60),
+            content_type: Some("application/json".into()),
+            response_topic: Some("devices/7/replies".into()),
+            correlation_data: Some(Bytes::from_static(b"request-1")),
+            user_properties: vec![("source".into(), "edge".into())],
+        },
+    }
+}
+
+#[test]
+fn a_publish_exactly_at_the_clients_maximum_packet_size_is_sent() {
+    let delivery = Delivery::of(full_message(100));
+    let size = encoded(Version::V5, &delivery).len();
+    let mut buffer = BytesMut::new();
+    let max = NonZeroU32::new(size as u32);
+    encode_publish(Version::V5, &delivery.outgoing(), max, &mut buffer).unwrap();
+    assert_eq!(buffer.len(), size);
+}
+
+#[test]
+fn a_publish_one_byte_over_the_clients_maximum_packet_size_is_refused_and_nothing_is_appended() {
+    let delivery = Delivery::of(full_message(100));
+    let size = encoded(Version::V5, &delivery).len() as u32;
+    let mut buffer = BytesMut::from(&b"already queued"[..]);
+    let max = NonZeroU32::new(size - 1);
+    let error = encode_publish(Version::V5, &delivery.outgoing(), max, &mut buffer).unwrap_err();
+    assert!(
+        matches!(error, CodecError::TooLarge { size: s, max: m } if s == size && m == size - 1),
+        "{error:?}"
+    );
+    assert_eq!(&buffer[..], b"already queued");
+}
+
+/// The rule of `encode_publish`, the whole packet against the maximum, is the codec's too.
+/// (The crate compared the remaining length with the maximum less 5, dropping packets
+/// within 3 bytes of the limit that MQTT 5 allows.)
+#[test]
+fn the_codec_refuses_a_publish_over_the_maximum_set_for_the_client_and_sends_one_at_it() {
+    let delivery = Delivery::of(full_message(100));
+    let packet = delivery.expected(Version::V5);
+    let size = encoded(Version::V5, &delivery).len() as u32;
+    let mut codec = Codec::new(Version::V5, 1 << 20);
+    let mut buffer = BytesMut::new();
+
+    codec.set_max_outgoing(size - 1);
+    let error = codec.encode(packet.clone(), &mut buffer).unwrap_err();
+    assert_eq!(error.reason(), reason::PACKET_TOO_LARGE);
+    assert!(buffer.is_empty());
+
+    codec.set_max_outgoing(size);
+    codec.encode(packet, &mut buffer).unwrap();
+    assert_eq!(buffer.len() as u32, size);
+}
+
+/// MQTT 5 §1.5.5: 127 and 128, 16,383 and 16,384, 2,097,151 and 2,097,152.
+#[test]
+fn the_remaining_length_takes_one_to_four_bytes_at_the_variable_byte_integer_boundaries() {
+    let boundaries: [(usize, &[u8]); 6] = [
+        (127, &[0x7F]),
+        (128, &[0x80, 0x01]),
+        (16_383, &[0xFF, 0x7F]),
+        (16_384, &[0x80, 0x80, 0x01]),
+        (2_097_151, &[0xFF, 0xFF, 0x7F]),
+        (2_097_152, &[0x80, 0x80, 0x80, 0x01]),
+    ];
+    for version in BOTH_VERSIONS {
+        // QoS 0, topic "t": 3 bytes, and in MQTT 5 one byte of (empty) properties length.
+        let overhead = if version == Version::V5 { 4 } else { 3 };
+        for (remaining, length_bytes) in boundaries {
+            let mut message = full_message(remaining - overhead);
+            message.topic = "t".into();
+            message.qos = QoS::AtMostOnce;
+            message.properties = MessageProperties::default();
+            let delivery = Delivery::of(message);
+
+            let bytes = encoded(version, &delivery);
+            assert_eq!(
+                &bytes[1..1 + length_bytes.len()],
+                length_bytes,
+                "{version:?}"
+            );
+            assert_eq!(bytes.len(), 1 + length_bytes.len() + remaining);
+            assert_eq!(bytes, encoded_by_the_crate(version, &delivery));
+            let (decoded, error) = decode_stream(Some(version), 1 << 22, &bytes);
+            assert!(error.is_none(), "{error:?}");
+            assert_eq!(decoded, vec![delivery.expected(version)]);
+        }
+    }
+}
+
+#[test]
+fn a_string_over_65535_bytes_is_refused_and_nothing_is_appended() {
+    let mut long_topic = full_message(10);
+    long_topic.topic = "t".repeat(65_536).into();
+    let mut long_user_property = full_message(10);
+    long_user_property.properties.user_properties = vec![("k".into(), "v".repeat(65_536))];
+    for (version, message) in [
+        (Version::V311, long_topic.clone()),
+        (Version::V5, long_topic),
+        (Version::V5, long_user_property),
+    ] {
+        let mut buffer = BytesMut::new();
+        let error = encode_publish(
+            version,
+            &Delivery::of(message).outgoing(),
+            None,
+            &mut buffer,
+        )
+        .unwrap_err();
+        assert!(matches!(error, CodecError::Encode(_)), "{error:?}");
+        assert!(buffer.is_empty());
+    }
+}
+
+#[test]
+fn a_packet_id_is_present_exactly_when_qos_is_above_zero() {
+    let mut qos0_with_id = Delivery::of(full_message(10));
+    qos0_with_id.qos = QoS::AtMostOnce;
+    let mut qos1_without_id = Delivery::of(full_message(10));
+    qos1_without_id.packet_id = None;
+    for delivery in [qos0_with_id, qos1_without_id] {
+        let mut buffer = BytesMut::new();
+        let error =
+            encode_publish(Version::V5, &delivery.outgoing(), None, &mut buffer).unwrap_err();
+        assert!(matches!(error, CodecError::Encode(_)), "{error:?}");
+        assert!(buffer.is_empty());
+    }
+}
+
+/// The variable byte integer ends at 268,435,455; the crate's encoder panics past it.
+#[test]
+fn a_subscription_identifier_over_268435455_is_refused() {
+    let mut delivery = Delivery::of(full_message(10));
+    delivery.subscription_ids = vec![NonZeroU32::new(268_435_456).unwrap()];
+    let mut buffer = BytesMut::new();
+    let error = encode_publish(Version::V5, &delivery.outgoing(), None, &mut buffer).unwrap_err();
+    assert!(matches!(error, CodecError::Encode(_)), "{error:?}");
+    assert!(buffer.is_empty());
+}
