@@ -10,7 +10,9 @@ use super::codec::{
 };
 use super::lifecycle::DisconnectionReason;
 use super::limits::{NamespaceLimits, RateLimit};
-use super::session::{Attachment, Delivery, Expired, Outbound, Session, Wakes};
+use super::session::{
+    Attachment, Delivery, Expired, MAX_INFLIGHT_OUTGOING, Outbound, Session, Wakes,
+};
 use super::tls::PeerCertificates;
 use futures::{FutureExt, SinkExt, StreamExt};
 use gridline_crds::model::topic::validate_topic_name;
@@ -30,7 +32,7 @@ const MAX_PACKETS_PER_WAKE: usize = 64;
 /// Codec buffers of a new connection (each direction): a CONNECT or SUBSCRIBE fits.
 const INITIAL_BUFFER_BYTES: usize = 256;
 /// Queued outgoing bytes that make a write happen before the connection's turn ends.
-const WRITE_BATCH_BYTES: usize = 8 * 1024;
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// A connection with nothing to do for this long releases its codec buffers.
 const IDLE_BUFFER_RELEASE: Duration = Duration::from_secs(1);
 
@@ -323,6 +325,90 @@ struct Connection<IO> {
     token_deadline: Option<Instant>,
     /// Subscribers given messages during the current batch of packets, woken after it.
     wakes: Wakes,
+    /// Messages written since the metrics were last told.
+    sent: SentCounts,
+    /// Acknowledgements of outgoing messages read and not applied yet (`apply_acks`).
+    acks: Vec<Acknowledged>,
+}
+
+/// An acknowledgement of an outgoing QoS 1/2 message, by packet id.
+#[derive(Clone, Copy, Debug)]
+enum Acknowledged {
+    /// PUBACK (QoS 1).
+    Ack(u16),
+    /// PUBREC (QoS 2), with whether the client refused the message (reason code ≥ 0x80).
+    Received(u16, bool),
+    /// PUBCOMP (QoS 2).
+    Completed(u16),
+}
+
+/// Apply acknowledgements to the session; a PUBREC that calls for a PUBREL gets one, written
+/// into `buffer` (0x62, length 2, the packet id: the same four bytes in 3.1.1 and in MQTT 5,
+/// where a remaining length of 2 means reason 0x00 and no properties).
+fn apply_acks(
+    state: &mut super::session::SessionState,
+    acks: &mut Vec<Acknowledged>,
+    buffer: &mut bytes::BytesMut,
+) {
+    for ack in acks.drain(..) {
+        match ack {
+            Acknowledged::Ack(id) => {
+                state.on_puback(id);
+            }
+            Acknowledged::Received(id, refused) => {
+                if state.on_pubrec(id, refused) {
+                    let [high, low] = id.to_be_bytes();
+                    buffer.extend_from_slice(&[0x62, 0x02, high, low]);
+                }
+            }
+            Acknowledged::Completed(id) => {
+                state.on_pubcomp(id);
+            }
+        }
+    }
+}
+
+/// Encode one PUBLISH into the write buffer. A message larger than the client accepts (its
+/// MQTT 5 Maximum Packet Size) is dropped, as MQTT 5 says, and counted: `Ok(false)`.
+fn encode_delivery(
+    version: Version,
+    client_max_packet: Option<NonZeroU32>,
+    publish: &OutgoingPublish<'_>,
+    buffer: &mut bytes::BytesMut,
+    broker: &Broker,
+) -> Result<bool, End> {
+    match encode_publish(version, publish, client_max_packet, buffer) {
+        Ok(()) => Ok(true),
+        Err(CodecError::TooLarge { .. }) => {
+            broker.metrics.drop_message("too_large_for_client");
+            Ok(false)
+        }
+        Err(_) => Err(End::Lost("write failed")),
+    }
+}
+
+/// Outgoing message counts, added to the metrics once per write instead of per message: a
+/// Prometheus counter is one atomic shared by every connection, and fan-out to a hundred
+/// subscribers made it the most contended cache line of the process.
+#[derive(Default)]
+struct SentCounts {
+    by_qos: [u64; 3],
+    bytes: u64,
+}
+
+impl SentCounts {
+    fn count(&mut self, publish: &OutgoingPublish<'_>) {
+        self.by_qos[publish.qos as usize] += 1;
+        self.bytes += publish.message.payload.len() as u64;
+    }
+
+    fn publish(&mut self, metrics: &super::metrics::MqttMetrics) {
+        if self.bytes == 0 && self.by_qos == [0; 3] {
+            return;
+        }
+        metrics.messages_out(std::mem::take(&mut self.by_qos));
+        metrics.bytes_out.inc_by(std::mem::take(&mut self.bytes));
+    }
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
@@ -386,7 +472,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             keep_alive: (keep_alive > 0).then(|| Duration::from_secs(u64::from(keep_alive))),
             client_receive_maximum: connect
                 .receive_maximum
-                .map_or(usize::from(u16::MAX), |n| usize::from(n.get())),
+                .map_or(MAX_INFLIGHT_OUTGOING, |n| usize::from(n.get()))
+                .min(MAX_INFLIGHT_OUTGOING),
             client_max_packet: connect.maximum_packet_size,
             connack: ack,
             transport,
@@ -402,6 +489,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             certificate_authenticated: false,
             token_deadline: None,
             wakes: Wakes::default(),
+            sent: SentCounts::default(),
+            acks: Vec::new(),
             broker,
         }
     }
@@ -417,6 +506,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
 
     /// Write out what [`Self::send`] queued.
     async fn write_out(&mut self) -> Result<(), End> {
+        self.sent.publish(&self.broker.metrics);
         self.framed
             .flush()
             .await
@@ -615,6 +705,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             *self.framed.write_buffer_mut() = bytes::BytesMut::new();
         }
         self.wakes.release();
+        if self.acks.is_empty() {
+            self.acks = Vec::new();
+        }
     }
 
     /// Flow control after a publish: pause reading while one of the sessions it went to is
@@ -654,11 +747,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     async fn resend_inflight(&mut self) -> Result<(), End> {
         let inflight: Vec<(u16, Outbound)> = {
             let state = self.session.state.lock();
-            state
-                .inflight
-                .iter()
-                .map(|(k, v)| (*k, v.clone()))
-                .collect()
+            state.inflight.iter().map(|(k, v)| (k, v.clone())).collect()
         };
         let now = Instant::now();
         for (id, outbound) in inflight {
@@ -688,8 +777,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         subscription_ids: &[NonZeroU32],
         message_expiry_interval: Option<NonZeroU32>,
     ) -> Result<(), End> {
-        // Encoded straight from the shared message into the write buffer: no copy of the
-        // message per subscriber (codec::encode_publish).
         let publish = OutgoingPublish {
             message: &delivery.message,
             qos: delivery.qos,
@@ -699,24 +786,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             subscription_ids,
             message_expiry_interval,
         };
-        let written = encode_publish(
+        let buffer = self.framed.write_buffer_mut();
+        if encode_delivery(
             self.version,
-            &publish,
             self.client_max_packet,
-            self.framed.write_buffer_mut(),
-        );
-        match written {
-            Ok(()) => {
-                let metrics = &self.broker.metrics;
-                metrics.message_out(delivery.qos);
-                metrics
-                    .bytes_out
-                    .inc_by(delivery.message.payload.len() as u64);
-            }
-            Err(CodecError::TooLarge { .. }) => {
-                self.broker.metrics.drop_message("too_large_for_client");
-            }
-            Err(_) => return Err(End::Lost("write failed")),
+            &publish,
+            buffer,
+            &self.broker,
+        )? {
+            self.sent.count(&publish);
         }
         // What `Framed::feed` does: write once enough is buffered.
         if self.framed.write_buffer().len() >= WRITE_BATCH_BYTES {
@@ -734,74 +812,98 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     }
 
     async fn send_queued(&mut self) -> Result<(), End> {
-        let mut now = None;
-        loop {
-            let (queued, packet_id, expiry) = {
-                let mut state = self.session.state.lock();
-                if state.inflight.len() >= self.client_receive_maximum {
-                    return Ok(());
-                }
-                let Some(queued) = state.queue.pop_front() else {
-                    return Ok(());
-                };
-                let expiry = match queued.delivery.expires_at {
-                    None => None,
-                    Some(_) => {
-                        let now = *now.get_or_insert_with(Instant::now);
-                        match queued.delivery.expiry_left(now) {
-                            Ok(left) => left,
-                            Err(Expired) => {
-                                self.broker.metrics.drop_message("expired");
-                                continue;
-                            }
-                        }
-                    }
-                };
-                let packet_id = match queued.delivery.qos {
-                    QoS::AtMostOnce => None,
-                    qos => {
-                        let Some(id) = state.next_packet_id() else {
-                            state.queue.push_front(queued);
-                            return Ok(());
-                        };
-                        let outbound = if qos == QoS::AtLeastOnce {
-                            Outbound::AwaitingPubAck(queued.delivery.clone())
-                        } else {
-                            Outbound::AwaitingPubRec(queued.delivery.clone())
-                        };
-                        state.inflight.insert(id.get(), outbound);
-                        Some(id)
-                    }
-                };
-                (queued, packet_id, expiry)
-            };
-            self.send_publish(
-                &queued.delivery,
-                packet_id,
-                false,
-                &queued.subscription_ids,
-                expiry,
-            )
-            .await?;
+        while self.fill_write_buffer()? {
+            self.write_out().await?;
         }
+        Ok(())
+    }
+
+    /// Under one hold of the session lock: apply the acknowledgements read since the last
+    /// turn, then encode queued messages into the write buffer while the client's window
+    /// allows, until the queue is empty or a write's worth is buffered (`true`: write, then
+    /// come back). One lock per turn instead of one per message and one per acknowledgement.
+    fn fill_write_buffer(&mut self) -> Result<bool, End> {
+        let Self {
+            session,
+            framed,
+            sent,
+            acks,
+            broker,
+            version,
+            client_max_packet,
+            client_receive_maximum,
+            ..
+        } = self;
+        let buffer = framed.write_buffer_mut();
+        let mut state = session.state.lock();
+        apply_acks(&mut state, acks, buffer);
+        let mut now = None;
+        while buffer.len() < WRITE_BATCH_BYTES {
+            if state.inflight.len() >= *client_receive_maximum {
+                return Ok(false);
+            }
+            let Some(queued) = state.queue.pop_front() else {
+                return Ok(false);
+            };
+            let delivery = &queued.delivery;
+            let expiry = match delivery.expires_at {
+                None => None,
+                Some(_) => match delivery.expiry_left(*now.get_or_insert_with(Instant::now)) {
+                    Ok(left) => left,
+                    Err(Expired) => {
+                        broker.metrics.drop_message("expired");
+                        continue;
+                    }
+                },
+            };
+            let packet_id = match delivery.qos {
+                QoS::AtMostOnce => None,
+                _ => {
+                    let Some(id) = state.next_packet_id() else {
+                        state.queue.push_front(queued);
+                        return Ok(false);
+                    };
+                    Some(id)
+                }
+            };
+            let publish = OutgoingPublish {
+                message: &delivery.message,
+                qos: delivery.qos,
+                retain: delivery.retain,
+                dup: false,
+                packet_id,
+                subscription_ids: &queued.subscription_ids,
+                message_expiry_interval: expiry,
+            };
+            let written = encode_delivery(*version, *client_max_packet, &publish, buffer, broker)?;
+            if !written {
+                continue;
+            }
+            sent.count(&publish);
+            if let Some(id) = packet_id {
+                let delivery = queued.delivery;
+                let outbound = match delivery.qos {
+                    QoS::AtLeastOnce => Outbound::AwaitingPubAck(delivery),
+                    _ => Outbound::AwaitingPubRec(delivery),
+                };
+                state.inflight.push(id.get(), outbound);
+            }
+        }
+        Ok(true)
     }
 
     async fn on_packet(&mut self, packet: Packet) -> Result<(), End> {
         match packet {
             Packet::Publish(publish) => self.on_publish(*publish).await,
+            // Applied with the next turn's sending, under the same lock (`apply_acks`).
             Packet::PubAck(ack) => {
-                self.session.state.lock().on_puback(ack.packet_id.get());
+                self.acks.push(Acknowledged::Ack(ack.packet_id.get()));
                 Ok(())
             }
             Packet::PubRec(ack) => {
-                let due = self
-                    .session
-                    .state
-                    .lock()
-                    .on_pubrec(ack.packet_id.get(), ack.reason >= 0x80);
-                if due {
-                    self.send(Packet::PubRel(ok_ack(ack.packet_id))).await?;
-                }
+                let refused = ack.reason >= 0x80;
+                self.acks
+                    .push(Acknowledged::Received(ack.packet_id.get(), refused));
                 Ok(())
             }
             Packet::PubRel(ack) => {
@@ -813,7 +915,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 self.send(Packet::PubComp(reply)).await
             }
             Packet::PubComp(ack) => {
-                self.session.state.lock().on_pubcomp(ack.packet_id.get());
+                self.acks.push(Acknowledged::Completed(ack.packet_id.get()));
                 Ok(())
             }
             Packet::Subscribe(subscribe) => self.on_subscribe(subscribe).await,
@@ -1133,6 +1235,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     }
 
     async fn finish(mut self, end: End) {
+        // Acknowledgements read but not applied still count: those messages were delivered.
+        if !self.acks.is_empty() {
+            let mut state = self.session.state.lock();
+            apply_acks(&mut state, &mut self.acks, &mut bytes::BytesMut::new());
+        }
         // Nobody drains this session now: publishers paused on it must not wait for us.
         self.session.release_publishers();
         self.broker.session_disconnected(
@@ -1208,6 +1315,45 @@ mod tests {
     use crate::mqtt::metrics::MqttMetrics;
     use crate::snapshot::SharedSnapshot;
     use gridline_crds::model::Snapshot;
+
+    #[test]
+    fn acknowledgements_are_applied_in_one_go_and_a_pubrec_gets_its_pubrel() {
+        let mut state = crate::mqtt::session::SessionState::default();
+        let message = |qos| {
+            Delivery::of(Message {
+                topic: "t".into(),
+                payload: bytes::Bytes::from_static(b"x"),
+                qos,
+                retain: false,
+                properties: Default::default(),
+            })
+        };
+        state
+            .inflight
+            .push(4, Outbound::AwaitingPubAck(message(QoS::AtLeastOnce)));
+        state
+            .inflight
+            .push(5, Outbound::AwaitingPubRec(message(QoS::ExactlyOnce)));
+        state
+            .inflight
+            .push(6, Outbound::AwaitingPubRec(message(QoS::ExactlyOnce)));
+        let mut acks = vec![
+            Acknowledged::Ack(4),
+            Acknowledged::Received(5, false),
+            Acknowledged::Received(6, true),
+        ];
+        let mut buffer = bytes::BytesMut::new();
+        apply_acks(&mut state, &mut acks, &mut buffer);
+        assert!(acks.is_empty());
+        assert_eq!(&buffer[..], &[0x62, 0x02, 0x00, 0x05], "PUBREL for 5 only");
+        let left: Vec<(u16, &Outbound)> = state.inflight.iter().collect();
+        assert_eq!(left, vec![(5, &Outbound::AwaitingPubComp)]);
+        let (packets, error) = crate::mqtt::codec::decode_stream(Some(Version::V5), 1024, &buffer);
+        assert!(error.is_none());
+        assert!(
+            matches!(&packets[..], [Packet::PubRel(ack)] if ack.packet_id.get() == 5 && ack.reason == 0)
+        );
+    }
 
     fn connect(keep_alive: u16) -> Connect {
         Connect {

@@ -95,6 +95,15 @@ impl MqttMetrics {
         self.messages_out_by_qos[qos as usize].inc();
     }
 
+    /// Messages sent, by QoS (index 0, 1, 2).
+    pub fn messages_out(&self, by_qos: [u64; 3]) {
+        for (counter, count) in self.messages_out_by_qos.iter().zip(by_qos) {
+            if count > 0 {
+                counter.inc_by(count);
+            }
+        }
+    }
+
     pub fn drop_message(&self, reason: &str) {
         self.dropped.with_label_values(&[reason]).inc();
     }

@@ -150,7 +150,7 @@ pub fn undelivered(state: &super::session::SessionState) -> Vec<StoredMessage> {
         message.retain = delivery.retain;
         message
     };
-    let inflight = state.inflight.values().filter_map(|o| match o {
+    let inflight = state.inflight.iter().filter_map(|(_, o)| match o {
         // Already on its way: resent after the restart even when its expiry has passed
         // meanwhile (MQTT 5 §3.3.2.3.3 drops only what was not yet sent).
         Outbound::AwaitingPubAck(d) | Outbound::AwaitingPubRec(d) => Some(stored(

@@ -101,6 +101,73 @@ pub enum Outbound {
     AwaitingPubComp,
 }
 
+/// At most this many outgoing QoS 1/2 messages in flight per session, whatever the client's
+/// receive maximum (3.1.1 clients have none): bounds the scan an out-of-order
+/// acknowledgement costs ([`Inflight`]). mosquitto's `max_inflight_messages` is 20; this is
+/// large enough that a subscriber on a fast link is never waiting for its window.
+pub const MAX_INFLIGHT_OUTGOING: usize = 4096;
+
+/// Outgoing QoS 1/2 messages in flight, in the order they were sent.
+///
+/// A `VecDeque` and not a map: clients acknowledge in order (MQTT 5 §4.6 asks them to), so
+/// an acknowledgement is nearly always for the front, and packet ids are handed out in
+/// sequence, so the only id the next one can collide with is the oldest's. A map keyed by
+/// packet id cost a search and node shuffling per acknowledgement, and its order was the
+/// ids', not the sending order, once ids wrapped. An out-of-order acknowledgement is a scan,
+/// bounded by `MAX_INFLIGHT_OUTGOING`.
+#[derive(Clone, Debug, Default)]
+pub struct Inflight {
+    entries: VecDeque<(u16, Outbound)>,
+}
+
+impl Inflight {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn position(&self, packet_id: u16) -> Option<usize> {
+        match self.entries.front() {
+            Some((front, _)) if *front == packet_id => Some(0),
+            _ => self.entries.iter().position(|(id, _)| *id == packet_id),
+        }
+    }
+
+    pub fn get(&self, packet_id: u16) -> Option<&Outbound> {
+        self.position(packet_id).map(|at| &self.entries[at].1)
+    }
+
+    /// A message just sent under a packet id from [`SessionState::next_packet_id`].
+    pub fn push(&mut self, packet_id: u16, outbound: Outbound) {
+        debug_assert!(
+            self.position(packet_id).is_none(),
+            "packet id {packet_id} in use"
+        );
+        self.entries.push_back((packet_id, outbound));
+    }
+
+    fn replace(&mut self, packet_id: u16, outbound: Outbound) {
+        if let Some(at) = self.position(packet_id) {
+            self.entries[at].1 = outbound;
+        }
+    }
+
+    pub fn remove(&mut self, packet_id: u16) -> Option<Outbound> {
+        match self.position(packet_id)? {
+            0 => self.entries.pop_front().map(|(_, o)| o),
+            at => self.entries.remove(at).map(|(_, o)| o),
+        }
+    }
+
+    /// In sending order: the order they are resent in after a reconnect (MQTT 5 §4.4).
+    pub fn iter(&self) -> impl Iterator<Item = (u16, &Outbound)> {
+        self.entries.iter().map(|(id, o)| (*id, o))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Queued {
     pub delivery: Delivery,
@@ -152,7 +219,7 @@ pub struct PendingWill {
 #[derive(Debug, Default)]
 pub struct SessionState {
     pub queue: VecDeque<Queued>,
-    pub inflight: BTreeMap<u16, Outbound>,
+    pub inflight: Inflight,
     next_packet_id: u16,
     /// QoS 2 packet ids received (PUBREC sent), waiting for PUBREL.
     pub incoming_qos2: BTreeSet<u16>,
@@ -172,23 +239,28 @@ pub struct SessionState {
 
 impl SessionState {
     /// A free packet id for an outgoing QoS 1/2 message, or None if all 65535 are in flight.
+    /// Ids go out in sequence and the in-flight ones are kept in sending order, so the next
+    /// id can only be taken by the oldest message in flight (sent 65535 ids ago).
     pub fn next_packet_id(&mut self) -> Option<NonZeroU16> {
-        for _ in 0..u16::MAX {
+        if self.inflight.len() >= usize::from(u16::MAX) {
+            return None;
+        }
+        loop {
             self.next_packet_id = self.next_packet_id.wrapping_add(1).max(1);
-            if !self.inflight.contains_key(&self.next_packet_id) {
+            let oldest = self.inflight.entries.front().map(|(id, _)| *id);
+            if oldest != Some(self.next_packet_id) {
                 return NonZeroU16::new(self.next_packet_id);
             }
         }
-        None
     }
 
     /// The client acknowledged a QoS 1 message (PUBACK).
     pub fn on_puback(&mut self, packet_id: u16) -> bool {
         if matches!(
-            self.inflight.get(&packet_id),
+            self.inflight.get(packet_id),
             Some(Outbound::AwaitingPubAck(_))
         ) {
-            self.inflight.remove(&packet_id);
+            self.inflight.remove(packet_id);
             return true;
         }
         false
@@ -196,13 +268,13 @@ impl SessionState {
 
     /// The client received a QoS 2 message (PUBREC): true when a PUBREL is due.
     pub fn on_pubrec(&mut self, packet_id: u16, refused: bool) -> bool {
-        match self.inflight.get(&packet_id) {
+        match self.inflight.get(packet_id) {
             Some(Outbound::AwaitingPubRec(_)) if refused => {
-                self.inflight.remove(&packet_id);
+                self.inflight.remove(packet_id);
                 false
             }
             Some(Outbound::AwaitingPubRec(_)) | Some(Outbound::AwaitingPubComp) => {
-                self.inflight.insert(packet_id, Outbound::AwaitingPubComp);
+                self.inflight.replace(packet_id, Outbound::AwaitingPubComp);
                 true
             }
             _ => false,
@@ -212,10 +284,10 @@ impl SessionState {
     /// The QoS 2 exchange of an outgoing message completed (PUBCOMP).
     pub fn on_pubcomp(&mut self, packet_id: u16) -> bool {
         if matches!(
-            self.inflight.get(&packet_id),
+            self.inflight.get(packet_id),
             Some(Outbound::AwaitingPubComp)
         ) {
-            self.inflight.remove(&packet_id);
+            self.inflight.remove(packet_id);
             return true;
         }
         false
@@ -392,6 +464,7 @@ impl Wakes {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use futures::FutureExt;
 
     fn message(qos: QoS) -> Message {
         Message {
@@ -407,7 +480,7 @@ mod tests {
     fn qos1_flow_ends_with_puback() {
         let mut state = SessionState::default();
         let id = state.next_packet_id().unwrap().get();
-        state.inflight.insert(
+        state.inflight.push(
             id,
             Outbound::AwaitingPubAck(Delivery::of(message(QoS::AtLeastOnce))),
         );
@@ -424,14 +497,14 @@ mod tests {
     fn qos2_outgoing_flow_is_publish_pubrec_pubrel_pubcomp() {
         let mut state = SessionState::default();
         let id = state.next_packet_id().unwrap().get();
-        state.inflight.insert(
+        state.inflight.push(
             id,
             Outbound::AwaitingPubRec(Delivery::of(message(QoS::ExactlyOnce))),
         );
         assert!(!state.on_puback(id));
         assert!(!state.on_pubcomp(id), "PUBCOMP before PUBREC is ignored");
         assert!(state.on_pubrec(id, false));
-        assert_eq!(state.inflight.get(&id), Some(&Outbound::AwaitingPubComp));
+        assert_eq!(state.inflight.get(id), Some(&Outbound::AwaitingPubComp));
         assert!(
             state.on_pubrec(id, false),
             "a resent PUBREC gets PUBREL again"
@@ -443,7 +516,7 @@ mod tests {
     #[test]
     fn a_refused_pubrec_ends_the_exchange() {
         let mut state = SessionState::default();
-        state.inflight.insert(
+        state.inflight.push(
             7,
             Outbound::AwaitingPubRec(Delivery::of(message(QoS::ExactlyOnce))),
         );
@@ -467,10 +540,93 @@ mod tests {
     #[test]
     fn packet_ids_skip_zero_and_those_in_flight() {
         let mut state = SessionState::default();
-        state.inflight.insert(1, Outbound::AwaitingPubComp);
+        state.inflight.push(1, Outbound::AwaitingPubComp);
         assert_eq!(state.next_packet_id().unwrap().get(), 2);
         state.next_packet_id = u16::MAX;
         assert_eq!(state.next_packet_id().unwrap().get(), 2);
+    }
+
+    #[test]
+    fn an_out_of_order_acknowledgement_leaves_the_others_in_sending_order() {
+        let mut state = SessionState::default();
+        let ids: Vec<u16> = (0..4)
+            .map(|_| {
+                let id = state.next_packet_id().unwrap().get();
+                state.inflight.push(
+                    id,
+                    Outbound::AwaitingPubAck(Delivery::of(message(QoS::AtLeastOnce))),
+                );
+                id
+            })
+            .collect();
+        assert!(state.on_puback(ids[2]));
+        assert!(state.on_puback(ids[0]));
+        let left: Vec<u16> = state.inflight.iter().map(|(id, _)| id).collect();
+        assert_eq!(left, vec![ids[1], ids[3]]);
+    }
+
+    #[test]
+    fn after_packet_ids_wrap_messages_are_resent_in_sending_order_not_id_order() {
+        let mut state = SessionState {
+            next_packet_id: u16::MAX - 1,
+            ..SessionState::default()
+        };
+        for _ in 0..3 {
+            let id = state.next_packet_id().unwrap().get();
+            state.inflight.push(id, Outbound::AwaitingPubComp);
+        }
+        let order: Vec<u16> = state.inflight.iter().map(|(id, _)| id).collect();
+        assert_eq!(order, vec![u16::MAX, 1, 2]);
+    }
+
+    #[test]
+    fn a_packet_id_still_in_flight_after_a_full_wrap_is_skipped() {
+        let mut state = SessionState::default();
+        let oldest = state.next_packet_id().unwrap().get();
+        state.inflight.push(oldest, Outbound::AwaitingPubComp);
+        state.next_packet_id = u16::MAX;
+        assert_eq!(state.next_packet_id().unwrap().get(), oldest + 1);
+    }
+
+    #[test]
+    fn expiry_left_rounds_up_and_ends_when_the_interval_has_passed() {
+        let mut expiring = message(QoS::AtLeastOnce);
+        expiring.properties.message_expiry_interval = NonZeroU32::new(10);
+        let delivery = Delivery::of(expiring);
+        let at = delivery.expires_at.unwrap();
+        let left = |before: std::time::Duration| delivery.expiry_left(at - before);
+        assert_eq!(
+            left(std::time::Duration::from_millis(9_500)),
+            Ok(NonZeroU32::new(10))
+        );
+        assert_eq!(
+            left(std::time::Duration::from_millis(1)),
+            Ok(NonZeroU32::new(1))
+        );
+        assert_eq!(left(std::time::Duration::ZERO), Err(Expired));
+        assert_eq!(
+            Delivery::of(message(QoS::AtMostOnce)).expiry_left(at),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn a_batch_of_publishes_wakes_each_session_once() {
+        let session = Arc::new(Session::new("c".into(), "c".into()));
+        let mut wakes = Wakes::default();
+        for _ in 0..3 {
+            wakes.push(Arc::clone(&session));
+        }
+        wakes.wake_all();
+        assert_eq!(
+            Arc::strong_count(&session),
+            1,
+            "the batch let go of the session"
+        );
+        // One stored permit: the first wait returns at once, a second one would block.
+        let woken = session.wake.notified().now_or_never();
+        assert!(woken.is_some());
+        assert!(session.wake.notified().now_or_never().is_none());
     }
 
     fn limits() -> QueueLimits {
