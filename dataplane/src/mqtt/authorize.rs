@@ -56,6 +56,8 @@ impl Permissions {
                 target.extend(space.templates.iter().filter_map(|t| t.expand(&identity)));
             }
         }
+        publish.shrink_to_fit();
+        subscribe.shrink_to_fit();
         Self {
             snapshot,
             publish,

@@ -279,10 +279,10 @@ impl Broker {
                 // Taken over while ending: the session was resumed before any delay passed.
                 return;
             }
-            state.pending_will = Some(PendingWill {
+            state.pending_will = Some(Box::new(PendingWill {
                 connection_id,
                 message: will,
-            });
+            }));
         }
         let broker = self.clone();
         let session = session.clone();

@@ -16,7 +16,6 @@ use super::session::{
 use super::tls::PeerCertificates;
 use futures::{FutureExt, SinkExt, StreamExt};
 use gridline_crds::model::topic::validate_topic_name;
-use std::collections::HashMap;
 use std::num::{NonZeroU16, NonZeroU32};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -97,6 +96,8 @@ fn disconnect_reason_string(code: u8) -> &'static str {
 /// Topic aliases a client may use towards us (MQTT 5 CONNACK Topic Alias Maximum).
 pub const TOPIC_ALIAS_MAXIMUM: u16 = 10;
 
+type TopicAliases = [Option<bytestring::ByteString>; TOPIC_ALIAS_MAXIMUM as usize];
+
 /// What carries the connection's bytes.
 #[derive(Clone, Debug)]
 pub enum Transport {
@@ -146,6 +147,22 @@ pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
     broker: Arc<Broker>,
     transport: Transport,
 ) {
+    // The handshake's locals (codec, CONNECT, authentication) live in their own future, which
+    // is gone once the connection runs: they must not size every idle task.
+    let Some(mut connection) = handshake(io, &broker, transport).await else {
+        return;
+    };
+    let end = connection.run().await;
+    broker.metrics.connections.dec();
+    // Boxed, like packet handling in `run`: needed once, it must not size every idle task.
+    Box::pin(connection.finish(end)).await;
+}
+
+async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(
+    io: IO,
+    broker: &Arc<Broker>,
+    transport: Transport,
+) -> Option<Connection<IO>> {
     // Small buffers to start with: most connections are idle devices, and the codec's
     // default 8 KiB for each direction would be most of their memory. Busy connections grow
     // theirs by doubling; writes still go out in batches of up to 8 KiB.
@@ -161,15 +178,15 @@ pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
         Ok(Some(Err(error))) => {
             debug!(%error, "bad first packet");
             if let CodecError::InvalidClientId | CodecError::UnsupportedProtocol = error {
-                refuse_connect(&mut framed, error.reason(), &broker).await;
+                refuse_connect(&mut framed, error.reason(), broker).await;
             }
-            return;
+            return None;
         }
         Err(_) => {
             debug!("no CONNECT within the handshake timeout");
-            return;
+            return None;
         }
-        _ => return,
+        _ => return None,
     };
     let snapshot = broker.snapshot.load();
     let listener = transport.listener();
@@ -187,8 +204,8 @@ pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
         Err(refusal) => {
             broker.metrics.auth.failure(refusal.method, refusal.failure);
             info!(username = ?connect.username, ?listener, method = refusal.method.label(), reason = refusal.failure.reason(), code = %format_args!("0x{:02X}", refusal.code), "CONNECT refused: {}", refusal.failure);
-            refuse_connect(&mut framed, refusal.code, &broker).await;
-            return;
+            refuse_connect(&mut framed, refusal.code, broker).await;
+            return None;
         }
     };
     let Authenticated {
@@ -199,12 +216,12 @@ pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
     } = authenticated;
     let limits = NamespaceLimits::of(&snapshot);
     drop(snapshot);
-    let attached = match attach(&broker, &connect, &authentication_name, limits) {
+    let attached = match attach(broker, &connect, &authentication_name, limits) {
         Ok(attached) => attached,
         Err(code) => {
             info!(username = ?connect.username, reason = code, "CONNECT refused: sessions per authentication name");
-            refuse_connect(&mut framed, code, &broker).await;
-            return;
+            refuse_connect(&mut framed, code, broker).await;
+            return None;
         }
     };
     broker
@@ -222,7 +239,9 @@ pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
         attached,
         limits,
     );
-    connection.connack.authentication_method = authentication_method.clone();
+    if let Some(ack) = connection.connack.as_mut() {
+        ack.authentication_method = authentication_method.clone();
+    }
     connection.authentication_method = authentication_method;
     connection.token_deadline = token_expiry.map(|t| Instant::now() + t.remaining);
     connection.certificate_authenticated = method == super::authenticate::Method::X509;
@@ -231,10 +250,7 @@ pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
         &connection.session.client_id,
         connection.attachment.connection_id,
     );
-    let end = connection.run().await;
-    broker.metrics.connections.dec();
-    // Boxed, like packet handling in `run`: needed once, it must not size every idle task.
-    Box::pin(connection.finish(end)).await;
+    Some(connection)
 }
 
 /// The session for `connect` (the client id, or one assigned for an empty one).
@@ -294,18 +310,19 @@ struct Connection<IO> {
     session: Arc<Session>,
     attachment: Attachment,
     authorizer: Authorizer,
-    will: Option<Message>,
+    will: Option<Box<Message>>,
     /// MQTT 5 Will Delay Interval (seconds; 0 for 3.1.1).
     will_delay: u32,
     keep_alive: Option<Duration>,
     /// Outgoing QoS 1/2 messages the client accepts in flight (its receive maximum).
     client_receive_maximum: usize,
     client_max_packet: Option<NonZeroU32>,
-    connack: ConnAck,
+    connack: Option<Box<ConnAck>>,
     transport: Transport,
     limits: NamespaceLimits,
-    /// Inbound topic aliases (MQTT 5), 1..=TOPIC_ALIAS_MAXIMUM.
-    topic_aliases: HashMap<u16, bytestring::ByteString>,
+    /// Inbound topic aliases (MQTT 5), 1..=TOPIC_ALIAS_MAXIMUM at index alias - 1; allocated
+    /// when the client sets its first one (most never do).
+    topic_aliases: Option<Box<TopicAliases>>,
     rate: RateLimit,
     /// While over the message rate: reading resumes then.
     paused_until: Option<Instant>,
@@ -468,17 +485,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 .as_ref()
                 .and_then(|w| w.delay_interval)
                 .unwrap_or(0),
-            will: connect.will.map(|w| w.message),
+            will: connect.will.map(|w| Box::new(w.message)),
             keep_alive: (keep_alive > 0).then(|| Duration::from_secs(u64::from(keep_alive))),
             client_receive_maximum: connect
                 .receive_maximum
                 .map_or(MAX_INFLIGHT_OUTGOING, |n| usize::from(n.get()))
                 .min(MAX_INFLIGHT_OUTGOING),
             client_max_packet: connect.maximum_packet_size,
-            connack: ack,
+            connack: Some(Box::new(ack)),
             transport,
             limits,
-            topic_aliases: HashMap::new(),
+            topic_aliases: None,
             rate: RateLimit::new(limits.messages_per_second),
             paused_until: None,
             paused_on: None,
@@ -517,7 +534,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if let Some(max) = self.client_max_packet {
             self.framed.codec_mut().set_max_outgoing(max.get());
         }
-        let connack = self.connack.clone();
+        let connack = *self.connack.take().expect("run once");
         if let Err(end) = self.send(Packet::ConnAck(connack)).await {
             return end;
         }
@@ -1030,7 +1047,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 return Err(End::Lost("topic alias over the maximum"));
             }
             if publish.message.topic.is_empty() {
-                match self.topic_aliases.get(&alias.get()) {
+                let index = usize::from(alias.get()) - 1;
+                match self
+                    .topic_aliases
+                    .as_ref()
+                    .and_then(|aliases| aliases[index].as_ref())
+                {
                     Some(topic) => publish.message.topic = topic.clone(),
                     // MQTT 5 §3.3.4: an alias with no mapping is a protocol error.
                     None => {
@@ -1039,8 +1061,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     }
                 }
             } else if validate_topic_name(&publish.message.topic).is_ok() {
-                self.topic_aliases
-                    .insert(alias.get(), publish.message.topic.clone());
+                let index = usize::from(alias.get()) - 1;
+                self.topic_aliases.get_or_insert_with(Default::default)[index] =
+                    Some(publish.message.topic.clone());
             }
             publish.topic_alias = None;
         }
@@ -1261,6 +1284,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if let Some(will) = self.will.take()
             && publish_will
         {
+            let will: Message = *will;
             let delay = self.will_delay;
             let client_id = &self.session.client_id;
             let owner = self.authorizer.authentication_name().to_string();
@@ -1315,6 +1339,25 @@ mod tests {
     use crate::mqtt::metrics::MqttMetrics;
     use crate::snapshot::SharedSnapshot;
     use gridline_crds::model::Snapshot;
+
+    /// Idle connections are most of a broker's memory (mqtt/README.md "Idle connections"):
+    /// tokio allocates each connection's task as its future plus about 100 bytes, in steps of
+    /// 128. What the future holds while the connection waits must stay small; a field or a
+    /// select! branch that grows it shows up here first.
+    #[tokio::test]
+    async fn a_plaintext_connection_task_stays_within_its_memory_budget() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let metrics = MqttMetrics::register(&prometheus::Registry::new()).unwrap();
+        let broker = Arc::new(Broker::new(SharedSnapshot::new(), metrics, Limits::default()));
+        let future = handle(server, broker, Transport::Plaintext);
+        let size = std::mem::size_of_val(&future);
+        println!("connection future: {size} bytes");
+        assert!(size <= 1_664, "an idle connection's future is {size} bytes");
+    }
 
     #[test]
     fn acknowledgements_are_applied_in_one_go_and_a_pubrec_gets_its_pubrel() {

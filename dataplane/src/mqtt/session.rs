@@ -234,7 +234,7 @@ pub struct SessionState {
     pub detached_at: Option<u64>,
     /// The will of the last connection, until its delay passes, the session ends, or a new
     /// connection resumes the session (which discards it).
-    pub pending_will: Option<PendingWill>,
+    pub pending_will: Option<Box<PendingWill>>,
 }
 
 impl SessionState {

@@ -96,11 +96,12 @@ impl TopicFilter {
             )));
         }
         let count = raw_levels.len();
-        let levels = raw_levels
+        let mut levels = raw_levels
             .iter()
             .enumerate()
             .map(|(index, level)| wildcard_level(level, index, count, filter, "topic filter"))
             .collect::<Result<Vec<_>, _>>()?;
+        levels.shrink_to_fit();
         Ok(TopicFilter {
             text: filter.to_owned(),
             levels,
