@@ -493,7 +493,6 @@ impl Broker {
         // subscription's id); one member per share. Visited in place under the router lock:
         // no key or filter is copied per message, only the target sessions' `Arc`s.
         let mut direct: Vec<Target> = Vec::new();
-        let mut direct_index: HashMap<&str, usize> = HashMap::new();
         let mut shares: Vec<((&str, &str), Vec<&Subscriber>)> = Vec::new();
         // Disjoint borrows: the trie is read while share turns move.
         let state = &mut *router;
@@ -502,20 +501,8 @@ impl Broker {
             &message.topic,
             |(group, client_id), subscriber| match group {
                 None => {
-                    if subscriber.options.no_local && client_id == publisher {
-                        return;
-                    }
-                    match direct_index.get(client_id.as_str()) {
-                        Some(&at) => {
-                            let held = &mut direct[at];
-                            held.qos = held.qos.max(subscriber.options.qos);
-                            held.retain_as_published |= subscriber.options.retain_as_published;
-                            held.ids.extend(subscriber.subscription_id);
-                        }
-                        None => {
-                            direct_index.insert(client_id.as_str(), direct.len());
-                            direct.push(Target::of(subscriber));
-                        }
+                    if !(subscriber.options.no_local && client_id == publisher) {
+                        direct.push(Target::of(subscriber));
                     }
                 }
                 Some(group) => {
@@ -527,6 +514,18 @@ impl Broker {
                 }
             },
         );
+        // A session matched by several of its filters gets one copy: sorted by session,
+        // its targets are neighbours and merge (cheaper than hashing client ids per target).
+        direct.sort_unstable_by_key(|target| Arc::as_ptr(&target.session) as usize);
+        direct.dedup_by(|duplicate, kept| {
+            if !Arc::ptr_eq(&duplicate.session, &kept.session) {
+                return false;
+            }
+            kept.qos = kept.qos.max(duplicate.qos);
+            kept.retain_as_published |= duplicate.retain_as_published;
+            kept.ids.append(&mut duplicate.ids);
+            true
+        });
         let mut targets = direct;
         for ((group, filter), members) in shares {
             // Prefer connected members, in turn.
@@ -546,7 +545,6 @@ impl Broker {
             targets.push(Target::of(pool[*turn % pool.len()]));
             *turn = turn.wrapping_add(1);
         }
-        drop(direct_index);
         drop(router);
         let mut outcome = Published::default();
         let message = Arc::new(message);

@@ -4,7 +4,7 @@
 //! Outgoing PUBLISH is the exception: sent once per subscriber, it is encoded here, from a
 //! borrowed message ([`encode_publish`]).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 use rmqtt_codec::{v3, v5, version};
 use std::num::{NonZeroU16, NonZeroU32};
@@ -333,6 +333,11 @@ impl Decoder for Codec {
                 Ok(None) => return Ok(None),
                 Err(error) => return Err(decode_error(error)),
             }
+        }
+        if !matches!(self.inner, Inner::Negotiating)
+            && let Some(ack) = short_acknowledgement(src)
+        {
+            return Ok(Some(ack));
         }
         match &mut self.inner {
             Inner::Negotiating => Ok(None),
@@ -701,6 +706,28 @@ fn v5_reason_of_v3(code: v3::ConnectAckReason) -> u8 {
         R::BadUserNameOrPassword => reason::BAD_USER_NAME_OR_PASSWORD,
         _ => reason::NOT_AUTHORIZED,
     }
+}
+
+/// PUBACK, PUBREC, PUBREL or PUBCOMP in their four-byte form (a packet id and nothing else:
+/// 3.1.1's only form, MQTT 5's for success without properties, §3.4.2.1), read without the
+/// crate. Subscribers send one per message they receive, so this is most of what a busy
+/// broker decodes. Anything else (a reason code, properties, packet id 0, bad flags) is
+/// left to the crate, which accepts or refuses it as before.
+fn short_acknowledgement(src: &mut BytesMut) -> Option<Packet> {
+    let &[first, 2, high, low, ..] = src.as_ref() else {
+        return None;
+    };
+    let packet_id = NonZeroU16::new(u16::from_be_bytes([high, low]))?;
+    let ack = simple_ack(packet_id);
+    let packet = match first {
+        0x40 => Packet::PubAck(ack),
+        0x50 => Packet::PubRec(ack),
+        0x62 => Packet::PubRel(ack),
+        0x70 => Packet::PubComp(ack),
+        _ => return None,
+    };
+    src.advance(4);
+    Some(packet)
 }
 
 fn simple_ack(packet_id: NonZeroU16) -> Ack {

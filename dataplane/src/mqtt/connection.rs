@@ -1352,7 +1352,11 @@ mod tests {
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let metrics = MqttMetrics::register(&prometheus::Registry::new()).unwrap();
-        let broker = Arc::new(Broker::new(SharedSnapshot::new(), metrics, Limits::default()));
+        let broker = Arc::new(Broker::new(
+            SharedSnapshot::new(),
+            metrics,
+            Limits::default(),
+        ));
         let future = handle(server, broker, Transport::Plaintext);
         let size = std::mem::size_of_val(&future);
         println!("connection future: {size} bytes");
