@@ -562,14 +562,14 @@ impl Broker {
                 self.limits.queue,
                 &self.metrics,
             ) {
-                Enqueued::Queued => {
+                Enqueued::QueuedFirst => {
                     outcome.queued += 1;
                     wakes.push(target.session);
                 }
+                Enqueued::Queued => outcome.queued += 1,
                 Enqueued::QueuedCongested => {
                     outcome.queued += 1;
-                    outcome.congested.push(Arc::clone(&target.session));
-                    wakes.push(target.session);
+                    outcome.congested.push(target.session);
                 }
                 Enqueued::Dropped => {}
             }
