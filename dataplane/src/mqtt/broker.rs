@@ -60,6 +60,9 @@ impl Default for Limits {
     }
 }
 
+/// Sessions a message may go to and still wake them at once (see `Broker::publish_batched`).
+const WAKE_AT_ONCE_UP_TO: usize = 4;
+
 /// A subscriber in the trie: keyed by (share group, client id).
 type SubscriberKey = (Option<String>, String);
 
@@ -548,6 +551,11 @@ impl Broker {
         drop(router);
         let mut outcome = Published::default();
         let message = Arc::new(message);
+        // A message for a few sessions wakes them at once: their connections write while the
+        // publisher goes on with its batch (1 → 1 keeps both threads busy). A fan-out leaves
+        // the wake-ups to the end of the batch (`Wakes`), so that each subscriber writes the
+        // batch in one go instead of one message per wake-up.
+        let wake_now = targets.len() <= WAKE_AT_ONCE_UP_TO;
         for mut target in targets {
             let delivery = Delivery::new(
                 Arc::clone(&message),
@@ -562,6 +570,10 @@ impl Broker {
                 self.limits.queue,
                 &self.metrics,
             ) {
+                Enqueued::QueuedFirst if wake_now => {
+                    outcome.queued += 1;
+                    target.session.wake.notify_one();
+                }
                 Enqueued::QueuedFirst => {
                     outcome.queued += 1;
                     wakes.push(target.session);
