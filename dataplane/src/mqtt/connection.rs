@@ -165,7 +165,7 @@ async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(
 ) -> Option<Connection<IO>> {
     // Small buffers to start with: most connections are idle devices, and the codec's
     // default 8 KiB for each direction would be most of their memory. Busy connections grow
-    // theirs by doubling; writes still go out in batches of up to 8 KiB.
+    // theirs by doubling; writes go out in batches of up to `WRITE_BATCH_BYTES`.
     let mut framed = Framed::with_capacity(
         io,
         Codec::server(broker.limits.max_packet_bytes),
