@@ -90,11 +90,6 @@ impl MqttMetrics {
         self.messages_in_by_qos[qos as usize].inc();
     }
 
-    /// A PUBLISH sent at `qos`.
-    pub fn message_out(&self, qos: super::codec::QoS) {
-        self.messages_out_by_qos[qos as usize].inc();
-    }
-
     /// Messages sent, by QoS (index 0, 1, 2).
     pub fn messages_out(&self, by_qos: [u64; 3]) {
         for (counter, count) in self.messages_out_by_qos.iter().zip(by_qos) {
