@@ -91,8 +91,9 @@ spec:
 
 /// The TLS listener without the development identity, `client_ca` registered, names from
 /// the certificate's DNS SAN then its subject when the username is empty, and the Clients of
-/// [`clients`] (`thumb-device` accepting `thumbprint_of`).
-fn auth_broker(thumbprint_of: &Identity) -> AuthBroker {
+/// [`clients`]; beside the broker, the self-signed certificate `thumb-device` accepts.
+fn auth_broker() -> (AuthBroker, Identity) {
+    let thumbprinted = ClientCert::cn("thumb-device").self_signed();
     let pki = TestPki::new();
     let client_ca = Ca::new("Gridline client CA");
     let workspace = Workspace::new();
@@ -121,14 +122,14 @@ fn auth_broker(thumbprint_of: &Identity) -> AuthBroker {
     workspace.write("secret.yaml", &pki.secret("broker-tls"));
     workspace.write("client-ca.yaml", &client_ca.secret("client-ca"));
     workspace.write("access.yaml", &access("dev"));
-    workspace.write("clients.yaml", &clients(&thumbprint_of.thumbprint()));
+    workspace.write("clients.yaml", &clients(&thumbprinted.thumbprint()));
     let dir = workspace.data_dir().with_file_name("pki");
     std::fs::create_dir_all(&dir).unwrap();
     let server_ca_file = dir.join("server-ca.pem");
     std::fs::write(&server_ca_file, &pki.ca_pem).unwrap();
     let dataplane = workspace.start(&[]);
     let addr = dataplane.mqtts_addr();
-    AuthBroker {
+    let broker = AuthBroker {
         _workspace: workspace,
         dataplane,
         addr,
@@ -136,10 +137,16 @@ fn auth_broker(thumbprint_of: &Identity) -> AuthBroker {
         server_ca_file,
         client_ca,
         dir,
-    }
+    };
+    (broker, thumbprinted)
 }
 
 impl AuthBroker {
+    /// A certificate signed by the registered client CA, with subject CN `common_name`.
+    fn certificate(&self, common_name: &str) -> Identity {
+        self.client_ca.issue(ClientCert::cn(common_name))
+    }
+
     /// CONNECT over TLS presenting `identity`, as `username` (none: empty): the CONNACK's
     /// reason code (3.1.1 return codes read in MQTT 5 numbering: 4 → 0x86, 5 → 0x87).
     async fn connack(
@@ -228,8 +235,7 @@ fn next_id() -> u64 {
 
 #[tokio::test]
 async fn each_validation_scheme_admits_a_certificate_with_the_name_and_refuses_one_without() {
-    let thumbprinted = ClientCert::cn("thumb-device").self_signed();
-    let broker = auth_broker(&thumbprinted);
+    let (broker, thumbprinted) = auth_broker();
     let ca = &broker.client_ca;
     // (authentication name, a certificate holding it in the scheme's field, one that does not)
     let cases = [
@@ -290,8 +296,7 @@ async fn each_validation_scheme_admits_a_certificate_with_the_name_and_refuses_o
 
 #[test]
 fn paho_mqtt_authenticates_with_each_validation_scheme_in_both_versions() {
-    let thumbprinted = ClientCert::cn("thumb-device").self_signed();
-    let broker = auth_broker(&thumbprinted);
+    let (broker, thumbprinted) = auth_broker();
     let ca = &broker.client_ca;
     // (authentication name, certificate, the reason code paho must read)
     let cases = [
@@ -367,9 +372,9 @@ fn paho_mqtt_authenticates_with_each_validation_scheme_in_both_versions() {
 
 #[test]
 fn mosquitto_clients_of_both_versions_authenticate_with_a_certificate() {
-    let broker = auth_broker(&ClientCert::cn("unused").self_signed());
-    let good = broker.client_ca.issue(ClientCert::cn("subject-device"));
-    let bad = broker.client_ca.issue(ClientCert::cn("someone-else"));
+    let (broker, _) = auth_broker();
+    let good = broker.certificate("subject-device");
+    let bad = broker.certificate("someone-else");
     for version in ["mqttv5", "mqttv311"] {
         let out = broker.mosquitto_publish(&good, version, "subject-device");
         assert!(out.status.success(), "{version}: {out:?}");
@@ -385,7 +390,7 @@ fn mosquitto_clients_of_both_versions_authenticate_with_a_certificate() {
 
 #[tokio::test]
 async fn a_certificate_from_an_unknown_ca_is_refused_and_counted() {
-    let broker = auth_broker(&ClientCert::cn("unused").self_signed());
+    let (broker, _) = auth_broker();
     let stranger = Ca::new("Someone else's CA").issue(ClientCert::cn("subject-device"));
     for version in [Version::V5, Version::V311] {
         assert_eq!(
@@ -406,7 +411,7 @@ async fn a_certificate_from_an_unknown_ca_is_refused_and_counted() {
 
 #[tokio::test]
 async fn an_expired_certificate_is_refused() {
-    let broker = auth_broker(&ClientCert::cn("unused").self_signed());
+    let (broker, _) = auth_broker();
     let expired = broker
         .client_ca
         .issue(ClientCert::cn("subject-device").expired());
@@ -421,7 +426,7 @@ async fn an_expired_certificate_is_refused() {
 
 #[tokio::test]
 async fn a_self_signed_certificate_is_refused_where_a_ca_is_required() {
-    let broker = auth_broker(&ClientCert::cn("unused").self_signed());
+    let (broker, _) = auth_broker();
     let self_signed = ClientCert::cn("subject-device").self_signed();
     assert_eq!(
         broker
@@ -433,8 +438,8 @@ async fn a_self_signed_certificate_is_refused_where_a_ca_is_required() {
 
 #[tokio::test]
 async fn a_disabled_client_is_refused_as_not_authorized() {
-    let broker = auth_broker(&ClientCert::cn("unused").self_signed());
-    let certificate = broker.client_ca.issue(ClientCert::cn("disabled-device"));
+    let (broker, _) = auth_broker();
+    let certificate = broker.certificate("disabled-device");
     for version in [Version::V5, Version::V311] {
         assert_eq!(
             broker
@@ -449,7 +454,7 @@ async fn a_disabled_client_is_refused_as_not_authorized() {
 
 #[tokio::test]
 async fn without_a_username_the_certificate_names_the_client_in_the_configured_order() {
-    let broker = auth_broker(&ClientCert::cn("unused").self_signed());
+    let (broker, _) = auth_broker();
     let ca = &broker.client_ca;
     // The DNS SAN comes first; without one, the subject CN.
     let by_dns = ca.issue(ClientCert::cn("subject-device").dns("dns-device.example.com"));
@@ -481,9 +486,9 @@ async fn without_a_username_the_certificate_names_the_client_in_the_configured_o
 
 #[tokio::test]
 async fn a_certificate_over_websockets_over_tls_is_judged_as_over_tls() {
-    let broker = auth_broker(&ClientCert::cn("unused").self_signed());
-    let good = broker.client_ca.issue(ClientCert::cn("subject-device"));
-    let bad = broker.client_ca.issue(ClientCert::cn("someone-else"));
+    let (broker, _) = auth_broker();
+    let good = broker.certificate("subject-device");
+    let bad = broker.certificate("someone-else");
     let wss = broker.dataplane.wss_addr();
     for version in [Version::V5, Version::V311] {
         assert_eq!(
@@ -506,9 +511,8 @@ async fn a_certificate_over_websockets_over_tls_is_judged_as_over_tls() {
 #[tokio::test]
 async fn a_certificate_revoked_while_connected_ends_the_session() {
     use gridline_dataplane::mqtt::codec::Packet;
-    let thumb = ClientCert::cn("thumb-device").self_signed();
-    let broker = auth_broker(&thumb);
-    let subject = broker.client_ca.issue(ClientCert::cn("subject-device"));
+    let (broker, thumb) = auth_broker();
+    let subject = broker.certificate("subject-device");
     let mut thumb_client = broker.connected(&thumb, "thumb-device").await;
     let mut subject_client = broker.connected(&subject, "subject-device").await;
     let disconnected = |packet: Option<Packet>| match packet {

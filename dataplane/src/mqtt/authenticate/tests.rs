@@ -123,65 +123,108 @@ fn refused(outcome: Result<Authenticated, Refusal>) -> (u8, &'static str, &'stat
     )
 }
 
+/// An authenticator and the snapshot it judges CONNECTs against, at [`now`]. A test swaps
+/// or edits `snapshot` to serve another one to the same authenticator.
+struct Judge {
+    authenticator: Authenticator,
+    snapshot: Arc<Snapshot>,
+}
+
+impl Judge {
+    fn new(snapshot: Arc<Snapshot>) -> Self {
+        Judge {
+            authenticator: Authenticator::default(),
+            snapshot,
+        }
+    }
+
+    /// A CONNECT as `username`, with neither certificate nor token, on `listener`.
+    fn username(
+        &self,
+        version: Version,
+        username: &str,
+        listener: Listener,
+    ) -> Result<Authenticated, Refusal> {
+        let connect = connect(version, Some(username));
+        self.authenticate(&connect, listener, &[])
+    }
+
+    /// A CONNECT as `username` (none: no username) over TLS presenting `certificate`.
+    fn certificate(
+        &self,
+        version: Version,
+        username: Option<&str>,
+        certificate: &CertificateDer<'static>,
+    ) -> Result<Authenticated, Refusal> {
+        let connect = connect(version, username);
+        self.authenticate(&connect, Listener::Tls, std::slice::from_ref(certificate))
+    }
+
+    /// An MQTT 5 CONNECT as `username` carrying `token` under Authentication Method `method`
+    /// on `listener`.
+    fn token(
+        &self,
+        username: &str,
+        method: &str,
+        token: &str,
+        listener: Listener,
+    ) -> Result<Authenticated, Refusal> {
+        self.authenticate(&jwt_connect(username, method, token), listener, &[])
+    }
+
+    /// `authentication_name`'s session presenting `token` again (MQTT 5 re-authentication).
+    fn reauthenticate(
+        &self,
+        authentication_name: &str,
+        token: &str,
+    ) -> Result<TokenExpiry, AuthFailure> {
+        self.authenticator.reauthenticate(
+            &self.snapshot,
+            authentication_name,
+            Some(token.as_bytes()),
+            now(),
+        )
+    }
+
+    fn authenticate(
+        &self,
+        connect: &Connect,
+        listener: Listener,
+        certificates: &[CertificateDer<'static>],
+    ) -> Result<Authenticated, Refusal> {
+        self.authenticator
+            .authenticate(&self.snapshot, connect, listener, certificates, now())
+    }
+}
+
 #[test]
 fn the_development_identity_takes_the_username_on_plaintext_connections_only() {
-    let snapshot = snapshot(true, &[], &[], Vec::new());
-    let authenticator = Authenticator::default();
+    let judge = Judge::new(snapshot(true, &[], &[], Vec::new()));
     for listener in [Listener::Plaintext, Listener::WebSocket] {
-        let outcome = authenticator.authenticate(
-            &snapshot,
-            &connect(Version::V311, Some("subject")),
-            listener,
-            &[],
-            now(),
-        );
+        let outcome = judge.username(Version::V311, "subject", listener);
         let authenticated = outcome.unwrap();
         assert_eq!(authenticated.method, Method::Development);
         assert_eq!(authenticated.authentication_name, "subject");
     }
     // SPEC §D: over TLS a client proves its name (certificate or token), switch or not.
     for listener in [Listener::Tls, Listener::SecureWebSocket] {
-        let outcome = authenticator.authenticate(
-            &snapshot,
-            &connect(Version::V311, Some("subject")),
-            listener,
-            &[],
-            now(),
-        );
+        let outcome = judge.username(Version::V311, "subject", listener);
         assert_eq!(
             refused(outcome),
             (0x8C, "none", "no_credentials"),
             "{listener:?}"
         );
     }
-    let outcome = authenticator.authenticate(
-        &snapshot,
-        &connect(Version::V5, Some("disabled")),
-        Listener::Plaintext,
-        &[],
-        now(),
-    );
+    let outcome = judge.username(Version::V5, "disabled", Listener::Plaintext);
     assert_eq!(refused(outcome), (0x87, "development", "client_disabled"));
-    let outcome = authenticator.authenticate(
-        &snapshot,
-        &connect(Version::V5, Some("nobody")),
-        Listener::Plaintext,
-        &[],
-        now(),
-    );
+    let outcome = judge.username(Version::V5, "nobody", Listener::Plaintext);
     assert_eq!(refused(outcome), (0x86, "development", "unknown_client"));
 }
 
 #[test]
 fn without_credentials_or_the_development_identity_the_method_is_bad() {
-    let snapshot = snapshot(false, &[], &[], Vec::new());
-    let outcome = Authenticator::default().authenticate(
-        &snapshot,
-        &connect(Version::V5, Some("subject")),
-        Listener::Tls,
-        &[],
-        now(),
-    );
+    let judge = Judge::new(snapshot(false, &[], &[], Vec::new()));
+    let outcome = judge.username(Version::V5, "subject", Listener::Tls);
     assert_eq!(refused(outcome), (0x8C, "none", "no_credentials"));
 }
 
@@ -189,16 +232,9 @@ fn without_credentials_or_the_development_identity_the_method_is_bad() {
 fn a_certificate_decides_even_with_the_development_identity_on() {
     let trusted = ca("trusted");
     let stranger = ca("stranger");
-    let snapshot = snapshot(true, &[], &[&trusted], Vec::new());
-    let authenticator = Authenticator::default();
+    let judge = Judge::new(snapshot(true, &[], &[&trusted], Vec::new()));
     let check = |username: Option<&str>, certificate| {
-        authenticator.authenticate(
-            &snapshot,
-            &connect(Version::V5, username),
-            Listener::Tls,
-            &[certificate],
-            now(),
-        )
+        judge.certificate(Version::V5, username, &certificate)
     };
     let good = check(
         Some("subject"),
@@ -248,21 +284,16 @@ fn without_a_username_the_alternative_sources_name_the_client() {
         Some(&trusted),
         false,
     );
-    let authenticator = Authenticator::default();
+    let without_sources = snapshot(false, &[], &[&trusted], Vec::new());
+    let mut judge = Judge::new(without_sources.clone());
     let mut named = Vec::new();
     for sources in [
         &["ClientCertificateDns", "ClientCertificateSubject"][..],
         &["ClientCertificateUri", "ClientCertificateSubject"][..],
     ] {
-        let snapshot = snapshot(false, sources, &[&trusted], Vec::new());
+        judge.snapshot = snapshot(false, sources, &[&trusted], Vec::new());
         for username in [None, Some("")] {
-            let outcome = authenticator.authenticate(
-                &snapshot,
-                &connect(Version::V5, username),
-                Listener::Tls,
-                std::slice::from_ref(&certificate),
-                now(),
-            );
+            let outcome = judge.certificate(Version::V5, username, &certificate);
             named.push(outcome.unwrap().authentication_name);
         }
     }
@@ -275,75 +306,43 @@ fn without_a_username_the_alternative_sources_name_the_client() {
             "subject"
         ]
     );
-    let without_sources = snapshot(false, &[], &[&trusted], Vec::new());
-    let outcome = authenticator.authenticate(
-        &without_sources,
-        &connect(Version::V5, None),
-        Listener::Tls,
-        &[certificate],
-        now(),
-    );
+    judge.snapshot = without_sources;
+    let outcome = judge.certificate(Version::V5, None, &certificate);
     assert_eq!(refused(outcome), (0x86, "x509", "no_authentication_name"));
 }
 
 #[test]
 fn thumbprint_match_takes_a_self_signed_certificate_without_any_ca() {
     let certificate = leaf("whatever", vec![], None, false);
-    let mut snapshot = snapshot(false, &[], &[], Vec::new());
+    let mut judge = Judge::new(snapshot(false, &[], &[], Vec::new()));
     let mut device = client("device", ValidationScheme::ThumbprintMatch, true);
     device.allowed_thumbprints = vec![crate::auth::x509::thumbprint(&certificate)];
-    let edited = Arc::make_mut(&mut snapshot);
+    let edited = Arc::make_mut(&mut judge.snapshot);
     edited
         .clients_by_authentication_name
         .insert("device".into(), "device".into());
     edited.clients.insert("device".into(), device);
-    let authenticator = Authenticator::default();
-    let outcome = authenticator.authenticate(
-        &snapshot,
-        &connect(Version::V311, Some("device")),
-        Listener::Tls,
-        &[certificate],
-        now(),
-    );
+    let outcome = judge.certificate(Version::V311, Some("device"), &certificate);
     assert_eq!(outcome.unwrap().method, Method::X509);
     let other = leaf("whatever", vec![], None, false);
-    let outcome = authenticator.authenticate(
-        &snapshot,
-        &connect(Version::V311, Some("device")),
-        Listener::Tls,
-        &[other],
-        now(),
-    );
+    let outcome = judge.certificate(Version::V311, Some("device"), &other);
     assert_eq!(refused(outcome), (0x86, "x509", "thumbprint_mismatch"));
 }
 
 #[test]
 fn a_good_token_authenticates_and_is_echoed_with_its_expiry() {
     let (key, jwk) = es256_key(None);
-    let snapshot = snapshot(false, &[], &[], vec![issuer(&[jwk])]);
+    let judge = Judge::new(snapshot(false, &[], &[], vec![issuer(&[jwk])]));
     let token = sign(
         &key,
         None,
         json!({"iss": "https://issuer.example.com", "aud": "gridline-dev", "exp": NOW + 30}),
     );
-    let authenticator = Authenticator::default();
     // A token travels under TLS only: not over `ws://` on the HTTP listener.
-    let outcome = authenticator.authenticate(
-        &snapshot,
-        &jwt_connect("subject", "OAUTH2-JWT", &token),
-        Listener::WebSocket,
-        &[],
-        now(),
-    );
+    let outcome = judge.token("subject", "OAUTH2-JWT", &token, Listener::WebSocket);
     assert_eq!(refused(outcome).0, 0x8C);
     for listener in [Listener::Tls, Listener::SecureWebSocket] {
-        let outcome = authenticator.authenticate(
-            &snapshot,
-            &jwt_connect("subject", "OAUTH2-JWT", &token),
-            listener,
-            &[],
-            now(),
-        );
+        let outcome = judge.token("subject", "OAUTH2-JWT", &token, listener);
         let authenticated = outcome.unwrap();
         assert_eq!(authenticated.method, Method::Jwt);
         assert_eq!(
@@ -358,62 +357,31 @@ fn a_good_token_authenticates_and_is_echoed_with_its_expiry() {
             })
         );
     }
-    let plaintext = authenticator.authenticate(
-        &snapshot,
-        &jwt_connect("subject", "OAUTH2-JWT", &token),
-        Listener::Plaintext,
-        &[],
-        now(),
-    );
+    let plaintext = judge.token("subject", "OAUTH2-JWT", &token, Listener::Plaintext);
     assert_eq!(refused(plaintext), (0x8C, "none", "unsupported_method"));
-    let disabled = authenticator.authenticate(
-        &snapshot,
-        &jwt_connect("disabled", "OAUTH2-JWT", &token),
-        Listener::Tls,
-        &[],
-        now(),
-    );
+    let disabled = judge.token("disabled", "OAUTH2-JWT", &token, Listener::Tls);
     assert_eq!(refused(disabled), (0x87, "jwt", "client_disabled"));
-    let bad = authenticator.authenticate(
-        &snapshot,
-        &jwt_connect("subject", "OAUTH2-JWT", "not.a.token"),
-        Listener::Tls,
-        &[],
-        now(),
-    );
+    let bad = judge.token("subject", "OAUTH2-JWT", "not.a.token", Listener::Tls);
     assert_eq!(refused(bad), (0x86, "jwt", "malformed_token"));
     assert_eq!(
-        authenticator.reauthenticate(&snapshot, "subject", Some(token.as_bytes()), now()),
+        judge.reauthenticate("subject", &token),
         Ok(TokenExpiry {
             expires_at: NOW + 30,
             remaining: Duration::from_secs(30 + LEEWAY_SECS),
         })
     );
     assert_eq!(
-        authenticator.reauthenticate(&snapshot, "disabled", Some(token.as_bytes()), now()),
+        judge.reauthenticate("disabled", &token),
         Err(AuthFailure::ClientDisabled)
     );
 }
 
 #[test]
 fn an_unknown_method_or_a_namespace_without_issuers_is_a_bad_method() {
-    let snapshot = snapshot(true, &[], &[], Vec::new());
-    let authenticator = Authenticator::default();
-    let unknown = authenticator.authenticate(
-        &snapshot,
-        &jwt_connect("subject", "SCRAM-SHA-1", "x"),
-        Listener::Tls,
-        &[],
-        now(),
-    );
+    let judge = Judge::new(snapshot(true, &[], &[], Vec::new()));
+    let unknown = judge.token("subject", "SCRAM-SHA-1", "x", Listener::Tls);
     assert_eq!(refused(unknown), (0x8C, "none", "unsupported_method"));
-    let unconfigured = authenticator.authenticate(
-        &snapshot,
-        &jwt_connect("subject", "CUSTOM-JWT", "a.b.c"),
-        Listener::Tls,
-        &[],
-        now(),
-    );
+    let unconfigured = judge.token("subject", "CUSTOM-JWT", "a.b.c", Listener::Tls);
     assert_eq!(
         refused(unconfigured),
         (0x8C, "jwt", "method_not_configured")
@@ -422,29 +390,16 @@ fn an_unknown_method_or_a_namespace_without_issuers_is_a_bad_method() {
 
 #[test]
 fn a_disabled_broker_or_a_closed_listener_refuses_before_any_method() {
-    let mut snapshot = snapshot(true, &[], &[], Vec::new());
-    let authenticator = Authenticator::default();
-    if let Some(namespace) = Arc::make_mut(&mut snapshot).namespace.as_mut() {
+    let mut judge = Judge::new(snapshot(true, &[], &[], Vec::new()));
+    if let Some(namespace) = Arc::make_mut(&mut judge.snapshot).namespace.as_mut() {
         namespace.spec.listeners.mqtt_tls.enabled = false;
     }
-    let closed = authenticator.authenticate(
-        &snapshot,
-        &connect(Version::V5, Some("subject")),
-        Listener::Tls,
-        &[],
-        now(),
-    );
+    let closed = judge.username(Version::V5, "subject", Listener::Tls);
     assert_eq!(refused(closed), (0x87, "none", "listener_closed"));
-    if let Some(namespace) = Arc::make_mut(&mut snapshot).namespace.as_mut() {
+    if let Some(namespace) = Arc::make_mut(&mut judge.snapshot).namespace.as_mut() {
         namespace.spec.topic_spaces_configuration.state = State::Disabled;
     }
-    let disabled = authenticator.authenticate(
-        &snapshot,
-        &connect(Version::V5, Some("subject")),
-        Listener::Plaintext,
-        &[],
-        now(),
-    );
+    let disabled = judge.username(Version::V5, "subject", Listener::Plaintext);
     assert_eq!(refused(disabled), (0x88, "none", "broker_disabled"));
 }
 
@@ -460,27 +415,24 @@ fn a_token_expiring_decades_away_keeps_the_session_at_most_a_year() {
 fn a_new_snapshot_with_other_cas_is_read_while_the_served_one_is_not_compared_again() {
     let first = ca("first");
     let second = ca("second");
-    let authenticator = Authenticator::default();
-    let check = |snapshot: &Arc<Snapshot>| {
-        authenticator.authenticate(
-            snapshot,
-            &connect(Version::V5, Some("subject")),
-            Listener::Tls,
-            &[leaf("subject", vec![], Some(&second), false)],
-            now(),
-        )
-    };
     let before = snapshot(false, &[], &[&first], Vec::new());
+    let after = snapshot(false, &[], &[&first, &second], Vec::new());
+    let mut judge = Judge::new(before.clone());
+    let check = |judge: &Judge| {
+        let certificate = leaf("subject", vec![], Some(&second), false);
+        judge.certificate(Version::V5, Some("subject"), &certificate)
+    };
     assert_eq!(
-        refused(check(&before)),
+        refused(check(&judge)),
         (0x86, "x509", "untrusted_certificate")
     );
-    let after = snapshot(false, &[], &[&first, &second], Vec::new());
-    assert!(check(&after).is_ok());
-    assert!(check(&after).is_ok());
+    judge.snapshot = after;
+    assert!(check(&judge).is_ok());
+    assert!(check(&judge).is_ok());
     // Served again (a reload back), its CAs are read again.
+    judge.snapshot = before;
     assert_eq!(
-        refused(check(&before)),
+        refused(check(&judge)),
         (0x86, "x509", "untrusted_certificate")
     );
 }
