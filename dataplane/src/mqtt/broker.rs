@@ -7,8 +7,9 @@ use super::authorize::Permissions;
 use super::codec::reason;
 use super::codec::{Message, QoS, SubscriptionOptions};
 use super::metrics::MqttMetrics;
+use super::outbox::Outbox;
 use super::persist::{self, StoredSession, StoredState};
-use super::session::{Attachment, Delivery, Enqueued, PendingWill, QueueLimits, Session, Wakes};
+use super::session::{Attachment, Delivery, Enqueued, PendingWill, QueueLimits, Queued, Session};
 use super::trie::Trie;
 use crate::snapshot::SharedSnapshot;
 use gridline_crds::model::topic::TopicFilter;
@@ -460,21 +461,22 @@ impl Broker {
     }
 
     /// Route an (authorized) message to every matching subscription and keep it if retained.
-    /// Returns how many sessions it was queued for.
     pub fn publish(&self, message: Message, publisher: &str) -> Published {
-        let mut wakes = Wakes::default();
-        let published = self.publish_batched(message, publisher, &mut wakes);
-        wakes.wake_all();
+        let mut outbox = Outbox::default();
+        let mut published = self.publish_batched(message, publisher, &mut outbox);
+        let congested = outbox.deliver(self.limits.queue, &self.metrics);
+        published.congested.extend(congested);
         published
     }
 
-    /// [`Broker::publish`], leaving the target sessions in `wakes` for the caller to wake
-    /// once its batch of packets is handled ([`Wakes`]).
+    /// [`Broker::publish`] within a connection's batch of packets: a message for more than
+    /// `WAKE_AT_ONCE_UP_TO` sessions (or any message once the batch has deferred one, to keep
+    /// their order) is left in `outbox` for the caller to deliver when the batch is handled.
     pub fn publish_batched(
         &self,
         message: Message,
         publisher: &str,
-        wakes: &mut Wakes,
+        outbox: &mut Outbox,
     ) -> Published {
         let mut router = self.state.lock();
         if message.retain {
@@ -494,8 +496,8 @@ impl Broker {
         }
         // One copy per session (the highest QoS of its matching filters, every matching
         // subscription's id); one member per share. Visited in place under the router lock:
-        // no key or filter is copied per message, only the target sessions' `Arc`s.
-        let mut direct: Vec<Target> = Vec::new();
+        // no key, filter or session `Arc` is copied per message.
+        let mut direct: Vec<Target<'_>> = Vec::new();
         let mut shares: Vec<((&str, &str), Vec<&Subscriber>)> = Vec::new();
         // Disjoint borrows: the trie is read while share turns move.
         let state = &mut *router;
@@ -519,9 +521,9 @@ impl Broker {
         );
         // A session matched by several of its filters gets one copy: sorted by session,
         // its targets are neighbours and merge (cheaper than hashing client ids per target).
-        direct.sort_unstable_by_key(|target| Arc::as_ptr(&target.session) as usize);
+        direct.sort_unstable_by_key(|target| target.address());
         direct.dedup_by(|duplicate, kept| {
-            if !Arc::ptr_eq(&duplicate.session, &kept.session) {
+            if !Arc::ptr_eq(duplicate.session, kept.session) {
                 return false;
             }
             kept.qos = kept.qos.max(duplicate.qos);
@@ -530,6 +532,7 @@ impl Broker {
             true
         });
         let mut targets = direct;
+        let shared = !shares.is_empty();
         for ((group, filter), members) in shares {
             // Prefer connected members, in turn.
             let connected: Vec<&Subscriber> = members
@@ -548,42 +551,55 @@ impl Broker {
             targets.push(Target::of(pool[*turn % pool.len()]));
             *turn = turn.wrapping_add(1);
         }
-        drop(router);
-        let mut outcome = Published::default();
+        if shared {
+            // The outbox merges targets in address order.
+            targets.sort_by_key(|target| target.address());
+        }
         let message = Arc::new(message);
-        // A message for a few sessions wakes them at once: their connections write while the
-        // publisher goes on with its batch (1 → 1 keeps both threads busy). A fan-out leaves
-        // the wake-ups to the end of the batch (`Wakes`), so that each subscriber writes the
-        // batch in one go instead of one message per wake-up.
-        let wake_now = targets.len() <= WAKE_AT_ONCE_UP_TO;
-        for mut target in targets {
+        let queued = |target: Target<'_>| {
+            let mut ids = target.ids;
+            ids.sort_unstable();
+            ids.dedup();
             let delivery = Delivery::new(
                 Arc::clone(&message),
                 message.qos.min(target.qos),
                 message.retain && target.retain_as_published,
             );
-            target.ids.sort_unstable();
-            target.ids.dedup();
-            match target.session.enqueue_quietly(
+            Queued {
                 delivery,
-                target.ids,
+                subscription_ids: ids,
+            }
+        };
+        let mut outcome = Published::default();
+        // A message for a few sessions wakes them at once: their connections write while the
+        // publisher goes on with its batch (1 → 1 keeps both threads busy). A fan-out is
+        // handed over after the batch (`Outbox`): one lock and one wake-up per session.
+        if targets.len() > WAKE_AT_ONCE_UP_TO || !outbox.is_empty() {
+            outbox.add(targets.into_iter().map(|target| {
+                let session = target.session;
+                (session, queued(target))
+            }));
+            return outcome;
+        }
+        let targets: Vec<(Arc<Session>, Queued)> = targets
+            .into_iter()
+            .map(|target| (Arc::clone(target.session), queued(target)))
+            .collect();
+        drop(router);
+        for (session, queued) in targets {
+            let Queued {
+                delivery,
+                subscription_ids,
+            } = queued;
+            match session.enqueue_quietly(
+                delivery,
+                subscription_ids,
                 self.limits.queue,
                 &self.metrics,
             ) {
-                Enqueued::QueuedFirst if wake_now => {
-                    outcome.queued += 1;
-                    target.session.wake.notify_one();
-                }
-                Enqueued::QueuedFirst => {
-                    outcome.queued += 1;
-                    wakes.push(target.session);
-                }
-                Enqueued::Queued => outcome.queued += 1,
-                Enqueued::QueuedCongested => {
-                    outcome.queued += 1;
-                    outcome.congested.push(target.session);
-                }
-                Enqueued::Dropped => {}
+                Enqueued::QueuedFirst => session.wake.notify_one(),
+                Enqueued::Queued | Enqueued::Dropped => {}
+                Enqueued::QueuedCongested => outcome.congested.push(session),
             }
         }
         outcome
@@ -591,29 +607,31 @@ impl Broker {
 }
 
 /// A session a message goes to, and how.
-struct Target {
-    session: Arc<Session>,
+struct Target<'a> {
+    session: &'a Arc<Session>,
     qos: QoS,
     retain_as_published: bool,
     ids: Vec<NonZeroU32>,
 }
 
-impl Target {
-    fn of(subscriber: &Subscriber) -> Target {
+impl<'a> Target<'a> {
+    fn of(subscriber: &'a Subscriber) -> Self {
         Target {
-            session: Arc::clone(&subscriber.session),
+            session: &subscriber.session,
             qos: subscriber.options.qos,
             retain_as_published: subscriber.options.retain_as_published,
             ids: subscriber.subscription_id.into_iter().collect(),
         }
+    }
+
+    fn address(&self) -> usize {
+        Arc::as_ptr(self.session) as usize
     }
 }
 
 /// What [`Broker::publish`] did with a message.
 #[derive(Default)]
 pub struct Published {
-    /// Sessions it was queued for.
-    pub queued: usize,
     /// Connected sessions that are behind: the publisher should pause until they drain.
     pub congested: Vec<Arc<Session>>,
 }

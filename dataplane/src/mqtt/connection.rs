@@ -10,9 +10,8 @@ use super::codec::{
 };
 use super::lifecycle::DisconnectionReason;
 use super::limits::{NamespaceLimits, RateLimit};
-use super::session::{
-    Attachment, Delivery, Expired, MAX_INFLIGHT_OUTGOING, Outbound, Session, Wakes,
-};
+use super::outbox::Outbox;
+use super::session::{Attachment, Delivery, Expired, MAX_INFLIGHT_OUTGOING, Outbound, Session};
 use super::tls::PeerCertificates;
 use futures::{FutureExt, SinkExt, StreamExt};
 use gridline_crds::model::topic::validate_topic_name;
@@ -341,7 +340,7 @@ struct Connection<IO> {
     /// JWT sessions: when the token (the last re-authentication's) expires.
     token_deadline: Option<Instant>,
     /// Subscribers given messages during the current batch of packets, woken after it.
-    wakes: Wakes,
+    outbox: Outbox,
     /// Messages written since the metrics were last told.
     sent: SentCounts,
     /// Acknowledgements of outgoing messages read and not applied yet (`apply_acks`).
@@ -505,7 +504,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             authentication_method: None,
             certificate_authenticated: false,
             token_deadline: None,
-            wakes: Wakes::default(),
+            outbox: Outbox::default(),
             sent: SentCounts::default(),
             acks: Vec::new(),
             broker,
@@ -515,6 +514,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// Queue a packet for the socket. Written when the buffer fills or at [`Self::write_out`]
     /// before the connection waits again: many packets, one write.
     async fn send(&mut self, packet: Packet) -> Result<(), End> {
+        // `feed` writes once the buffer is full, and a write may wait: through `write_out`,
+        // so that the batch's deliveries go first.
+        if self.framed.write_buffer().len() >= WRITE_BATCH_BYTES {
+            self.write_out().await?;
+        }
         self.framed
             .feed(packet)
             .await
@@ -523,6 +527,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
 
     /// Write out what [`Self::send`] queued.
     async fn write_out(&mut self) -> Result<(), End> {
+        // A write may wait for the client to read: subscribers must not wait with it.
+        self.deliver_outbox();
         self.sent.publish(&self.broker.metrics);
         self.framed
             .flush()
@@ -617,7 +623,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                         })
                         .await;
                         // Also when the connection ends: what it published is queued.
-                        self.wakes.wake_all();
+                        self.deliver_outbox();
                         handled
                     }
                     Some(Err(error)) => {
@@ -721,10 +727,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if self.framed.write_buffer().is_empty() {
             *self.framed.write_buffer_mut() = bytes::BytesMut::new();
         }
-        self.wakes.release();
+        self.outbox.release();
         if self.acks.is_empty() {
             self.acks = Vec::new();
         }
+    }
+
+    /// Hand the batch's fanned-out deliveries to their sessions (see `outbox`).
+    fn deliver_outbox(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let congested = self
+            .outbox
+            .deliver(self.broker.limits.queue, &self.broker.metrics);
+        self.pause_for(congested);
     }
 
     /// Flow control after a publish: pause reading while one of the sessions it went to is
@@ -739,8 +756,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             .limited
             .with_label_values(&["subscriber_behind"])
             .inc();
-        let deadline = Instant::now() + self.broker.limits.max_publisher_pause;
-        self.paused_on = Some((congested, deadline));
+        match &mut self.paused_on {
+            Some((sessions, _)) => sessions.extend(congested),
+            None => {
+                let deadline = Instant::now() + self.broker.limits.max_publisher_pause;
+                self.paused_on = Some((congested, deadline));
+            }
+        }
     }
 
     /// MQTT: the server closes after 1.5 keep-alive intervals without a packet.
@@ -1091,7 +1113,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 let published = self.broker.publish_batched(
                     publish.message,
                     &self.session.client_id,
-                    &mut self.wakes,
+                    &mut self.outbox,
                 );
                 self.pause_for(published.congested);
             } else {
@@ -1124,7 +1146,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             let published = self.broker.publish_batched(
                 publish.message,
                 &self.session.client_id,
-                &mut self.wakes,
+                &mut self.outbox,
             );
             self.pause_for(published.congested);
         } else {

@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod listeners;
 pub mod metrics;
+pub mod outbox;
 pub mod persist;
 pub mod routing;
 pub mod session;

@@ -319,6 +319,42 @@ impl SessionState {
     }
 }
 
+/// Queue a delivery unless a bound says drop it (counted): false when dropped.
+fn admit(
+    state: &mut SessionState,
+    queued: Queued,
+    limits: QueueLimits,
+    metrics: &MqttMetrics,
+) -> bool {
+    let waiting = state.queue.len();
+    let dropped = if state.attachment.is_some() {
+        (waiting >= limits.max_queued).then_some("queue_full")
+    } else if queued.delivery.qos == QoS::AtMostOnce && waiting >= limits.max_queued_qos0_offline {
+        Some("queue_full_qos0")
+    } else {
+        (waiting >= limits.max_queued_offline).then_some("queue_full_offline")
+    };
+    match dropped {
+        Some(reason) => {
+            metrics.drop_message(reason);
+            false
+        }
+        None => {
+            state.queue.push_back(queued);
+            true
+        }
+    }
+}
+
+/// What [`Session::enqueue_batch`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchQueued {
+    /// The queue was empty and is not now: its connection has nothing else to wake it.
+    pub wake: bool,
+    /// The client is behind: its publishers should pause until it drains.
+    pub congested: bool,
+}
+
 pub struct Session {
     pub client_id: String,
     pub authentication_name: String,
@@ -375,7 +411,7 @@ impl Session {
     }
 
     /// [`Session::enqueue_with`] without waking the connection: the caller wakes it later
-    /// (see [`Wakes`]).
+    /// (see [`super::outbox::Outbox`]).
     pub fn enqueue_quietly(
         &self,
         delivery: Delivery,
@@ -385,23 +421,14 @@ impl Session {
     ) -> Enqueued {
         let mut state = self.state.lock();
         let waiting = state.queue.len();
-        let connected = state.attachment.is_some();
-        let dropped = if connected {
-            (waiting >= limits.max_queued).then_some("queue_full")
-        } else if delivery.qos == QoS::AtMostOnce && waiting >= limits.max_queued_qos0_offline {
-            Some("queue_full_qos0")
-        } else {
-            (waiting >= limits.max_queued_offline).then_some("queue_full_offline")
-        };
-        if let Some(reason) = dropped {
-            drop(state);
-            metrics.drop_message(reason);
-            return Enqueued::Dropped;
-        }
-        state.queue.push_back(Queued {
+        let queued = Queued {
             delivery,
             subscription_ids,
-        });
+        };
+        if !admit(&mut state, queued, limits, metrics) {
+            return Enqueued::Dropped;
+        }
+        let connected = state.attachment.is_some();
         drop(state);
         if connected && waiting + 1 >= limits.pause_publishers_at {
             self.congested.store(true, Ordering::Release);
@@ -411,6 +438,33 @@ impl Session {
             Enqueued::QueuedFirst
         } else {
             Enqueued::Queued
+        }
+    }
+
+    /// Queue deliveries in their order under one hold of the lock (a batch's deliveries to
+    /// this session, see [`super::outbox::Outbox`]), each within the limits, without waking
+    /// the connection.
+    pub fn enqueue_batch(
+        &self,
+        batch: impl IntoIterator<Item = Queued>,
+        limits: QueueLimits,
+        metrics: &MqttMetrics,
+    ) -> BatchQueued {
+        let mut state = self.state.lock();
+        let waiting = state.queue.len();
+        for queued in batch {
+            admit(&mut state, queued, limits, metrics);
+        }
+        let now_waiting = state.queue.len();
+        let connected = state.attachment.is_some();
+        drop(state);
+        let congested = connected && now_waiting >= limits.pause_publishers_at;
+        if congested {
+            self.congested.store(true, Ordering::Release);
+        }
+        BatchQueued {
+            wake: waiting == 0 && now_waiting > 0,
+            congested,
         }
     }
 
@@ -435,42 +489,6 @@ impl Session {
     pub fn release_publishers(&self) {
         self.congested.store(false, Ordering::Release);
         self.drained.notify_waiters();
-    }
-}
-
-/// Sessions that were given messages and whose connections have not been woken yet.
-///
-/// A connection that handles a batch of PUBLISH packets wakes each subscriber once, after the
-/// batch, instead of once per message: woken at once, a subscriber's task runs on the other
-/// worker thread and writes one message per `write` (measured: 1 → 100 fan-out spent most of
-/// its time switching tasks and in syscalls). Waking after the batch lets each subscriber
-/// write everything queued in one go. The batch is bounded (`MAX_PACKETS_PER_WAKE` packets),
-/// so the delay is bounded too. Only sessions whose queue was empty are collected
-/// (`Enqueued::QueuedFirst`): the others' connections are already due to drain them.
-#[derive(Default)]
-pub struct Wakes(Vec<Arc<Session>>);
-
-impl Wakes {
-    pub fn push(&mut self, session: Arc<Session>) {
-        self.0.push(session);
-    }
-
-    /// Wake every session given since the last call, each once.
-    pub fn wake_all(&mut self) {
-        if self.0.is_empty() {
-            return;
-        }
-        self.0.sort_unstable_by_key(|s| Arc::as_ptr(s) as usize);
-        self.0.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        for session in self.0.drain(..) {
-            session.wake.notify_one();
-        }
-    }
-
-    /// Give the memory back while idle.
-    pub fn release(&mut self) {
-        debug_assert!(self.0.is_empty());
-        self.0 = Vec::new();
     }
 }
 
@@ -641,25 +659,6 @@ mod tests {
             session.wake.notified().now_or_never().is_none(),
             "quietly: the caller wakes"
         );
-    }
-
-    #[test]
-    fn a_batch_of_publishes_wakes_each_session_once() {
-        let session = Arc::new(Session::new("c".into(), "c".into()));
-        let mut wakes = Wakes::default();
-        for _ in 0..3 {
-            wakes.push(Arc::clone(&session));
-        }
-        wakes.wake_all();
-        assert_eq!(
-            Arc::strong_count(&session),
-            1,
-            "the batch let go of the session"
-        );
-        // One stored permit: the first wait returns at once, a second one would block.
-        let woken = session.wake.notified().now_or_never();
-        assert!(woken.is_some());
-        assert!(session.wake.notified().now_or_never().is_none());
     }
 
     fn limits() -> QueueLimits {
