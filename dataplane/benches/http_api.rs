@@ -7,14 +7,17 @@
 //! Scenarios: fsync, baseline, publish-batched, publish-single, receive-ack, latency, rss.
 //! Without a scenario, all but rss run; BENCHMARKS.md records the commands used.
 
+mod support;
+
 use axum::Router;
 use axum::routing::post;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use support::HttpDataplane;
 
 const KEY: &str = "bench-key";
 const API: &str = "api-version=2024-06-01";
@@ -34,18 +37,12 @@ fn options() -> Options {
         connections: 32,
         rss_events: 10_000_000,
     };
-    let mut args = std::env::args().skip(1);
-    let number = |value: Option<String>, flag: &str| -> u64 {
-        value
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("{flag} takes a number"))
-    };
+    let mut args = support::Args::from_env();
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--seconds" => options.seconds = number(args.next(), "--seconds"),
-            "--connections" => options.connections = number(args.next(), "--connections") as usize,
-            "--rss-events" => options.rss_events = number(args.next(), "--rss-events") as usize,
-            "--bench" => {}
+            "--seconds" => options.seconds = args.number(&arg),
+            "--connections" => options.connections = args.number(&arg),
+            "--rss-events" => options.rss_events = args.number(&arg),
             other if !other.starts_with('-') => options.scenarios.push(other.to_string()),
             other => panic!("unknown option {other}"),
         }
@@ -117,70 +114,8 @@ spec:
 ";
 
 /// The data plane under test, with a topic `orders` and a queue subscription `bench`.
-struct DataPlane {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl DataPlane {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let manifests = dir.path().join("manifests");
-        std::fs::create_dir_all(&manifests).expect("manifests dir");
-        std::fs::write(manifests.join("bench.yaml"), MANIFESTS).expect("manifests");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gridline-dataplane"))
-            .arg("run")
-            .arg("--manifests")
-            .arg(&manifests)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the data plane");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let addr = stdout
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| line.strip_prefix("http listening on ").map(str::to_string))
-            .expect("http listening line");
-        // From here on, Drop kills and reaps the process whatever happens.
-        let plane = Self {
-            child,
-            base: format!("http://{addr}"),
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(response) = reqwest::blocking::get(format!("{}/readyz", plane.base))
-                && response.status().is_success()
-            {
-                return plane;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("data plane not ready");
-    }
-
-    fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kib| kib / 1024.0)
-    }
-}
-
-impl Drop for DataPlane {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_dataplane() -> HttpDataplane {
+    HttpDataplane::start(MANIFESTS, "warn")
 }
 
 fn client() -> reqwest::Client {
@@ -448,7 +383,7 @@ async fn main() {
                 println!("bare axum handler, 1-event bodies: {one:.0} requests/s");
             }
             "publish-batched" => {
-                let plane = DataPlane::start();
+                let plane = start_dataplane();
                 let url = format!("{}/topics/orders:publish?{API}", plane.base);
                 let rate = hammer(
                     url,
@@ -465,7 +400,7 @@ async fn main() {
                 );
             }
             "publish-single" => {
-                let plane = DataPlane::start();
+                let plane = start_dataplane();
                 let url = format!("{}/topics/orders:publish?{API}", plane.base);
                 let rate = hammer(
                     url,
@@ -478,7 +413,7 @@ async fn main() {
                 println!("publish, single events: {rate:.0} requests/s");
             }
             "receive-ack" => {
-                let plane = DataPlane::start();
+                let plane = start_dataplane();
                 // More than the consumers can take in the time given, so they never run dry.
                 let stored = (options.seconds as usize * 300_000).min(6_000_000);
                 fill(&plane.base, stored, options.connections).await;
@@ -497,14 +432,14 @@ async fn main() {
                 );
             }
             "latency" => {
-                let plane = DataPlane::start();
+                let plane = start_dataplane();
                 let (p50, p99, p999) = latency(&plane.base, 1000, options.seconds).await;
                 println!(
                     "publish latency at 1,000 single events/s: p50 {p50:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms"
                 );
             }
             "rss" => {
-                let plane = DataPlane::start();
+                let plane = start_dataplane();
                 let rate = fill(&plane.base, options.rss_events, options.connections).await;
                 std::thread::sleep(Duration::from_secs(2));
                 println!(

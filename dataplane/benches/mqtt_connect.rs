@@ -18,15 +18,16 @@
 //! broker remembers verified chains); `--fresh-certificates` gives every connection a
 //! certificate of its own, so every chain is verified.
 
+mod support;
+
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{PrivateKeyDer, ServerName};
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use support::Process;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Clients (`bench-<n>`); connections cycle over them.
@@ -49,20 +50,14 @@ fn options() -> Options {
         tls13_only: false,
         fresh_certificates: false,
     };
-    let mut args = std::env::args().skip(1);
-    let number = |value: Option<String>, flag: &str| -> u64 {
-        value
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("{flag} takes a number"))
-    };
+    let mut args = support::Args::from_env();
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--connections" => options.connections = number(args.next(), "--connections"),
-            "--concurrency" => options.concurrency = number(args.next(), "--concurrency") as usize,
-            "--seconds" => options.seconds = number(args.next(), "--seconds"),
+            "--connections" => options.connections = args.number(&arg),
+            "--concurrency" => options.concurrency = args.number(&arg),
+            "--seconds" => options.seconds = args.number(&arg),
             "--tls13-only" => options.tls13_only = true,
             "--fresh-certificates" => options.fresh_certificates = true,
-            "--bench" => {}
             other => panic!("unknown option {other}"),
         }
     }
@@ -310,36 +305,12 @@ fn main() {
         })
         .collect();
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let manifests_dir = dir.path().join("manifests");
-    std::fs::create_dir_all(&manifests_dir).expect("manifests dir");
-    std::fs::write(
-        manifests_dir.join("bench.yaml"),
-        manifests(&server.pem(), &server_key.serialize_pem(), &client_ca.pem()),
-    )
-    .expect("manifests");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gridline-dataplane"))
-        .arg("run")
-        .arg("--manifests")
-        .arg(&manifests_dir)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
-        .args(["--mqtts-addr", "127.0.0.1:0"])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the data plane");
-    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let addr: SocketAddr = stdout
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|line| {
-            line.strip_prefix("mqtts listening on ")
-                .map(|a| a.parse().expect("mqtts address"))
-        })
-        .expect("mqtts listening line");
+    let mut dataplane = Process::spawn_on(
+        &manifests(&server.pem(), &server_key.serialize_pem(), &client_ca.pem()),
+        "error",
+        &["--mqtts-addr", "127.0.0.1:0"],
+    );
+    let addr = dataplane.announced("mqtts", Duration::from_secs(60));
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
@@ -362,7 +333,7 @@ fn main() {
     let next = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(options.seconds);
-    let broker_pid = child.id();
+    let broker_pid = dataplane.pid();
     let cpu_before = cpu_time(broker_pid);
     let started = Instant::now();
     let latencies = runtime.block_on(async {
@@ -407,8 +378,7 @@ fn main() {
     let broker_cpu = cpu_before
         .zip(cpu_time(broker_pid))
         .map(|(before, after)| after.saturating_sub(before));
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(dataplane);
     let mut latencies = latencies;
     latencies.sort();
     let completed = latencies.len();

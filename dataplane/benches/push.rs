@@ -17,17 +17,18 @@
 //!
 //! Without a scenario, all but memory run. BENCHMARKS.md records the commands used.
 
+mod support;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use support::HttpDataplane;
 
 const KEY: &str = "bench-key";
 const API: &str = "api-version=2024-06-01";
@@ -47,20 +48,12 @@ fn options() -> Options {
         seconds: 10,
         memory_events: 1_000_000,
     };
-    let mut args = std::env::args().skip(1);
-    let number = |value: Option<String>, flag: &str| -> u64 {
-        value
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("{flag} takes a number"))
-    };
+    let mut args = support::Args::from_env();
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--events" => options.events = Some(number(args.next(), "--events") as usize),
-            "--seconds" => options.seconds = number(args.next(), "--seconds"),
-            "--memory-events" => {
-                options.memory_events = number(args.next(), "--memory-events") as usize;
-            }
-            "--bench" => {}
+            "--events" => options.events = Some(args.number(&arg)),
+            "--seconds" => options.seconds = args.number(&arg),
+            "--memory-events" => options.memory_events = args.number(&arg),
             other if !other.starts_with('-') => options.scenarios.push(other.to_string()),
             other => panic!("unknown option {other}"),
         }
@@ -216,87 +209,11 @@ spec:
     )
 }
 
-struct DataPlane {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl DataPlane {
-    fn start(manifests: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let folder = dir.path().join("manifests");
-        std::fs::create_dir_all(&folder).expect("manifests dir");
-        std::fs::write(folder.join("bench.yaml"), manifests).expect("manifests");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gridline-dataplane"))
-            .arg("run")
-            .arg("--manifests")
-            .arg(&folder)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
-            // PUSH_BENCH_LOG=info shows what the data plane does.
-            .env(
-                "RUST_LOG",
-                std::env::var("PUSH_BENCH_LOG").unwrap_or_else(|_| "error".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the data plane");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let addr = stdout
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| line.strip_prefix("http listening on ").map(str::to_string))
-            .expect("http listening line");
-        let plane = Self {
-            child,
-            base: format!("http://{addr}"),
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(response) = reqwest::blocking::get(format!("{}/readyz", plane.base))
-                && response.status().is_success()
-            {
-                return plane;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("data plane not ready");
-    }
-
-    fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kib| kib / 1024.0)
-    }
-
-    async fn metric(&self, http: &reqwest::Client, sample: &str) -> Option<f64> {
-        let text = http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-    }
-}
-
-impl Drop for DataPlane {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The data plane under test on `manifests`.
+fn start_dataplane(manifests: &str) -> HttpDataplane {
+    // PUSH_BENCH_LOG=info shows what the data plane does.
+    let log = std::env::var("PUSH_BENCH_LOG").unwrap_or_else(|_| "error".into());
+    HttpDataplane::start(manifests, &log)
 }
 
 fn client() -> reqwest::Client {
@@ -307,7 +224,7 @@ fn client() -> reqwest::Client {
 }
 
 /// Publish `count` events in batches of 100 from 16 concurrent publishers.
-async fn publish_all(plane: &DataPlane, count: u64) {
+async fn publish_all(plane: &HttpDataplane, count: u64) {
     let http = client();
     let next = Arc::new(AtomicU64::new(0));
     let url = format!("{}/topics/orders:publish?{API}", plane.base);
@@ -395,7 +312,7 @@ async fn baseline(seconds: u64) {
 async fn drain(name: &str, batch: &str, events: u64) {
     let hook = Arc::new(Hook::default());
     let (addr, _task) = start_hook(Arc::clone(&hook)).await;
-    let plane = DataPlane::start(&manifests(addr, batch));
+    let plane = start_dataplane(&manifests(addr, batch));
     let stored = Instant::now();
     publish_all(&plane, events).await;
     let publish_seconds = stored.elapsed().as_secs_f64();
@@ -429,7 +346,7 @@ async fn latency(seconds: u64) {
     hook.allow.store(true, Ordering::Relaxed);
     hook.record_latency.store(true, Ordering::Relaxed);
     let (addr, _task) = start_hook(Arc::clone(&hook)).await;
-    let plane = DataPlane::start(&manifests(addr, ""));
+    let plane = start_dataplane(&manifests(addr, ""));
     let http = client();
     let url = format!("{}/topics/orders:publish?{API}", plane.base);
     // Warm up: validation, connections.
@@ -505,7 +422,7 @@ async fn memory(events: u64) {
     let hook = Arc::new(Hook::default());
     hook.allow.store(true, Ordering::Relaxed);
     let (addr, task) = start_hook(Arc::clone(&hook)).await;
-    let plane = DataPlane::start(&manifests(addr, ""));
+    let plane = start_dataplane(&manifests(addr, ""));
     let http = client();
     let validated = r#"gridline_push_endpoint_validated{subscription="hook",topic="orders"}"#;
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -1,26 +1,61 @@
-//! Shared by the MQTT benches: start the real data plane (release build) on a manifests
-//! folder, and a raw-TCP MQTT client with hand-written frames, so the load tool costs the
-//! machine as little as possible. Each bench uses a part of it.
+//! Shared by the benches that start the real data plane (release build): starting it on a
+//! manifests folder, reading their command line, and for the MQTT benches a raw-TCP MQTT
+//! client with hand-written frames, so the load tool costs the machine as little as
+//! possible. Each bench uses a part of it.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// `gridline-dataplane run` on `manifests`, killed when dropped.
-pub struct Dataplane {
-    child: Child,
-    pub mqtt: SocketAddr,
+/// A bench's command line after the program name, without the `--bench` that `cargo bench`
+/// adds: each bench matches the words, and takes a flag's value with [`Args::number`].
+pub struct Args(std::iter::Skip<std::env::Args>);
+
+impl Args {
+    pub fn from_env() -> Self {
+        Self(std::env::args().skip(1))
+    }
+
+    /// The value after `flag`, a number.
+    pub fn number<T: FromStr>(&mut self, flag: &str) -> T {
+        self.0
+            .next()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("{flag} takes a number"))
+    }
 }
 
-impl Dataplane {
-    /// Start it and wait (up to `timeout`) for its `mqtt listening on` line, printed once the
-    /// configuration is served.
-    pub fn start(manifests: &Path, data_dir: &Path, timeout: Duration) -> Self {
+impl Iterator for Args {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        self.0.find(|arg| arg != "--bench")
+    }
+}
+
+/// `gridline-dataplane run`, killed when dropped. Its stdout is read to the end by a thread
+/// of its own, which passes on every `<scheme> listening on <addr>` line.
+pub struct Process {
+    child: Child,
+    announcements: Receiver<(String, SocketAddr)>,
+    seen: BTreeMap<String, SocketAddr>,
+    /// The folder of the manifests and the data, when it is the process's own.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Process {
+    /// Start it on the manifests folder `manifests` with its data in `data_dir`, listening on
+    /// free ports of 127.0.0.1 (HTTP and MQTT, and whatever `extra` adds), with `RUST_LOG` at
+    /// `log`.
+    pub fn spawn(manifests: &Path, data_dir: &Path, log: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gridline-dataplane"))
             .arg("run")
             .arg("--manifests")
@@ -28,8 +63,8 @@ impl Dataplane {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
-            .args(["--mqtts-addr", "127.0.0.1:0"])
-            .env("RUST_LOG", "error")
+            .args(extra)
+            .env("RUST_LOG", log)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -38,20 +73,141 @@ impl Dataplane {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in stdout.lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("mqtt listening on ") {
-                    let _ = tx.send(addr.parse::<SocketAddr>().expect("mqtt address"));
+                if let Some((scheme, addr)) = line.split_once(" listening on ")
+                    && let Ok(addr) = addr.parse::<SocketAddr>()
+                {
+                    let _ = tx.send((scheme.to_string(), addr));
                 }
             }
         });
-        let mqtt = rx
-            .recv_timeout(timeout)
-            .expect("no `mqtt listening on` line in time");
-        Self { child, mqtt }
+        Self {
+            child,
+            announcements: rx,
+            seen: BTreeMap::new(),
+            _dir: None,
+        }
+    }
+
+    /// Start it as [`Process::spawn`] does on `yaml`, written as `manifests/bench.yaml` in a
+    /// temporary folder of its own (data in `data/` there), removed once it is stopped.
+    pub fn spawn_on(yaml: &str, log: &str, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let manifests = dir.path().join("manifests");
+        std::fs::create_dir_all(&manifests).expect("manifests dir");
+        std::fs::write(manifests.join("bench.yaml"), yaml).expect("manifests");
+        let mut process = Self::spawn(&manifests, &dir.path().join("data"), log, extra);
+        process._dir = Some(dir);
+        process
+    }
+
+    /// The address of its `<scheme> listening on <addr>` line, waiting up to `timeout` for it.
+    pub fn announced(&mut self, scheme: &str, timeout: Duration) -> SocketAddr {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(addr) = self.seen.get(scheme) {
+                return *addr;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (announced, addr) = self
+                .announcements
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no `{scheme} listening on` line in time"));
+            self.seen.insert(announced, addr);
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Resident memory of the process, MiB.
     pub fn rss_mib(&self) -> f64 {
         rss_mib(self.child.id())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The data plane as the MQTT benches run it: TLS listener on a free port too, errors
+/// logged only, serving its configuration; killed when dropped.
+pub struct Dataplane {
+    process: Process,
+    pub mqtt: SocketAddr,
+}
+
+impl Dataplane {
+    /// Start it and wait (up to `timeout`) for its `mqtt listening on` line, printed once the
+    /// configuration is served.
+    pub fn start(manifests: &Path, data_dir: &Path, timeout: Duration) -> Self {
+        let mut process = Process::spawn(
+            manifests,
+            data_dir,
+            "error",
+            &["--mqtts-addr", "127.0.0.1:0"],
+        );
+        let mqtt = process.announced("mqtt", timeout);
+        Self { process, mqtt }
+    }
+
+    /// Resident memory of the process, MiB.
+    pub fn rss_mib(&self) -> f64 {
+        self.process.rss_mib()
+    }
+}
+
+/// The data plane as the HTTP benches run it: on one manifest file, `RUST_LOG` as they say,
+/// ready to serve the Event Grid API at `base`; killed when dropped.
+pub struct HttpDataplane {
+    process: Process,
+    /// `http://<addr>`.
+    pub base: String,
+}
+
+impl HttpDataplane {
+    /// Start it on `yaml` and wait (10 s at most) until `/readyz` answers.
+    pub fn start(yaml: &str, log: &str) -> Self {
+        let mut process = Process::spawn_on(yaml, log, &[]);
+        let addr = process.announced("http", Duration::from_secs(60));
+        // From here on, Drop kills and reaps the process whatever happens.
+        let plane = Self {
+            process,
+            base: format!("http://{addr}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(response) = reqwest::blocking::get(format!("{}/readyz", plane.base))
+                && response.status().is_success()
+            {
+                return plane;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("data plane not ready");
+    }
+
+    /// Resident memory of the process, MiB.
+    pub fn rss_mib(&self) -> f64 {
+        self.process.rss_mib()
+    }
+
+    /// The value of `sample` (name and labels, as `/metrics` writes them), if it is there.
+    pub async fn metric(&self, http: &reqwest::Client, sample: &str) -> Option<f64> {
+        let text = http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
     }
 }
 
@@ -63,13 +219,6 @@ pub fn rss_mib(pid: u32) -> f64 {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0)
-}
-
-impl Drop for Dataplane {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
