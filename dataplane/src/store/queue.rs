@@ -301,7 +301,10 @@ pub async fn take_batch<T>(
             wait(commit).await?;
         }
     }
-    count_outcomes(topic, subscription, &handout, policy);
+    subscription
+        .metrics
+        .lock_expiries
+        .inc_by(handout.expired_locks);
 
     // The events to return, in the order they were leased.
     let read_at_cursor = chunk_index(&chunks);
@@ -326,29 +329,19 @@ pub async fn take_batch<T>(
         }
     }
 
-    if let Some(dead_letter_topic) = &policy.dead_letter_topic
-        && !handout.doomed.is_empty()
-    {
-        let doomed: Vec<(Doomed, Option<Vec<u8>>)> = handout
-            .doomed
-            .iter()
-            .enumerate()
-            .map(|(index, doomed)| {
-                let json = if index < doomed_waiting {
-                    records
-                        .get(&doomed.address)
-                        .and_then(Record::view)
-                        .map(|v| v.json.to_vec())
-                } else {
-                    read_at_cursor
-                        .get(&doomed.address)
-                        .map(|json| json.to_vec())
-                };
-                (*doomed, json)
-            })
-            .collect();
-        dead_letter(inner, topic, subscription, dead_letter_topic, doomed).await?;
-    }
+    let json_of = |index: usize, doomed: &Doomed| {
+        if index < doomed_waiting {
+            records
+                .get(&doomed.address)
+                .and_then(Record::view)
+                .map(|v| v.json.to_vec())
+        } else {
+            read_at_cursor
+                .get(&doomed.address)
+                .map(|json| json.to_vec())
+        }
+    };
+    dead_letter_or_drop(inner, topic, subscription, policy, &handout.doomed, json_of).await?;
     subscription.metrics.received.inc_by(received.len() as u64);
     if !received.is_empty() {
         // Other long polls recompute when to wake up: a new lock deadline may be the earliest.
@@ -372,18 +365,24 @@ fn raw_event(json: &[u8]) -> Option<Box<RawValue>> {
     RawValue::from_string(text.to_string()).ok()
 }
 
-fn count_outcomes(
-    topic: &Topic,
-    subscription: &Subscription,
-    handout: &Handout,
+/// Doomed events (rejected, out of deliveries, past their time to live) leave the
+/// subscription: appended to its dead-letter topic when the policy names one, else dropped
+/// and counted by reason (the caller has already removed those from the subscription's
+/// state). `json_of` gives an event's stored JSON, by its index in `doomed`, when the caller
+/// has it at hand; the dead-lettering reads the others from the log.
+pub async fn dead_letter_or_drop(
+    inner: &Inner,
+    topic: &Arc<Topic>,
+    subscription: &Arc<Subscription>,
     policy: &QueuePolicy,
-) {
-    subscription
-        .metrics
-        .lock_expiries
-        .inc_by(handout.expired_locks);
-    if policy.dead_letter_topic.is_none() {
-        for doomed in &handout.doomed {
+    doomed: &[Doomed],
+    json_of: impl Fn(usize, &Doomed) -> Option<Vec<u8>>,
+) -> Result<(), StoreError> {
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    let Some(dead_letter_topic) = &policy.dead_letter_topic else {
+        for doomed in doomed {
             topic
                 .metrics
                 .dropped_events
@@ -394,12 +393,19 @@ fn count_outcomes(
                 ])
                 .inc();
         }
-    }
+        return Ok(());
+    };
+    let doomed = doomed
+        .iter()
+        .enumerate()
+        .map(|(index, doomed)| (*doomed, json_of(index, doomed)))
+        .collect();
+    dead_letter(inner, topic, subscription, dead_letter_topic, doomed).await
 }
 
 /// Append doomed events to the dead-letter topic, then forget them. If the append fails they
 /// become available again (and are retried on a later receive).
-pub async fn dead_letter(
+async fn dead_letter(
     inner: &Inner,
     topic: &Arc<Topic>,
     subscription: &Arc<Subscription>,
@@ -618,26 +624,6 @@ pub async fn settle_tokens(
         // Released events (or a new deadline to wait for) are there for long polls.
         subscription.notify.notify_waiters();
     }
-    if !doomed.is_empty() {
-        match &policy.dead_letter_topic {
-            Some(dead_letter_topic) => {
-                let doomed = doomed.into_iter().map(|d| (d, None)).collect();
-                dead_letter(inner, topic, subscription, dead_letter_topic, doomed).await?;
-            }
-            None => {
-                for doomed in &doomed {
-                    topic
-                        .metrics
-                        .dropped_events
-                        .with_label_values(&[
-                            topic.name.as_str(),
-                            subscription.name.as_str(),
-                            doomed.reason.as_str(),
-                        ])
-                        .inc();
-                }
-            }
-        }
-    }
+    dead_letter_or_drop(inner, topic, subscription, policy, &doomed, |_, _| None).await?;
     Ok(results)
 }

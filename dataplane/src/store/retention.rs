@@ -208,28 +208,18 @@ pub async fn sweep_expired(
     if let Some(commit) = commit {
         super::topic::wait(commit).await?;
     }
-    count_dropped(
-        topic,
-        subscription,
-        &handout,
-        policy.dead_letter_topic.is_none(),
-    );
-    let doomed: Vec<(Doomed, Option<Vec<u8>>)> = handout
-        .doomed
-        .iter()
-        .map(|d| {
-            let json = chunk
-                .events()
-                .find(|e| e.address == d.address)
-                .map(|e| e.json.to_vec());
-            (*d, json)
-        })
-        .collect();
-    if let Some(dead_letter_topic) = &policy.dead_letter_topic
-        && !doomed.is_empty()
-    {
-        queue::dead_letter(inner, topic, subscription, dead_letter_topic, doomed).await?;
-    }
+    subscription
+        .metrics
+        .lock_expiries
+        .inc_by(handout.expired_locks);
+    let json_of = |_: usize, doomed: &Doomed| {
+        chunk
+            .events()
+            .find(|e| e.address == doomed.address)
+            .map(|e| e.json.to_vec())
+    };
+    queue::dead_letter_or_drop(inner, topic, subscription, policy, &handout.doomed, json_of)
+        .await?;
     sweep_waiting(inner, topic, subscription).await
 }
 
@@ -262,36 +252,17 @@ async fn sweep_waiting(
     if let Some(commit) = commit {
         super::topic::wait(commit).await?;
     }
-    count_dropped(
-        topic,
-        subscription,
-        &handout,
-        policy.dead_letter_topic.is_none(),
-    );
-    if let Some(dead_letter_topic) = &policy.dead_letter_topic {
-        let doomed = handout.doomed.into_iter().map(|d| (d, None)).collect();
-        queue::dead_letter(inner, topic, subscription, dead_letter_topic, doomed).await?;
-    }
-    Ok(())
-}
-
-fn count_dropped(topic: &Topic, subscription: &Subscription, handout: &Handout, dropped: bool) {
     subscription
         .metrics
         .lock_expiries
         .inc_by(handout.expired_locks);
-    if !dropped {
-        return;
-    }
-    for doomed in &handout.doomed {
-        topic
-            .metrics
-            .dropped_events
-            .with_label_values(&[
-                topic.name.as_str(),
-                subscription.name.as_str(),
-                doomed.reason.as_str(),
-            ])
-            .inc();
-    }
+    queue::dead_letter_or_drop(
+        inner,
+        topic,
+        subscription,
+        policy,
+        &handout.doomed,
+        |_, _| None,
+    )
+    .await
 }
