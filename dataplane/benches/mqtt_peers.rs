@@ -741,8 +741,9 @@ struct Idle {
     rss_after_mib: f64,
 }
 
-/// `count` MQTT 5 connections, each subscribed to its own topic, spread over source addresses
-/// 127.0.0.2, 127.0.0.3, … (25,000 each, within one address's ephemeral ports).
+/// `count` MQTT 5 connections, each subscribed to its own topic, spread evenly over the
+/// source addresses 127.0.0.2 to 127.0.0.9 (50,000 is 6,250 each, well within one address's
+/// ephemeral ports even with the previous runs' sockets still in TIME_WAIT).
 async fn idle(broker: &Broker, count: usize) -> Idle {
     let rss_before_mib = broker.rss_mib();
     let started = Instant::now();
@@ -751,7 +752,7 @@ async fn idle(broker: &Broker, count: usize) -> Idle {
     for i in 0..count {
         let permit = connecting.clone().acquire_owned().await.expect("semaphore");
         let addr = broker.v5;
-        let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i / 25_000) as u8));
+        let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % 8) as u8));
         tasks.push(tokio::spawn(async move {
             let result = tokio::time::timeout(
                 Duration::from_secs(15),

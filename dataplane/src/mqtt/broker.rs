@@ -121,7 +121,12 @@ pub struct Broker {
     /// re-check their client and subscriptions.
     pub snapshot_changes: tokio::sync::watch::Sender<u64>,
     /// Listeners closing (`mod::Closing`): their connections end with DISCONNECT 0x8B.
+    /// Changed through [`Broker::close_listeners`].
     pub closing: tokio::sync::watch::Sender<super::Closing>,
+    /// Bumped when connections must look again: the served Snapshot changed, or listeners
+    /// are closing. Connections wait on this one channel for both (one future in every idle
+    /// connection's task instead of two: mqtt/README.md "Idle connections").
+    pub connection_checks: tokio::sync::watch::Sender<u64>,
     /// CONNECT and AUTH authentication, with its verifier caches.
     pub authenticator: super::authenticate::Authenticator,
     /// Routing to the Namespace's routing Topic (`routing.rs`); None without a store.
@@ -140,6 +145,19 @@ pub struct NewSubscription {
 }
 
 impl Broker {
+    /// Change which listeners' connections must end, and tell the connections.
+    pub fn close_listeners(&self, modify: impl FnOnce(&mut super::Closing) -> bool) {
+        if self.closing.send_if_modified(modify) {
+            self.connection_checks.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// The served Snapshot changed: tell the listeners' supervisor and the connections.
+    pub fn snapshot_changed(&self) {
+        self.snapshot_changes.send_modify(|n| *n += 1);
+        self.connection_checks.send_modify(|n| *n += 1);
+    }
+
     pub fn new(snapshot: SharedSnapshot, metrics: MqttMetrics, limits: Limits) -> Self {
         Self {
             state: parking_lot::Mutex::new(RouterState::default()),
@@ -149,6 +167,7 @@ impl Broker {
             data_dir: None,
             snapshot_changes: tokio::sync::watch::Sender::new(0),
             closing: tokio::sync::watch::Sender::new(super::Closing::default()),
+            connection_checks: tokio::sync::watch::Sender::new(0),
             authenticator: Default::default(),
             routing: None,
             lifecycle: None,

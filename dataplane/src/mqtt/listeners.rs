@@ -319,7 +319,7 @@ pub async fn run_local(
         .map(|kind| (kind, Connections::new(broker.limits.max_connections)))
         .collect();
     let supervised = supervise(&broker, addrs, &connections, stop).await;
-    broker.closing.send_modify(|closing| closing.all = true);
+    broker.close_listeners(|closing| !std::mem::replace(&mut closing.all, true));
     let all_ended = async {
         for c in connections.values().chain([&websockets]) {
             c.drained().await;
@@ -358,7 +358,7 @@ async fn supervise(
     let result = loop {
         let served = broker.snapshot.load();
         let closing = Closing::of(&served);
-        broker.closing.send_if_modified(|current| {
+        broker.close_listeners(|current| {
             let changed = *current != closing;
             *current = closing;
             changed
@@ -393,7 +393,7 @@ async fn supervise(
         }
     };
     // Connections first: they get their DISCONNECT while the listeners close.
-    broker.closing.send_modify(|closing| closing.all = true);
+    broker.close_listeners(|closing| !std::mem::replace(&mut closing.all, true));
     for listener in open.values() {
         let _ = listener.stop.send(true);
     }
@@ -463,7 +463,7 @@ async fn watch_snapshot(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         let served = broker.snapshot.load();
         if !Arc::ptr_eq(&served, &seen) {
             seen = served;
-            broker.snapshot_changes.send_modify(|n| *n += 1);
+            broker.snapshot_changed();
         }
     }
 }
