@@ -242,7 +242,7 @@ impl Broker {
             }
         };
         let filters: Vec<String> = if present && clean_start {
-            session.state.lock().subscriptions.keys().cloned().collect()
+            session.state.lock().subscriptions.filters()
         } else {
             Vec::new()
         };
@@ -393,7 +393,7 @@ impl Broker {
         }
         router.sessions.remove(&session.client_id);
         metrics.sessions.dec();
-        let filters: Vec<String> = session.state.lock().subscriptions.keys().cloned().collect();
+        let filters: Vec<String> = session.state.lock().subscriptions.filters();
         for raw in filters {
             Self::unsubscribe_locked(router, session, &raw, metrics);
         }
@@ -443,11 +443,9 @@ impl Broker {
         };
         drop(router);
         let mut state = session.state.lock();
-        match new.subscription_id {
-            Some(id) => state.subscription_ids.insert(new.raw.clone(), id),
-            None => state.subscription_ids.remove(&new.raw),
-        };
-        state.subscriptions.insert(new.raw, new.options);
+        state
+            .subscriptions
+            .insert(new.raw, new.options, new.subscription_id);
         (existed, retained)
     }
 
@@ -475,7 +473,6 @@ impl Broker {
         }
         let mut state = session.state.lock();
         state.subscriptions.remove(raw);
-        state.subscription_ids.remove(raw);
         removed
     }
 
@@ -679,10 +676,10 @@ impl Broker {
                 subscriptions: state
                     .subscriptions
                     .iter()
-                    .map(|(raw, options)| {
-                        let mut stored: persist::StoredOptions = options.into();
-                        stored.subscription_id = state.subscription_ids.get(raw).map(|i| i.get());
-                        (raw.clone(), stored)
+                    .map(|held| {
+                        let mut stored: persist::StoredOptions = (&held.options).into();
+                        stored.subscription_id = held.id.map(NonZeroU32::get);
+                        (held.raw.clone(), stored)
                     })
                     .collect(),
                 queue: persist::undelivered(&state),

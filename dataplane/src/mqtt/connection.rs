@@ -1194,7 +1194,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             }
             let over_limit = {
                 let state = self.session.state.lock();
-                !state.subscriptions.contains_key(&raw)
+                !state.subscriptions.contains(&raw)
                     && state.subscriptions.len() >= self.limits.subscriptions_per_connection
             };
             if over_limit {
@@ -1266,14 +1266,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             }
         }
         drop(snapshot);
-        let filters: Vec<String> = self
-            .session
-            .state
-            .lock()
-            .subscriptions
-            .keys()
-            .cloned()
-            .collect();
+        let filters: Vec<String> = self.session.state.lock().subscriptions.filters();
         let permissions = self.authorizer.current();
         let revoked: Vec<String> = filters
             .into_iter()

@@ -4,7 +4,7 @@
 
 use super::codec::{Message, QoS, SubscriptionOptions};
 use super::metrics::MqttMetrics;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::num::{NonZeroU16, NonZeroU32};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -212,6 +212,73 @@ impl Attachment {
     }
 }
 
+/// The session's subscriptions: raw filters as subscribed (`$share/g/f` included), their
+/// options and identifiers (MQTT 5), in filter order. A sorted `Vec`: a session holds a few
+/// (Event Grid allows 20 per connection), and the two `BTreeMap`s this replaced cost an idle
+/// connection with one subscription a 320-byte tree node (mqtt/README.md "Idle connections").
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Subscriptions(Vec<HeldSubscription>);
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeldSubscription {
+    pub raw: String,
+    pub options: SubscriptionOptions,
+    pub id: Option<NonZeroU32>,
+}
+
+impl Subscriptions {
+    fn position(&self, raw: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|held| held.raw.as_str().cmp(raw))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, raw: &str) -> bool {
+        self.position(raw).is_ok()
+    }
+
+    /// Add or replace (options and identifier) the subscription to `raw`.
+    pub fn insert(&mut self, raw: String, options: SubscriptionOptions, id: Option<NonZeroU32>) {
+        match self.position(&raw) {
+            Ok(at) => {
+                self.0[at].options = options;
+                self.0[at].id = id;
+            }
+            Err(at) => {
+                self.0.insert(at, HeldSubscription { raw, options, id });
+                // Exactly what is held: most sessions subscribe once and keep it.
+                self.0.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Remove the subscription to `raw`; whether there was one.
+    pub fn remove(&mut self, raw: &str) -> bool {
+        match self.position(raw) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &HeldSubscription> {
+        self.0.iter()
+    }
+
+    /// The raw filters, in order.
+    pub fn filters(&self) -> Vec<String> {
+        self.0.iter().map(|held| held.raw.clone()).collect()
+    }
+}
+
 /// A will waiting for its delay (MQTT 5 Will Delay Interval) after its connection ended.
 #[derive(Clone, Debug)]
 pub struct PendingWill {
@@ -227,10 +294,7 @@ pub struct SessionState {
     next_packet_id: u16,
     /// QoS 2 packet ids received (PUBREC sent), waiting for PUBREL.
     pub incoming_qos2: BTreeSet<u16>,
-    /// Raw filters as subscribed (`$share/g/f` included) and their options.
-    pub subscriptions: BTreeMap<String, SubscriptionOptions>,
-    /// The subscription identifier given with a raw filter, if any (MQTT 5).
-    pub subscription_ids: BTreeMap<String, NonZeroU32>,
+    pub subscriptions: Subscriptions,
     pub attachment: Option<Attachment>,
     /// Session expiry interval (seconds), as last set by the client, capped.
     pub expiry_interval: u32,
@@ -659,6 +723,31 @@ mod tests {
             session.wake.notified().now_or_never().is_none(),
             "quietly: the caller wakes"
         );
+    }
+
+    #[test]
+    fn subscriptions_are_kept_in_filter_order_and_replaced_in_place() {
+        let options = |qos| SubscriptionOptions {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+        };
+        let id = NonZeroU32::new(7);
+        let mut held = Subscriptions::default();
+        held.insert("b/#".into(), options(QoS::AtMostOnce), None);
+        held.insert("a/+".into(), options(QoS::AtLeastOnce), id);
+        held.insert("$share/g/c".into(), options(QoS::AtMostOnce), None);
+        assert_eq!(held.filters(), ["$share/g/c", "a/+", "b/#"]);
+        held.insert("b/#".into(), options(QoS::ExactlyOnce), id);
+        assert_eq!(held.len(), 3, "a second SUBSCRIBE replaces");
+        let b = held.iter().find(|h| h.raw == "b/#").unwrap();
+        assert_eq!((b.options.qos, b.id), (QoS::ExactlyOnce, id));
+        assert!(held.remove("a/+"));
+        assert!(!held.remove("a/+"), "already gone");
+        assert!(!held.contains("a/+"));
+        assert!(held.contains("b/#"));
+        assert_eq!(held.filters(), ["$share/g/c", "b/#"]);
     }
 
     fn limits() -> QueueLimits {
