@@ -117,8 +117,8 @@ pub struct Broker {
     pub limits: Limits,
     /// Where sessions and retained messages are kept across restarts (None: memory only).
     pub data_dir: Option<std::path::PathBuf>,
-    /// Bumped when the served Snapshot changes (see `mod::watch_snapshot`): connections then
-    /// re-check their client and subscriptions.
+    /// Bumped when the served Snapshot changes ([`Broker::snapshot_changed`]): the listener
+    /// supervisor then opens and closes listeners (connections follow `connection_checks`).
     pub snapshot_changes: tokio::sync::watch::Sender<u64>,
     /// Listeners closing (`mod::Closing`): their connections end with DISCONNECT 0x8B.
     /// Changed through [`Broker::close_listeners`].

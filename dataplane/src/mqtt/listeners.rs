@@ -448,7 +448,7 @@ async fn close(kind: Kind, mut listener: Open) {
     info!(addr = %listener.addr, scheme = kind.scheme(), "mqtt listener closed");
 }
 
-/// Tell connections when the served Snapshot changes (`Broker::snapshot_changes`), so that
+/// Tell connections when the served Snapshot changes (`Broker::snapshot_changed`), so that
 /// a disabled Client is disconnected, revoked subscriptions are dropped and listeners follow
 /// the Namespace. The Snapshot is an `ArcSwap`: comparing pointers every 100 ms costs
 /// nothing and needs no hook in the applier.
