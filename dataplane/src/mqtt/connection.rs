@@ -338,7 +338,7 @@ struct Connection<IO> {
     certificate_authenticated: bool,
     /// JWT sessions: when the token (the last re-authentication's) expires.
     token_deadline: Option<Instant>,
-    /// Subscribers given messages during the current batch of packets, woken after it.
+    /// What the current batch of packets fans out, handed to its sessions after the batch.
     outbox: Outbox,
     /// Messages written since the metrics were last told.
     sent: SentCounts,
@@ -390,6 +390,25 @@ async fn drained(subscriber: Arc<Session>) {
     drained.as_mut().enable();
     if subscriber.is_congested() {
         drained.await;
+    }
+}
+
+/// The PUBLISH packet of a delivery, to be encoded straight from the shared message.
+fn outgoing<'a>(
+    delivery: &'a Delivery,
+    packet_id: Option<NonZeroU16>,
+    dup: bool,
+    subscription_ids: &'a [NonZeroU32],
+    message_expiry_interval: Option<NonZeroU32>,
+) -> OutgoingPublish<'a> {
+    OutgoingPublish {
+        message: &delivery.message,
+        qos: delivery.qos,
+        retain: delivery.retain,
+        dup,
+        packet_id,
+        subscription_ids,
+        message_expiry_interval,
     }
 }
 
@@ -807,8 +826,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 Outbound::AwaitingPubAck(delivery) | Outbound::AwaitingPubRec(delivery) => {
                     // Already on its way: resent even when its expiry has passed meanwhile.
                     let expiry = delivery.expiry_left(now).unwrap_or(Some(NonZeroU32::MIN));
-                    self.send_publish(&delivery, Some(packet_id), true, &[], expiry)
-                        .await?;
+                    self.resend_publish(&delivery, packet_id, expiry).await?;
                 }
                 Outbound::AwaitingPubComp => self.send(Packet::PubRel(ok_ack(packet_id))).await?,
             }
@@ -816,25 +834,22 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         Ok(())
     }
 
-    /// Queue one PUBLISH of a delivery for the socket. A message larger than the client
-    /// accepts (its MQTT 5 Maximum Packet Size) is dropped, as MQTT 5 says, and counted.
-    async fn send_publish(
+    /// Queue the PUBLISH of a delivery in flight again (DUP set, without subscription
+    /// identifiers) for the socket. A message larger than the client accepts (its MQTT 5
+    /// Maximum Packet Size) is dropped, as MQTT 5 says, and counted.
+    async fn resend_publish(
         &mut self,
         delivery: &Delivery,
-        packet_id: Option<NonZeroU16>,
-        dup: bool,
-        subscription_ids: &[NonZeroU32],
+        packet_id: NonZeroU16,
         message_expiry_interval: Option<NonZeroU32>,
     ) -> Result<(), End> {
-        let publish = OutgoingPublish {
-            message: &delivery.message,
-            qos: delivery.qos,
-            retain: delivery.retain,
-            dup,
-            packet_id,
-            subscription_ids,
+        let publish = outgoing(
+            delivery,
+            Some(packet_id),
+            true,
+            &[],
             message_expiry_interval,
-        };
+        );
         let buffer = self.framed.write_buffer_mut();
         if encode_delivery(
             self.version,
@@ -915,15 +930,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     Some(id)
                 }
             };
-            let publish = OutgoingPublish {
-                message: &delivery.message,
-                qos: delivery.qos,
-                retain: delivery.retain,
-                dup: false,
-                packet_id,
-                subscription_ids: &queued.subscription_ids,
-                message_expiry_interval: expiry,
-            };
+            let publish = outgoing(delivery, packet_id, false, &queued.subscription_ids, expiry);
             let written = encode_delivery(*version, *client_max_packet, &publish, buffer, broker)?;
             if !written {
                 continue;
