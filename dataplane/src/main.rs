@@ -77,7 +77,7 @@ struct RunArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
     wss_addr: SocketAddr,
     /// MQTT connections each listener (TCP, TLS, WebSockets, WSS) holds at most; beyond it a
-    /// new socket is closed at once and counted (`gridline_mqtt_connects_total{result="over_limit"}`).
+    /// new socket is closed at once and counted (`gridline_mqtt_connects_total{listener,result="over_limit"}`).
     #[arg(long, value_name = "N", default_value_t = 100_000, env = "GRIDLINE_MAX_CONNECTIONS_PER_LISTENER", value_parser = clap::value_parser!(u32).range(1..))]
     max_connections_per_listener: u32,
     /// Test-only: multiply push delivery's retry delays by this factor in (0, 1], so that

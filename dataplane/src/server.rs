@@ -97,7 +97,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     )
     .context("cannot register the MQTT metrics")?;
     // WebSockets on the HTTP listener are bounded, and ended at shutdown, with the others.
-    let websockets = mqtt::Connections::new(broker.limits.max_connections);
+    let websockets = mqtt::Connections::new(
+        broker.limits.max_connections,
+        mqtt::authorize::Listener::WebSocket,
+    );
     let router =
         http::router(state).merge(mqtt::websocket::routes(broker.clone(), websockets.clone()));
     let mut http_task = tokio::spawn(http::serve(listener, router, stopped(stop_rx.clone())));

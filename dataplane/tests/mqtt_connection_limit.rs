@@ -22,6 +22,25 @@ async fn a_connection_over_the_listeners_bound_is_closed_and_counted() {
     assert_eq!(ack.reason, reason::SUCCESS);
     let (_second, ack) = RawClient::connect(addr, connect("second")).await;
     assert_eq!(ack.reason, reason::SUCCESS);
+    // Counted per listener: this is the plaintext one (`mqtt`).
+    assert_eq!(
+        dataplane
+            .metric("gridline_mqtt_connections{listener=\"mqtt\"}")
+            .await,
+        Some(2.0)
+    );
+    assert_eq!(
+        dataplane
+            .metric("gridline_mqtt_connections{listener=\"ws\"}")
+            .await,
+        Some(0.0)
+    );
+    assert_eq!(
+        dataplane
+            .metric("gridline_mqtt_connects_total{listener=\"mqtt\",result=\"accepted\"}")
+            .await,
+        Some(2.0)
+    );
 
     // The third socket is accepted by the kernel, then closed by the broker at once.
     let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -32,7 +51,7 @@ async fn a_connection_over_the_listeners_bound_is_closed_and_counted() {
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     assert_eq!(
         dataplane
-            .metric("gridline_mqtt_connects_total{result=\"over_limit\"}")
+            .metric("gridline_mqtt_connects_total{listener=\"mqtt\",result=\"over_limit\"}")
             .await,
         Some(1.0)
     );

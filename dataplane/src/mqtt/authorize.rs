@@ -21,6 +21,25 @@ pub enum Listener {
     SecureWebSocket,
 }
 
+impl Listener {
+    pub const ALL: [Listener; 4] = [
+        Listener::Plaintext,
+        Listener::Tls,
+        Listener::WebSocket,
+        Listener::SecureWebSocket,
+    ];
+
+    /// The `listener` label of the MQTT metrics: the URL scheme a client uses.
+    pub fn label(self) -> &'static str {
+        match self {
+            Listener::Plaintext => "mqtt",
+            Listener::Tls => "mqtts",
+            Listener::WebSocket => "ws",
+            Listener::SecureWebSocket => "wss",
+        }
+    }
+}
+
 /// One client's permissions in one Snapshot: its templates, expanded.
 #[derive(Debug)]
 pub struct Permissions {

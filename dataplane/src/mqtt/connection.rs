@@ -152,7 +152,9 @@ pub async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
         return;
     };
     let end = connection.run().await;
-    broker.metrics.connections.dec();
+    broker
+        .metrics
+        .connection_closed(connection.transport.listener());
     // Boxed, like packet handling in `run`: needed once, it must not size every idle task.
     Box::pin(connection.finish(end)).await;
 }
@@ -162,6 +164,7 @@ async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(
     broker: &Arc<Broker>,
     transport: Transport,
 ) -> Option<Connection<IO>> {
+    let listener = transport.listener();
     // Small buffers to start with: most connections are idle devices, and the codec's
     // default 8 KiB for each direction would be most of their memory. Busy connections grow
     // theirs by doubling; writes go out in batches of up to `WRITE_BATCH_BYTES`.
@@ -177,7 +180,7 @@ async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(
         Ok(Some(Err(error))) => {
             debug!(%error, "bad first packet");
             if let CodecError::InvalidClientId | CodecError::UnsupportedProtocol = error {
-                refuse_connect(&mut framed, error.reason(), broker).await;
+                refuse_connect(&mut framed, error.reason(), broker, listener).await;
             }
             return None;
         }
@@ -188,7 +191,6 @@ async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(
         _ => return None,
     };
     let snapshot = broker.snapshot.load();
-    let listener = transport.listener();
     let authenticated = match broker.authenticator.authenticate(
         &snapshot,
         &connect,
@@ -203,7 +205,7 @@ async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(
         Err(refusal) => {
             broker.metrics.auth.failure(refusal.method, refusal.failure);
             info!(username = ?connect.username, ?listener, method = refusal.method.label(), reason = refusal.failure.reason(), code = %format_args!("0x{:02X}", refusal.code), "CONNECT refused: {}", refusal.failure);
-            refuse_connect(&mut framed, refusal.code, broker).await;
+            refuse_connect(&mut framed, refusal.code, broker, listener).await;
             return None;
         }
     };
@@ -219,16 +221,12 @@ async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(
         Ok(attached) => attached,
         Err(code) => {
             info!(username = ?connect.username, reason = code, "CONNECT refused: sessions per authentication name");
-            refuse_connect(&mut framed, code, broker).await;
+            refuse_connect(&mut framed, code, broker, listener).await;
             return None;
         }
     };
-    broker
-        .metrics
-        .connects
-        .with_label_values(&["accepted"])
-        .inc();
-    broker.metrics.connections.inc();
+    broker.metrics.connect(listener, "accepted");
+    broker.metrics.connection_opened(listener);
     let mut connection = Connection::start(
         framed,
         broker.clone(),
@@ -278,12 +276,9 @@ async fn refuse_connect<IO: AsyncRead + AsyncWrite + Unpin>(
     framed: &mut Conn<IO>,
     code: u8,
     broker: &Broker,
+    listener: Listener,
 ) {
-    broker
-        .metrics
-        .connects
-        .with_label_values(&[&format!("0x{code:02x}")])
-        .inc();
+    broker.metrics.connect(listener, &format!("0x{code:02x}"));
     let _ = framed.send(Packet::ConnAck(connack(code, false))).await;
 }
 
@@ -446,12 +441,12 @@ impl SentCounts {
         self.bytes += publish.message.payload.len() as u64;
     }
 
-    fn publish(&mut self, metrics: &super::metrics::MqttMetrics) {
+    fn publish(&mut self, metrics: &super::metrics::MqttMetrics, listener: Listener) {
         if self.bytes == 0 && self.by_qos == [0; 3] {
             return;
         }
         metrics.messages_out(std::mem::take(&mut self.by_qos));
-        metrics.bytes_out.inc_by(std::mem::take(&mut self.bytes));
+        metrics.bytes_out(listener, std::mem::take(&mut self.bytes));
     }
 }
 
@@ -556,7 +551,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     async fn write_out(&mut self) -> Result<(), End> {
         // A write may wait for the client to read: subscribers must not wait with it.
         self.deliver_outbox();
-        self.sent.publish(&self.broker.metrics);
+        self.sent
+            .publish(&self.broker.metrics, self.transport.listener());
         self.framed
             .flush()
             .await
@@ -1077,9 +1073,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         let metrics = &self.broker.metrics;
         let qos = publish.message.qos;
         metrics.message_in(qos);
-        metrics
-            .bytes_in
-            .inc_by(publish.message.payload.len() as u64);
+        metrics.bytes_in(
+            self.transport.listener(),
+            publish.message.payload.len() as u64,
+        );
         if let Some(alias) = publish.topic_alias {
             if alias.get() > TOPIC_ALIAS_MAXIMUM || self.version == Version::V311 {
                 self.disconnect(reason::TOPIC_ALIAS_INVALID).await?;

@@ -90,16 +90,19 @@ impl Closing {
 pub struct Connections {
     permits: Arc<Semaphore>,
     max: u32,
+    /// Which listener these are, for the metrics.
+    listener: Listener,
 }
 
 impl Connections {
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, listener: Listener) -> Self {
         let max = u32::try_from(max)
             .unwrap_or(u32::MAX)
             .min(Semaphore::MAX_PERMITS as u32);
         Self {
             permits: Arc::new(Semaphore::new(max as usize)),
             max,
+            listener,
         }
     }
 
@@ -107,11 +110,7 @@ impl Connections {
     pub fn open(&self, broker: &Broker) -> Option<OwnedSemaphorePermit> {
         let permit = self.permits.clone().try_acquire_owned().ok();
         if permit.is_none() {
-            broker
-                .metrics
-                .connects
-                .with_label_values(&["over_limit"])
-                .inc();
+            broker.metrics.connect(self.listener, "over_limit");
         }
         permit
     }
@@ -176,6 +175,7 @@ pub(super) async fn tls_handshake(
     socket: TcpStream,
     broker: &Broker,
     tls: &TlsConfigs,
+    listener: Listener,
 ) -> Option<(
     tokio_rustls::server::TlsStream<TcpStream>,
     super::tls::PeerCertificates,
@@ -208,13 +208,15 @@ pub(super) async fn tls_handshake(
             "tls_timeout"
         }
     };
-    broker.metrics.connects.with_label_values(&[failed]).inc();
+    broker.metrics.connect(listener, failed);
     None
 }
 
 /// The TLS handshake, then the MQTT connection.
 async fn handle_tls(socket: TcpStream, broker: Arc<Broker>, tls: &TlsConfigs) {
-    if let Some((stream, client_certificates)) = tls_handshake(socket, &broker, tls).await {
+    if let Some((stream, client_certificates)) =
+        tls_handshake(socket, &broker, tls, Listener::Tls).await
+    {
         let transport = Transport::Tls {
             client_certificates,
         };
@@ -232,6 +234,15 @@ enum Kind {
 
 impl Kind {
     const ALL: [Kind; 3] = [Kind::Plaintext, Kind::Tls, Kind::Wss];
+
+    /// How its connections are labelled and authorized.
+    fn listener(self) -> Listener {
+        match self {
+            Kind::Plaintext => Listener::Plaintext,
+            Kind::Tls => Listener::Tls,
+            Kind::Wss => Listener::SecureWebSocket,
+        }
+    }
 
     /// As announced: `<scheme> listening on <addr>` (tests parse it).
     fn scheme(self) -> &'static str {
@@ -316,7 +327,10 @@ pub async fn run_local(
 
     let connections: HashMap<Kind, Connections> = Kind::ALL
         .into_iter()
-        .map(|kind| (kind, Connections::new(broker.limits.max_connections)))
+        .map(|kind| {
+            let connections = Connections::new(broker.limits.max_connections, kind.listener());
+            (kind, connections)
+        })
         .collect();
     let supervised = supervise(&broker, addrs, &connections, stop).await;
     broker.close_listeners(|closing| !std::mem::replace(&mut closing.all, true));
@@ -416,7 +430,7 @@ fn start(
     let connections = connections
         .get(&kind)
         .cloned()
-        .unwrap_or_else(|| Connections::new(broker.limits.max_connections));
+        .unwrap_or_else(|| Connections::new(broker.limits.max_connections, kind.listener()));
     let tls = tls.clone();
     let task = match kind {
         Kind::Plaintext => tokio::spawn(serve(listener, broker, None, connections, stopped)),

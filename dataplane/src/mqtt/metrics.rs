@@ -1,9 +1,16 @@
 //! `gridline_mqtt_*` metrics, registered into the data plane's registry.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use super::authorize::Listener;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// Every listener's metric handle of one family, looked up once (`Listener as usize`).
+type ByListener<T> = [T; 4];
 
 pub struct MqttMetrics {
-    pub connections: IntGauge,
+    /// Open connections, by listener (`mqtt`, `mqtts`, `ws`, `wss`).
+    pub connections: IntGaugeVec,
+    /// CONNECT attempts by listener and result, and sockets closed before one (over the
+    /// listener's connection limit, failed TLS handshakes).
     pub connects: IntCounterVec,
     pub sessions: IntGauge,
     pub subscriptions: IntGauge,
@@ -15,8 +22,12 @@ pub struct MqttMetrics {
     messages_out_by_qos: [IntCounter; 3],
     pub retained: IntGauge,
     pub dropped: IntCounterVec,
-    pub bytes_in: IntCounter,
-    pub bytes_out: IntCounter,
+    /// Payload bytes received and sent, by listener.
+    pub bytes_in: IntCounterVec,
+    pub bytes_out: IntCounterVec,
+    connections_by_listener: ByListener<IntGauge>,
+    bytes_in_by_listener: ByListener<IntCounter>,
+    bytes_out_by_listener: ByListener<IntCounter>,
     /// Namespace limits hit, by limit (`subscriptions_per_connection`, `messages_per_second`).
     pub limited: IntCounterVec,
     /// Authentication successes and failures (`authenticate`).
@@ -37,16 +48,45 @@ impl MqttMetrics {
             &["qos"],
         )?;
         let by_qos = |vec: &IntCounterVec| ["0", "1", "2"].map(|qos| vec.with_label_values(&[qos]));
+        let connections = IntGaugeVec::new(
+            Opts::new(
+                "gridline_mqtt_connections",
+                "Open MQTT connections, by listener",
+            ),
+            &["listener"],
+        )?;
+        let bytes_in = IntCounterVec::new(
+            Opts::new(
+                "gridline_mqtt_received_bytes_total",
+                "PUBLISH payload bytes received, by listener",
+            ),
+            &["listener"],
+        )?;
+        let bytes_out = IntCounterVec::new(
+            Opts::new(
+                "gridline_mqtt_sent_bytes_total",
+                "PUBLISH payload bytes sent, by listener",
+            ),
+            &["listener"],
+        )?;
+        let by_listener_gauge =
+            |vec: &IntGaugeVec| Listener::ALL.map(|l| vec.with_label_values(&[l.label()]));
+        let by_listener =
+            |vec: &IntCounterVec| Listener::ALL.map(|l| vec.with_label_values(&[l.label()]));
         let metrics = Self {
+            connections_by_listener: by_listener_gauge(&connections),
+            bytes_in_by_listener: by_listener(&bytes_in),
+            bytes_out_by_listener: by_listener(&bytes_out),
             messages_in_by_qos: by_qos(&messages_in),
             messages_out_by_qos: by_qos(&messages_out),
-            connections: IntGauge::new("gridline_mqtt_connections", "Open MQTT connections")?,
+            connections,
             connects: IntCounterVec::new(
                 Opts::new(
                     "gridline_mqtt_connects_total",
-                    "CONNECT attempts, by result (accepted or the refusal reason code)",
+                    "CONNECT attempts, by listener and result (accepted, the refusal reason \
+                     code, over_limit, tls_failed, tls_timeout)",
                 ),
-                &["result"],
+                &["listener", "result"],
             )?,
             sessions: IntGauge::new("gridline_mqtt_sessions", "MQTT sessions, connected or not")?,
             subscriptions: IntGauge::new("gridline_mqtt_subscriptions", "MQTT subscriptions")?,
@@ -60,8 +100,8 @@ impl MqttMetrics {
                 ),
                 &["reason"],
             )?,
-            bytes_in: IntCounter::new("gridline_mqtt_received_bytes_total", "Bytes received")?,
-            bytes_out: IntCounter::new("gridline_mqtt_sent_bytes_total", "Bytes sent")?,
+            bytes_in,
+            bytes_out,
             auth: super::authenticate::AuthMetrics::register(registry)?,
             limited: IntCounterVec::new(
                 Opts::new(
@@ -83,6 +123,29 @@ impl MqttMetrics {
         registry.register(Box::new(metrics.bytes_out.clone()))?;
         registry.register(Box::new(metrics.limited.clone()))?;
         Ok(metrics)
+    }
+
+    pub fn connection_opened(&self, listener: Listener) {
+        self.connections_by_listener[listener as usize].inc();
+    }
+
+    pub fn connection_closed(&self, listener: Listener) {
+        self.connections_by_listener[listener as usize].dec();
+    }
+
+    /// A CONNECT (or a socket that never got to one) on `listener` ended as `result`.
+    pub fn connect(&self, listener: Listener, result: &str) {
+        self.connects
+            .with_label_values(&[listener.label(), result])
+            .inc();
+    }
+
+    pub fn bytes_in(&self, listener: Listener, bytes: u64) {
+        self.bytes_in_by_listener[listener as usize].inc_by(bytes);
+    }
+
+    pub fn bytes_out(&self, listener: Listener, bytes: u64) {
+        self.bytes_out_by_listener[listener as usize].inc_by(bytes);
     }
 
     /// A PUBLISH received at `qos`.

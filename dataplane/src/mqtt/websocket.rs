@@ -7,6 +7,7 @@
 //! goes back as binary messages. MQTT packets may span messages and a message may hold
 //! several packets (MQTT 5 §6), so the byte stream is all the handler needs.
 
+use super::authorize::Listener;
 use super::broker::Broker;
 use super::connection::{self, Transport};
 use super::listeners::{self, Connections};
@@ -314,7 +315,8 @@ pub async fn serve_wss(
                 let handshaken = handshaken.clone();
                 tokio::spawn(async move {
                     let Some((stream, client_certificates)) =
-                        listeners::tls_handshake(socket, &broker, &tls).await
+                        listeners::tls_handshake(socket, &broker, &tls, Listener::SecureWebSocket)
+                            .await
                     else {
                         return;
                     };
