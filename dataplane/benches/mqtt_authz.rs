@@ -48,18 +48,12 @@ fn options() -> Options {
         seconds: 8,
         rounds: 2,
     };
-    let mut args = std::env::args().skip(1);
-    let number = |value: Option<String>, flag: &str| -> u64 {
-        value
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("{flag} takes a number"))
-    };
+    let mut args = support::Args::from_env();
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--publishers" => options.publishers = number(args.next(), "--publishers") as usize,
-            "--seconds" => options.seconds = number(args.next(), "--seconds"),
-            "--rounds" => options.rounds = number(args.next(), "--rounds") as usize,
-            "--bench" => {}
+            "--publishers" => options.publishers = args.number("--publishers"),
+            "--seconds" => options.seconds = args.number("--seconds"),
+            "--rounds" => options.rounds = args.number("--rounds"),
             other => panic!("unknown option {other}"),
         }
     }

@@ -74,20 +74,14 @@ fn options() -> Options {
         seconds: 10,
         connections: 50_000,
     };
-    let mut args = std::env::args().skip(1);
-    let number = |value: Option<String>, flag: &str| -> u64 {
-        value
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("{flag} takes a number"))
-    };
+    let mut args = support::Args::from_env();
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--seconds" => options.seconds = number(args.next(), "--seconds"),
-            "--connections" => options.connections = number(args.next(), "--connections") as usize,
+            "--seconds" => options.seconds = args.number("--seconds"),
+            "--connections" => options.connections = args.number("--connections"),
             "--broker" => options
                 .brokers
                 .push(args.next().expect("--broker takes a name")),
-            "--bench" => {}
             other if !other.starts_with('-') => {
                 assert!(ALL_SCENARIOS.contains(&other), "unknown scenario {other}");
                 options.scenarios.push(other.to_string());
