@@ -595,16 +595,7 @@ impl Broker {
         }
         drop(router);
         for (session, how) in owned.into_iter().flatten() {
-            let Queued {
-                delivery,
-                subscription_ids,
-            } = how.queued(&message);
-            match session.enqueue_quietly(
-                delivery,
-                subscription_ids,
-                self.limits.queue,
-                &self.metrics,
-            ) {
+            match session.enqueue_quietly(how.queued(&message), self.limits.queue, &self.metrics) {
                 Enqueued::QueuedFirst => session.wake.notify_one(),
                 Enqueued::Queued | Enqueued::Dropped => {}
                 Enqueued::QueuedCongested => outcome.congested.push(session),

@@ -413,6 +413,8 @@ fn admit(
 /// What [`Session::enqueue_batch`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchQueued {
+    /// How many were queued (the others were dropped at a bound).
+    pub queued: usize,
     /// The queue was empty and is not now: its connection has nothing else to wake it.
     pub wake: bool,
     /// The client is behind: its publishers should pause until it drains.
@@ -462,15 +464,19 @@ impl Session {
         limits: QueueLimits,
         metrics: &MqttMetrics,
     ) -> Enqueued {
-        match self.enqueue_quietly(delivery, subscription_ids, limits, metrics) {
-            Enqueued::Dropped => Enqueued::Dropped,
-            queued => {
-                self.wake.notify_one();
-                match queued {
-                    Enqueued::QueuedFirst => Enqueued::Queued,
-                    other => other,
-                }
-            }
+        let queued = Queued {
+            delivery,
+            subscription_ids,
+        };
+        let enqueued = self.enqueue_quietly(queued, limits, metrics);
+        if enqueued != Enqueued::Dropped {
+            self.wake.notify_one();
+        }
+        // Woken here whatever the queue held: the caller has no wake-up to decide on.
+        if enqueued == Enqueued::QueuedFirst {
+            Enqueued::Queued
+        } else {
+            enqueued
         }
     }
 
@@ -478,30 +484,17 @@ impl Session {
     /// (see [`super::outbox::Outbox`]).
     pub fn enqueue_quietly(
         &self,
-        delivery: Delivery,
-        subscription_ids: Vec<NonZeroU32>,
+        queued: Queued,
         limits: QueueLimits,
         metrics: &MqttMetrics,
     ) -> Enqueued {
-        let mut state = self.state.lock();
-        let waiting = state.queue.len();
-        let queued = Queued {
-            delivery,
-            subscription_ids,
-        };
-        if !admit(&mut state, queued, limits, metrics) {
-            return Enqueued::Dropped;
-        }
-        let connected = state.attachment.is_some();
-        drop(state);
-        if connected && waiting + 1 >= limits.pause_publishers_at {
-            self.congested.store(true, Ordering::Release);
-            return Enqueued::QueuedCongested;
-        }
-        if waiting == 0 {
-            Enqueued::QueuedFirst
-        } else {
-            Enqueued::Queued
+        match self.enqueue_batch([queued], limits, metrics) {
+            BatchQueued { queued: 0, .. } => Enqueued::Dropped,
+            BatchQueued {
+                congested: true, ..
+            } => Enqueued::QueuedCongested,
+            BatchQueued { wake: true, .. } => Enqueued::QueuedFirst,
+            _ => Enqueued::Queued,
         }
     }
 
@@ -520,6 +513,7 @@ impl Session {
             admit(&mut state, queued, limits, metrics);
         }
         let now_waiting = state.queue.len();
+        let queued = now_waiting - waiting;
         let connected = state.attachment.is_some();
         drop(state);
         let congested = connected && now_waiting >= limits.pause_publishers_at;
@@ -527,7 +521,8 @@ impl Session {
             self.congested.store(true, Ordering::Release);
         }
         BatchQueued {
-            wake: waiting == 0 && now_waiting > 0,
+            queued,
+            wake: waiting == 0 && queued > 0,
             congested,
         }
     }
@@ -712,8 +707,11 @@ mod tests {
         let session = Session::new("c".into(), "c".into());
         session.state.lock().attachment = Some(Attachment::new(1));
         let enqueue = || {
-            let delivery = Delivery::of(message(QoS::AtLeastOnce));
-            session.enqueue_quietly(delivery, Vec::new(), limits(), &metrics)
+            let queued = Queued {
+                delivery: Delivery::of(message(QoS::AtLeastOnce)),
+                subscription_ids: Vec::new(),
+            };
+            session.enqueue_quietly(queued, limits(), &metrics)
         };
         assert_eq!(enqueue(), Enqueued::QueuedFirst);
         assert_eq!(enqueue(), Enqueued::Queued, "its connection is due already");
