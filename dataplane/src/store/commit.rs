@@ -26,6 +26,23 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::{Notify, oneshot};
 
+/// The label of `gridline_store_write_failures_total` for an error: `disk_full` when there is
+/// no room to write (ENOSPC, EDQUOT, or EFBIG from a file-size limit), else `io`.
+pub fn failure_reason(kind: io::ErrorKind) -> &'static str {
+    if is_disk_full(kind) {
+        "disk_full"
+    } else {
+        "io"
+    }
+}
+
+pub fn is_disk_full(kind: io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge
+    )
+}
+
 /// The outcome every waiter of a round gets. `io::Error` is not `Clone`; its kind and text are.
 pub type CommitResult = Result<(), (io::ErrorKind, String)>;
 
@@ -81,6 +98,12 @@ impl Committer {
         compaction_bytes: u64,
     ) -> Committer {
         let compacted_len = journal.len();
+        #[cfg(test)]
+        let journal = {
+            let mut journal = journal;
+            journal.faults = Arc::clone(&writer.faults);
+            journal
+        };
         Committer {
             log,
             pending: Mutex::new(Pending::default()),
@@ -188,8 +211,13 @@ impl Committer {
             let result = self
                 .write_round(&log, &journal)
                 .map_err(|e| (e.kind(), e.to_string()));
-            if let Err((_, message)) = &result {
-                tracing::error!(topic = %self.topic, error = %message, "store write failed");
+            if let Err((kind, message)) = &result {
+                self.count_failure(*kind);
+                tracing::error!(
+                    topic = %self.topic,
+                    error = %message,
+                    "store write failed; nothing of this round was acknowledged and it was cut off"
+                );
             }
             for waiter in waiters {
                 // A waiter that went away (its request was dropped) needs no answer.
@@ -198,6 +226,10 @@ impl Committer {
         }
     }
 
+    /// Write one round. A round that fails leaves nothing behind: what it wrote of either file
+    /// is cut off before anything else is appended, it is not exposed to readers, and its
+    /// waiters get the error. (Under `Always`, everything before the round was fsynced, so a
+    /// later successful fsync never vouches for bytes whose write or fsync failed.)
     fn write_round(&self, log: &[u8], journal: &[u8]) -> io::Result<()> {
         let mut files = self.files.lock();
         let files = &mut *files;
@@ -210,24 +242,47 @@ impl Committer {
             // after it and is already in it is skipped at replay (see journal.rs).
             let mut snapshot = Vec::new();
             (self.snapshotter)(&mut snapshot);
-            files.journal.replace(&snapshot)?;
-            files.compacted_len = snapshot.len() as u64;
-        }
-        files.log.append(log)?;
-        files.journal.append(journal)?;
-        match self.policy() {
-            FsyncPolicy::Always => {
-                self.sync_files(files)?;
-                files.log.expose(&self.log);
+            match files.journal.replace(&snapshot) {
+                Ok(()) => files.compacted_len = snapshot.len() as u64,
+                // The journal is as it was: compact on a later round.
+                Err(error) => {
+                    tracing::warn!(topic = %self.topic, %error, "journal compaction failed")
+                }
             }
-            FsyncPolicy::Interval => files.log.expose(&self.log),
         }
-        files.log.roll_if_full(&self.log)?;
+        let (log_start, journal_start) = (files.log.end(), files.journal.len());
+        let written = files
+            .log
+            .append(log)
+            .and_then(|()| files.journal.append(journal))
+            .and_then(|()| match self.policy() {
+                FsyncPolicy::Always => self.sync_files(files),
+                FsyncPolicy::Interval => Ok(()),
+            });
+        if let Err(error) = written {
+            files.log.cut_back(log_start);
+            files.journal.cut_back(journal_start);
+            return Err(error);
+        }
+        files.log.expose(&self.log);
+        // The round is durable and visible whatever happens to the roll: a segment that
+        // cannot be sealed now grows past its size until it can.
+        if let Err(error) = files.log.roll_if_full(&self.log) {
+            self.count_failure(error.kind());
+            tracing::error!(topic = %self.topic, %error, "cannot seal the full log segment; retrying on the next write");
+        }
         self.metrics
             .store_bytes
             .with_label_values(&[self.topic.as_str()])
             .set(i64::try_from(self.log.bytes_on_disk()).unwrap_or(i64::MAX));
         Ok(())
+    }
+
+    fn count_failure(&self, kind: io::ErrorKind) {
+        self.metrics
+            .write_failures
+            .with_label_values(&[self.topic.as_str(), failure_reason(kind)])
+            .inc();
     }
 
     fn sync_files(&self, files: &mut Files) -> io::Result<()> {
@@ -245,9 +300,21 @@ impl Committer {
     }
 
     /// Fsync what was written and not yet synced (the `Interval` policy's timer). Blocking.
+    /// What was written is acknowledged already; a failed fsync is retried by writing it again
+    /// first (see `LogWriter::sync`).
     pub fn sync_if_dirty(&self) -> io::Result<()> {
         let mut files = self.files.lock();
-        self.sync_files(&mut files)
+        let synced = self.sync_files(&mut files);
+        if let Err(error) = &synced {
+            self.count_failure(error.kind());
+        }
+        synced
+    }
+
+    /// The failure injection shared by the topic's log and journal (tests only).
+    #[cfg(test)]
+    pub fn faults(&self) -> Arc<super::log::Faults> {
+        Arc::clone(&self.files.lock().log.faults)
     }
 
     /// Refuse new work from now on (the topic's files are being deleted).

@@ -21,11 +21,11 @@
 //! file. A snapshot carries the `seq` it includes; replay skips records at or below it. That
 //! makes compaction safe while changes keep coming (see `commit.rs`).
 
+use super::log;
 use super::subscription::{EventState, InFlight, SubscriptionState};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// A subscription's number within its topic: what event records and lock tokens name.
@@ -275,12 +275,20 @@ fn apply(
     parsed.is_some()
 }
 
-/// The journal file of one topic. Only the committer writes it.
+/// The journal file of one topic. Only the committer writes it. Failed writes and fsyncs are
+/// handled as for the log (see `LogWriter`).
 pub struct Journal {
     path: PathBuf,
     file: File,
     length: u64,
     dirty: bool,
+    /// Where the last successful fsync left the file.
+    synced: u64,
+    sync_failed: bool,
+    /// The file still runs past `length` (a cut failed): cut it before the next append.
+    cut_pending: bool,
+    #[cfg(test)]
+    pub faults: std::sync::Arc<super::log::Faults>,
 }
 
 impl Journal {
@@ -324,13 +332,18 @@ impl Journal {
             file.sync_all()?;
         }
         if let Some(dir) = path.parent() {
-            super::log::sync_dir(dir)?;
+            log::sync_dir(dir)?;
         }
         let journal = Journal {
             path,
             file,
             length: offset as u64,
             dirty: false,
+            synced: offset as u64,
+            sync_failed: false,
+            cut_pending: false,
+            #[cfg(test)]
+            faults: std::sync::Arc::default(),
         };
         Ok((journal, states))
     }
@@ -339,12 +352,24 @@ impl Journal {
         self.length
     }
 
+    /// Append records; on failure nothing of `bytes` stays.
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
-        if let Err(error) = self.file.write_all_at(bytes, self.length) {
-            let _ = self.file.set_len(self.length);
+        if self.cut_pending {
+            self.file.set_len(self.length)?;
+            self.cut_pending = false;
+        }
+        let written = log::write_at(
+            &self.file,
+            bytes,
+            self.length,
+            #[cfg(test)]
+            &self.faults,
+        );
+        if let Err(error) = written {
+            self.cut_back(self.length);
             return Err(error);
         }
         self.length += bytes.len() as u64;
@@ -352,12 +377,43 @@ impl Journal {
         Ok(())
     }
 
+    /// Forget what was appended from `length` on (a failed round's records).
+    pub fn cut_back(&mut self, length: u64) {
+        self.length = length.min(self.length);
+        self.synced = self.synced.min(self.length);
+        self.dirty = true;
+        self.cut_pending = self.file.set_len(self.length).is_err();
+    }
+
+    /// fsync; after a failed one, write the unsynced bytes again first (see `LogWriter::sync`).
     pub fn sync(&mut self) -> io::Result<()> {
-        if self.dirty {
-            self.file.sync_data()?;
-            self.dirty = false;
+        if !self.dirty {
+            return Ok(());
         }
-        Ok(())
+        if self.sync_failed {
+            log::rewrite(
+                &self.file,
+                self.synced - self.synced % log::PAGE_BYTES,
+                self.length,
+            )?;
+        }
+        let synced = log::sync_data(
+            &self.file,
+            #[cfg(test)]
+            &self.faults,
+        );
+        match synced {
+            Ok(()) => {
+                self.dirty = false;
+                self.sync_failed = false;
+                self.synced = self.length;
+                Ok(())
+            }
+            Err(error) => {
+                self.sync_failed = true;
+                Err(error)
+            }
+        }
     }
 
     pub fn is_dirty(&self) -> bool {
@@ -368,18 +424,25 @@ impl Journal {
     /// written to a temporary file, fsynced, renamed over the journal, directory fsynced.
     pub fn replace(&mut self, snapshot: &[u8]) -> io::Result<()> {
         let temporary = self.path.with_extension("journal.compacting");
-        {
-            let mut file = File::create(&temporary)?;
+        let written = File::create(&temporary).and_then(|mut file| {
             file.write_all(snapshot)?;
-            file.sync_all()?;
+            file.sync_all()
+        });
+        if let Err(error) = written {
+            // The journal is untouched; a half-written copy would only take space.
+            let _ = fs::remove_file(&temporary);
+            return Err(error);
         }
         fs::rename(&temporary, &self.path)?;
         if let Some(dir) = self.path.parent() {
-            super::log::sync_dir(dir)?;
+            log::sync_dir(dir)?;
         }
         self.file = OpenOptions::new().read(true).write(true).open(&self.path)?;
         self.length = snapshot.len() as u64;
+        self.synced = self.length;
         self.dirty = false;
+        self.sync_failed = false;
+        self.cut_pending = false;
         Ok(())
     }
 }

@@ -3,16 +3,22 @@
 //! is the log-wide byte position of its record: unique, increasing, and enough to find it
 //! again (the segment is the last one whose base is not above it).
 //!
-//! Record: `len u32 | crc32 u32 | body`, little-endian, CRC over the body; event body:
-//! `kind u8 (1) | publish_time i64 (ms) | n u16 | n × subscription id u32 | event JSON`.
-//! The subscription ids are those whose filter matched when the event was published.
+//! Records are framed as `record.rs` says. Bytes that hold no valid record but have valid
+//! records after them are **quarantined**: the range is remembered, logged and counted, never
+//! read or delivered, and left on disk untouched (the records after it keep their addresses).
+//! Recovery finds such ranges in the active segment; readers find them in any segment when a
+//! record fails its checks.
 //!
 //! Only the committer (`commit.rs`) writes; readers read concurrently with positioned reads
 //! up to `readable_end`, which the committer raises once bytes are durable (or, under the
 //! `Interval` policy, written).
 
 use super::clock::Millis;
+use super::record::{
+    self, Corruption, EVENT_FIXED_BYTES, EventView, Parsed, RECORD_HEADER_BYTES, parse,
+};
 use parking_lot::RwLock;
+use prometheus::IntCounterVec;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -21,101 +27,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-pub const RECORD_HEADER_BYTES: usize = 8;
-const EVENT_KIND: u8 = 1;
-/// Fixed part of an event body before the subscription ids.
-const EVENT_FIXED_BYTES: usize = 1 + 8 + 2;
-/// Larger than any event the HTTP layer accepts (1 MB); a length past it is a torn or corrupt
-/// header, never a real record.
-const MAX_RECORD_BYTES: usize = 8 << 20;
 /// Unknown first publish time (an empty segment).
 const NO_TIME: Millis = i64::MIN;
 
-/// Append one event record to `buf`.
-pub fn encode_event(buf: &mut Vec<u8>, publish_time: Millis, matches: &[u32], json: &[u8]) {
-    let count = u16::try_from(matches.len()).unwrap_or(u16::MAX);
-    let body_len = EVENT_FIXED_BYTES + usize::from(count) * 4 + json.len();
-    let start = buf.len();
-    buf.extend_from_slice(&u32::try_from(body_len).unwrap_or(u32::MAX).to_le_bytes());
-    buf.extend_from_slice(&[0; 4]);
-    buf.push(EVENT_KIND);
-    buf.extend_from_slice(&publish_time.to_le_bytes());
-    buf.extend_from_slice(&count.to_le_bytes());
-    for id in &matches[..usize::from(count)] {
-        buf.extend_from_slice(&id.to_le_bytes());
-    }
-    buf.extend_from_slice(json);
-    let crc = crc32fast::hash(&buf[start + RECORD_HEADER_BYTES..]);
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-}
+pub use super::record::encode_event;
 
-/// One event record inside a buffer read from the log.
-#[derive(Clone, Copy, Debug)]
-pub struct EventView<'a> {
-    pub address: u64,
-    /// Header included: the distance to the next record.
-    pub total_len: u32,
-    pub publish_time: Millis,
-    matches: &'a [u8],
-    pub json: &'a [u8],
-}
-
-impl EventView<'_> {
-    /// Whether the subscription's filter matched this event at publish time.
-    pub fn matched(&self, subscription: u32) -> bool {
-        let wanted = subscription.to_le_bytes();
-        self.matches.chunks_exact(4).any(|id| id == wanted)
-    }
-}
-
-/// What a record at the start of `bytes` is.
-enum Parsed<'a> {
-    Event(EventView<'a>),
-    /// The buffer ends inside the record; it needs this many bytes in all.
-    Incomplete(usize),
-    /// Not a valid record (torn write or corruption).
-    Invalid,
-}
-
-fn parse(bytes: &[u8], address: u64) -> Parsed<'_> {
-    let Some(header) = bytes.get(..RECORD_HEADER_BYTES) else {
-        return Parsed::Incomplete(RECORD_HEADER_BYTES);
-    };
-    let body_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if !(EVENT_FIXED_BYTES..=MAX_RECORD_BYTES).contains(&body_len) {
-        return Parsed::Invalid;
-    }
-    let total = RECORD_HEADER_BYTES + body_len;
-    let Some(body) = bytes.get(RECORD_HEADER_BYTES..total) else {
-        return Parsed::Incomplete(total);
-    };
-    if crc32fast::hash(body) != crc || body[0] != EVENT_KIND {
-        return Parsed::Invalid;
-    }
-    let mut time = [0u8; 8];
-    time.copy_from_slice(&body[1..9]);
-    let count = usize::from(u16::from_le_bytes([body[9], body[10]]));
-    let Some(matches) = body.get(EVENT_FIXED_BYTES..EVENT_FIXED_BYTES + count * 4) else {
-        return Parsed::Invalid;
-    };
-    Parsed::Event(EventView {
-        address,
-        total_len: total as u32,
-        publish_time: i64::from_le_bytes(time),
-        matches,
-        json: &body[EVENT_FIXED_BYTES + count * 4..],
-    })
-}
-
-/// Bytes read from the log starting at a record boundary.
+/// Bytes read from the log starting at a record boundary: whole valid records, the last one
+/// possibly cut short by the end of the read (the next chunk starts with it).
 pub struct Chunk {
     pub start: u64,
     bytes: Vec<u8>,
 }
 
 impl Chunk {
-    /// The complete, valid records of the chunk, in order.
+    /// The complete records of the chunk, in order.
     pub fn events(&self) -> impl Iterator<Item = EventView<'_>> {
         let mut offset = 0usize;
         std::iter::from_fn(move || {
@@ -142,7 +67,7 @@ impl Chunk {
     }
 }
 
-/// A single record read back by address.
+/// A single valid record read back by address.
 pub struct Record(Vec<u8>, u64);
 
 impl Record {
@@ -181,9 +106,20 @@ impl Segment {
     }
 }
 
+/// Where a log reports the corrupt ranges it finds.
+pub struct CorruptionReport {
+    pub topic: String,
+    /// `gridline_store_corrupt_records_total{topic, reason}`.
+    pub counter: IntCounterVec,
+}
+
 pub struct Log {
     dir: PathBuf,
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    /// Quarantined ranges, start address → end address: never read, never delivered. Each
+    /// lies within one segment and ends where a valid record starts (or at its segment's end).
+    quarantine: RwLock<BTreeMap<u64, u64>>,
+    report: CorruptionReport,
     /// Readers never read at or past this address.
     readable_end: AtomicU64,
     /// A segment is sealed and a new one started once it holds this many bytes.
@@ -195,8 +131,71 @@ pub struct LogWriter {
     active: Arc<Segment>,
     /// Bytes written to the active segment.
     position: u64,
-    /// Written since the last `sync`.
+    /// Written (or cut) since the last `sync`.
     dirty: bool,
+    /// Where the active segment's last successful fsync left it.
+    synced: u64,
+    /// The last fsync failed: see `sync`.
+    sync_failed: bool,
+    /// The file still runs past `position` (a cut failed): cut it before the next append.
+    cut_pending: bool,
+    #[cfg(test)]
+    pub faults: Arc<Faults>,
+}
+
+/// Test-only failure injection for the writes and fsyncs of one topic's files (log and
+/// journal share one).
+#[cfg(test)]
+#[derive(Default)]
+pub struct Faults {
+    /// The next write writes half its bytes, then fails with this error (ENOSPC midway).
+    pub write: parking_lot::Mutex<Option<io::ErrorKind>>,
+    /// The next fsync fails with this error.
+    pub sync: parking_lot::Mutex<Option<io::ErrorKind>>,
+}
+
+/// Positioned write of all of `bytes` (failing as a test's `Faults` says).
+pub(super) fn write_at(
+    file: &File,
+    bytes: &[u8],
+    offset: u64,
+    #[cfg(test)] faults: &Faults,
+) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some(kind) = faults.write.lock().take() {
+        file.write_all_at(&bytes[..bytes.len() / 2], offset)?;
+        return Err(kind.into());
+    }
+    file.write_all_at(bytes, offset)
+}
+
+/// fdatasync (failing as a test's `Faults` says).
+pub(super) fn sync_data(file: &File, #[cfg(test)] faults: &Faults) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some(kind) = faults.sync.lock().take() {
+        return Err(kind.into());
+    }
+    file.sync_data()
+}
+
+/// The page size assumed when rewriting after a failed fsync (a multiple of the real one
+/// rewrites a little more, never less).
+pub(super) const PAGE_BYTES: u64 = 4096;
+
+/// Write `file`'s bytes `from..to` again, as they are in the page cache, so that they are dirty
+/// again and the next fsync really writes them.
+pub(super) fn rewrite(file: &File, from: u64, to: u64) -> io::Result<()> {
+    const STEP: u64 = 1 << 20;
+    let mut buffer = Vec::new();
+    let mut at = from;
+    while at < to {
+        let length = (to - at).min(STEP);
+        buffer.resize(length as usize, 0);
+        file.read_exact_at(&mut buffer, at)?;
+        file.write_all_at(&buffer, at)?;
+        at += length;
+    }
+    Ok(())
 }
 
 fn segment_path(dir: &Path, base: u64) -> PathBuf {
@@ -225,10 +224,15 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 impl Log {
-    /// Open the log in `dir`, creating it if needed. The last segment is scanned and a torn
-    /// tail (a crash mid-write) is cut off; sealed segments were fsynced before the next one
-    /// was created, so only their first record is read (for retention).
-    pub fn open(dir: PathBuf, segment_bytes: u64) -> io::Result<(Log, LogWriter)> {
+    /// Open the log in `dir`, creating it if needed. The last segment is scanned: a torn tail
+    /// (a crash mid-write) is cut off, bad records followed by valid ones are quarantined.
+    /// Sealed segments were fsynced before the next one was created, so only their first
+    /// record is read (for retention); damage there is found when they are read.
+    pub fn open(
+        dir: PathBuf,
+        segment_bytes: u64,
+        report: CorruptionReport,
+    ) -> io::Result<(Log, LogWriter)> {
         fs::create_dir_all(&dir)?;
         let mut bases = Vec::new();
         for entry in fs::read_dir(&dir)? {
@@ -272,17 +276,32 @@ impl Log {
                 segment
             }
         };
-        let position = recover_tail(&active)?;
+        let (position, bad) = recover_active(&active)?;
         let log = Log {
             dir,
             segments: RwLock::new(segments),
+            quarantine: RwLock::new(BTreeMap::new()),
+            report,
             readable_end: AtomicU64::new(active.base + position),
             segment_bytes,
         };
+        for range in bad {
+            log.quarantine(
+                &active,
+                active.base + range.start,
+                active.base + range.end,
+                range.corruption,
+            );
+        }
         let writer = LogWriter {
             active,
             position,
             dirty: false,
+            synced: position,
+            sync_failed: false,
+            cut_pending: false,
+            #[cfg(test)]
+            faults: Arc::default(),
         };
         Ok((log, writer))
     }
@@ -353,52 +372,134 @@ impl Log {
 
     /// Read whole records from `from` (a record boundary), at most about `max_bytes` (but at
     /// least one record), stopping at the end of a segment. An empty chunk whose `start` is
-    /// past `from` means: continue at the next segment.
+    /// past `from` means: continue at the next segment. Quarantined ranges are skipped (the
+    /// chunk then starts past `from`); a record found bad here is quarantined and the chunk
+    /// ends before it. So a chunk always holds a record or starts past `from`, unless it is
+    /// empty at the readable end: a reader always makes progress.
     pub fn read_chunk(&self, from: u64, max_bytes: usize) -> io::Result<Chunk> {
-        let Some((segment, start, segment_end)) = self.locate(from) else {
-            return Ok(Chunk {
-                start: from,
-                bytes: Vec::new(),
-            });
-        };
-        // Sealed segments end exactly where the next begins, so `start` only reaches the end
-        // of its segment at the end of the readable log.
-        if start >= segment_end {
-            return Ok(Chunk {
-                start,
-                bytes: Vec::new(),
-            });
-        }
-        let available = usize::try_from(segment_end - start).unwrap_or(usize::MAX);
-        let mut bytes = vec![0u8; available.min(max_bytes.max(RECORD_HEADER_BYTES))];
-        segment
-            .file
-            .read_exact_at(&mut bytes, start - segment.base)?;
-        // A first record larger than the chunk: read exactly that record.
-        if let Parsed::Incomplete(needed) = parse(&bytes, start)
-            && needed <= available
-        {
-            bytes.resize(needed, 0);
+        let mut from = from;
+        loop {
+            let Some((segment, start, segment_end)) = self.locate(from) else {
+                return Ok(Chunk {
+                    start: from,
+                    bytes: Vec::new(),
+                });
+            };
+            if let Some(end) = self.quarantined_end(start) {
+                from = end;
+                continue;
+            }
+            // Sealed segments end exactly where the next begins, so `start` only reaches the
+            // end of its segment at the end of the readable log.
+            if start >= segment_end {
+                return Ok(Chunk {
+                    start,
+                    bytes: Vec::new(),
+                });
+            }
+            let available = usize::try_from(segment_end - start).unwrap_or(usize::MAX);
+            let mut bytes = vec![0u8; available.min(max_bytes.max(RECORD_HEADER_BYTES))];
             segment
                 .file
                 .read_exact_at(&mut bytes, start - segment.base)?;
+            // A first record larger than the chunk: read exactly that record.
+            if let Parsed::Incomplete(needed) = parse(&bytes, start)
+                && needed <= available
+            {
+                bytes.resize(needed, 0);
+                segment
+                    .file
+                    .read_exact_at(&mut bytes, start - segment.base)?;
+            }
+            let Some(bad) = first_bad_record(&bytes, start, segment_end) else {
+                return Ok(Chunk { start, bytes });
+            };
+            let next = self.quarantine_from(&segment, start + bad as u64, segment_end)?;
+            if bad > 0 {
+                bytes.truncate(bad);
+                return Ok(Chunk { start, bytes });
+            }
+            from = next;
         }
-        Ok(Chunk { start, bytes })
     }
 
-    /// Read the record of `total_len` bytes at `address`; `None` if it is no longer on disk.
+    /// Read the record of `total_len` bytes at `address`; `None` if it is no longer on disk or
+    /// is quarantined (found bad now or before).
     pub fn read_record(&self, address: u64, total_len: u32) -> io::Result<Option<Record>> {
         let Some((segment, start, segment_end)) = self.locate(address) else {
             return Ok(None);
         };
-        if start != address || address + u64::from(total_len) > segment_end {
+        if start != address
+            || address + u64::from(total_len) > segment_end
+            || self.quarantined_end(address).is_some()
+        {
             return Ok(None);
         }
         let mut bytes = vec![0u8; total_len as usize];
         segment
             .file
             .read_exact_at(&mut bytes, address - segment.base)?;
-        Ok(Some(Record(bytes, address)))
+        match parse(&bytes, address) {
+            Parsed::Event(view) if view.total_len == total_len => Ok(Some(Record(bytes, address))),
+            Parsed::Event(_) => Ok(None),
+            Parsed::Incomplete(_) | Parsed::Invalid => {
+                self.quarantine_from(&segment, address, segment_end)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The end of the quarantined range holding `address`, if any.
+    fn quarantined_end(&self, address: u64) -> Option<u64> {
+        let ranges = self.quarantine.read();
+        let (_, end) = ranges.range(..=address).next_back()?;
+        (address < *end).then_some(*end)
+    }
+
+    /// A bad record starts at `address`: quarantine everything up to the next valid record of
+    /// its segment (or the segment's readable end). Returns where reading goes on.
+    fn quarantine_from(
+        &self,
+        segment: &Segment,
+        address: u64,
+        segment_end: u64,
+    ) -> io::Result<u64> {
+        let (offset, end) = (address - segment.base, segment_end - segment.base);
+        let next = record::find_record(&segment.file, offset + 1, end)?.unwrap_or(end);
+        let mut head = [0u8; RECORD_HEADER_BYTES];
+        let head_len = usize::try_from(end - offset).map_or(head.len(), |n| n.min(head.len()));
+        segment.file.read_exact_at(&mut head[..head_len], offset)?;
+        let corruption = Corruption::of(&head[..head_len], offset, next);
+        self.quarantine(segment, address, segment.base + next, corruption);
+        Ok(segment.base + next)
+    }
+
+    /// Remember `start..end` as quarantined; the first time, log it and count it.
+    fn quarantine(&self, segment: &Segment, start: u64, end: u64, corruption: Corruption) {
+        {
+            let mut ranges = self.quarantine.write();
+            // Found already (by another reader, or from an earlier point of the same range).
+            if ranges
+                .range(..=start)
+                .next_back()
+                .is_some_and(|(_, known)| *known >= end)
+            {
+                return;
+            }
+            ranges.insert(start, end);
+        }
+        tracing::error!(
+            topic = %self.report.topic,
+            segment = %segment.path.display(),
+            offset = start - segment.base,
+            length = end - start,
+            reason = corruption.as_str(),
+            "corrupt bytes in the event log: quarantined and skipped, the records after them are kept"
+        );
+        self.report
+            .counter
+            .with_label_values(&[self.report.topic.as_str(), corruption.as_str()])
+            .inc();
     }
 
     /// Delete the sealed segments whose records all lie before `before` and were all published
@@ -428,6 +529,10 @@ impl Log {
             for segment in &doomed {
                 segments.remove(&segment.base);
             }
+            let first_kept = segments.first_key_value().map_or(0, |(base, _)| *base);
+            self.quarantine
+                .write()
+                .retain(|start, _| *start >= first_kept);
         }
         for segment in &doomed {
             // Readers still holding the segment keep reading from the open descriptor.
@@ -456,9 +561,26 @@ impl LogWriter {
     }
 
     /// Write encoded records (one or more whole batches) at the end of the active segment.
+    /// On failure nothing of `bytes` stays: what part was written is cut off, so the next
+    /// append starts at a record boundary.
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
+        }
+        if self.cut_pending {
+            self.active.file.set_len(self.position)?;
+            self.cut_pending = false;
+        }
+        let written = write_at(
+            &self.active.file,
+            bytes,
+            self.position,
+            #[cfg(test)]
+            &self.faults,
+        );
+        if let Err(error) = written {
+            self.cut_back(self.active.base + self.position);
+            return Err(error);
         }
         if self.position == 0
             && let Some(first) = record_times(bytes).next()
@@ -472,23 +594,52 @@ impl LogWriter {
                 .newest_publish_time
                 .fetch_max(newest, Ordering::AcqRel);
         }
-        if let Err(error) = self.active.file.write_all_at(bytes, self.position) {
-            // Cut off whatever part was written, so the next append starts at a boundary.
-            let _ = self.active.file.set_len(self.position);
-            return Err(error);
-        }
         self.position += bytes.len() as u64;
         self.dirty = true;
         Ok(())
     }
 
-    /// Make every appended byte durable.
+    /// Forget what was appended from address `end` on (a failed round's records, never
+    /// exposed): the file is cut there now, or before the next append if the cut fails. The
+    /// cut is made durable by the next `sync`.
+    pub fn cut_back(&mut self, end: u64) {
+        let position = end.saturating_sub(self.active.base).min(self.position);
+        self.position = position;
+        self.synced = self.synced.min(position);
+        self.dirty = true;
+        self.cut_pending = self.active.file.set_len(position).is_err();
+    }
+
+    /// Make every appended byte durable. After a failed fsync the kernel may have marked the
+    /// pages it could not write clean (the "fsyncgate" behaviour of Linux): a later fsync
+    /// would succeed without writing them. So the next attempt first writes everything since
+    /// the last successful fsync again (from its page, as the page cache holds it), and only a
+    /// successful fsync after that counts.
     pub fn sync(&mut self) -> io::Result<()> {
-        if self.dirty {
-            self.active.file.sync_data()?;
-            self.dirty = false;
+        if !self.dirty {
+            return Ok(());
         }
-        Ok(())
+        let file = &self.active.file;
+        if self.sync_failed {
+            rewrite(file, self.synced - self.synced % PAGE_BYTES, self.position)?;
+        }
+        let synced = sync_data(
+            file,
+            #[cfg(test)]
+            &self.faults,
+        );
+        match synced {
+            Ok(()) => {
+                self.dirty = false;
+                self.sync_failed = false;
+                self.synced = self.position;
+                Ok(())
+            }
+            Err(error) => {
+                self.sync_failed = true;
+                Err(error)
+            }
+        }
     }
 
     pub fn is_dirty(&self) -> bool {
@@ -507,14 +658,16 @@ impl LogWriter {
         if self.position < log.segment_bytes {
             return Ok(());
         }
-        self.active.file.sync_data()?;
-        self.dirty = false;
+        self.dirty = true;
+        self.sync()?;
         let base = self.end();
         let segment = Arc::new(open_segment(segment_path(&log.dir, base), base, true)?);
         sync_dir(&log.dir)?;
         log.segments.write().insert(base, Arc::clone(&segment));
         self.active = segment;
         self.position = 0;
+        self.synced = 0;
+        self.dirty = false;
         Ok(())
     }
 }
@@ -544,48 +697,33 @@ fn read_first_publish_time(file: &File) -> io::Result<Option<Millis>> {
     Ok(Some(i64::from_le_bytes(time)))
 }
 
-/// Scan the active segment, cut a torn or corrupt tail, and return the valid length.
-fn recover_tail(segment: &Segment) -> io::Result<u64> {
-    let length = segment.file.metadata()?.len();
-    let mut valid = 0u64;
-    let mut buffer = Vec::new();
-    const CHUNK: usize = 1 << 20;
-    'scan: while valid < length {
-        let want = usize::try_from(length - valid)
-            .unwrap_or(usize::MAX)
-            .min(CHUNK);
-        buffer.resize(want, 0);
-        segment.file.read_exact_at(&mut buffer, valid)?;
-        let mut offset = 0usize;
-        loop {
-            match parse(&buffer[offset..], segment.base + valid + offset as u64) {
-                Parsed::Event(view) => {
-                    offset += view.total_len as usize;
-                    segment
-                        .newest_publish_time
-                        .fetch_max(view.publish_time, Ordering::AcqRel);
-                }
-                Parsed::Incomplete(needed) => {
-                    if valid + (offset + needed) as u64 > length {
-                        valid += offset as u64;
-                        break 'scan;
-                    }
-                    if offset == 0 {
-                        // One record larger than the chunk: read it whole.
-                        buffer.resize(needed, 0);
-                        segment.file.read_exact_at(&mut buffer, valid)?;
-                        continue;
-                    }
-                    valid += offset as u64;
-                    continue 'scan;
-                }
-                Parsed::Invalid => {
-                    valid += offset as u64;
-                    break 'scan;
-                }
-            }
+/// The offset in `bytes` (read at address `start`) of the first record that is not valid,
+/// where a valid record either ends within `bytes` or is only cut short by the end of the read
+/// (not by `segment_end`: a record running past its segment has a wrong length).
+fn first_bad_record(bytes: &[u8], start: u64, segment_end: u64) -> Option<usize> {
+    let mut offset = 0usize;
+    while offset < bytes.len() {
+        let address = start + offset as u64;
+        match parse(&bytes[offset..], address) {
+            Parsed::Event(view) => offset += view.total_len as usize,
+            Parsed::Incomplete(needed) if address + needed as u64 <= segment_end => return None,
+            Parsed::Incomplete(_) | Parsed::Invalid => return Some(offset),
         }
     }
+    None
+}
+
+/// Scan the active segment: cut a torn tail (bytes after the last valid record holding no
+/// valid record), and return the valid length and the bad ranges with valid records after
+/// them (to quarantine).
+fn recover_active(segment: &Segment) -> io::Result<(u64, Vec<record::BadRange>)> {
+    let length = segment.file.metadata()?.len();
+    let scan = record::scan(&segment.file, segment.base, length, |view| {
+        segment
+            .newest_publish_time
+            .fetch_max(view.publish_time, Ordering::AcqRel);
+    })?;
+    let valid = scan.records_end;
     if valid < length {
         tracing::warn!(
             segment = %segment.path.display(),
@@ -602,12 +740,50 @@ fn recover_tail(segment: &Segment) -> io::Result<u64> {
             .newest_publish_time
             .store(NO_TIME, Ordering::Release);
     }
-    Ok(valid)
+    Ok((valid, scan.bad))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::metrics::StoreMetrics;
+
+    fn open_counted(path: &Path, segment_bytes: u64) -> (Log, LogWriter, IntCounterVec) {
+        let counter = StoreMetrics::new().unwrap().corrupt_records;
+        let report = CorruptionReport {
+            topic: "orders".into(),
+            counter: counter.clone(),
+        };
+        let (log, writer) = Log::open(path.to_path_buf(), segment_bytes, report).unwrap();
+        (log, writer, counter)
+    }
+
+    fn open(path: &Path, segment_bytes: u64) -> (Log, LogWriter) {
+        let (log, writer, _) = open_counted(path, segment_bytes);
+        (log, writer)
+    }
+
+    fn corrupt(counter: &IntCounterVec, reason: &str) -> u64 {
+        counter.with_label_values(&["orders", reason]).get()
+    }
+
+    /// Flip one bit of the file at `offset`.
+    fn flip(path: &Path, offset: u64) {
+        let mut bytes = fs::read(path).unwrap();
+        bytes[offset as usize] ^= 0x20;
+        fs::write(path, &bytes).unwrap();
+    }
+
+    /// The addresses of the records of a segment file, read without the log.
+    fn record_offsets(path: &Path) -> Vec<u64> {
+        let bytes = fs::read(path).unwrap();
+        let mut offsets = Vec::new();
+        record::scan(&bytes[..], 0, bytes.len() as u64, |view| {
+            offsets.push(view.address)
+        })
+        .unwrap();
+        offsets
+    }
 
     fn append_events(writer: &mut LogWriter, log: &Log, count: usize, time: Millis) {
         let mut buf = Vec::new();
@@ -627,6 +803,10 @@ mod tests {
             let chunk = log.read_chunk(at, 64).unwrap();
             let events: Vec<_> = chunk.events().collect();
             if events.is_empty() {
+                if chunk.start > at {
+                    at = chunk.start;
+                    continue;
+                }
                 return out;
             }
             out.extend(
@@ -641,7 +821,7 @@ mod tests {
     #[test]
     fn appended_events_read_back_in_order_across_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, mut writer) = Log::open(dir.path().to_path_buf(), 100).unwrap();
+        let (log, mut writer) = open(dir.path(), 100);
         for n in 0..5 {
             append_events(&mut writer, &log, 3, n);
         }
@@ -657,7 +837,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         let end = {
-            let (log, mut writer) = Log::open(path.clone(), 1 << 20).unwrap();
+            let (log, mut writer) = open(&path, 1 << 20);
             append_events(&mut writer, &log, 4, 1);
             log.end()
         };
@@ -669,7 +849,7 @@ mod tests {
         bytes.extend_from_slice(&partial[..partial.len() / 2]);
         fs::write(&segment, &bytes).unwrap();
 
-        let (log, writer) = Log::open(path, 1 << 20).unwrap();
+        let (log, writer) = open(&path, 1 << 20);
         assert_eq!(log.end(), end);
         assert_eq!(writer.end(), end);
         assert_eq!(fs::metadata(&segment).unwrap().len(), end);
@@ -677,11 +857,11 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_record_ends_the_recovered_log() {
+    fn a_corrupt_final_record_is_cut_as_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         {
-            let (log, mut writer) = Log::open(path.clone(), 1 << 20).unwrap();
+            let (log, mut writer) = open(&path, 1 << 20);
             append_events(&mut writer, &log, 4, 1);
         }
         let segment = segment_path(&path, 0);
@@ -689,14 +869,14 @@ mod tests {
         let last = bytes.len() - 2;
         bytes[last] ^= 0xff;
         fs::write(&segment, &bytes).unwrap();
-        let (log, _writer) = Log::open(path, 1 << 20).unwrap();
+        let (log, _writer) = open(&path, 1 << 20);
         assert_eq!(read_all(&log).len(), 3);
     }
 
     #[test]
     fn a_record_larger_than_the_chunk_is_read_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, mut writer) = Log::open(dir.path().to_path_buf(), 1 << 20).unwrap();
+        let (log, mut writer) = open(dir.path(), 1 << 20);
         let big = format!("\"{}\"", "x".repeat(10_000));
         let mut buf = Vec::new();
         encode_event(&mut buf, 1, &[], big.as_bytes());
@@ -712,7 +892,7 @@ mod tests {
     #[test]
     fn segments_are_deleted_only_before_the_address_and_time_given() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, mut writer) = Log::open(dir.path().to_path_buf(), 50).unwrap();
+        let (log, mut writer) = open(dir.path(), 50);
         for time in 0..4 {
             append_events(&mut writer, &log, 3, time * 1000);
         }
@@ -730,5 +910,103 @@ mod tests {
         assert_eq!(log.delete_segments(u64::MAX, 999).unwrap(), 1);
         assert_eq!(log.segment_count(), segments - 1);
         assert_eq!(read_all(&log).len(), 9);
+    }
+
+    #[test]
+    fn a_corrupt_record_in_the_active_segment_is_quarantined_and_the_records_after_it_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let end = {
+            let (log, mut writer) = open(&path, 1 << 20);
+            append_events(&mut writer, &log, 10, 1);
+            log.end()
+        };
+        let segment = segment_path(&path, 0);
+        let offsets = record_offsets(&segment);
+        flip(&segment, offsets[4] + 20);
+
+        let (log, writer, counter) = open_counted(&path, 1 << 20);
+        assert_eq!(writer.end(), end, "nothing cut");
+        assert_eq!(fs::metadata(&segment).unwrap().len(), end);
+        let all = read_all(&log);
+        assert_eq!(all.len(), 9);
+        assert!(!all.contains(&"{\"n\":4}".to_string()));
+        assert_eq!(corrupt(&counter, "checksum"), 1);
+        assert!(
+            log.read_record(offsets[4], (offsets[5] - offsets[4]) as u32)
+                .unwrap()
+                .is_none()
+        );
+        // Reading it again neither finds nor counts it again.
+        assert_eq!(read_all(&log).len(), 9);
+        assert_eq!(corrupt(&counter, "checksum"), 1);
+    }
+
+    #[test]
+    fn a_flipped_length_in_the_active_segment_costs_only_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        {
+            let (log, mut writer) = open(&path, 1 << 20);
+            append_events(&mut writer, &log, 10, 1);
+        }
+        let segment = segment_path(&path, 0);
+        let offsets = record_offsets(&segment);
+        // The length's third byte: the record now claims to run far past the segment's end.
+        flip(&segment, offsets[6] + 2);
+
+        let (log, _writer, counter) = open_counted(&path, 1 << 20);
+        assert_eq!(read_all(&log).len(), 9);
+        assert_eq!(corrupt(&counter, "length"), 1);
+    }
+
+    #[test]
+    fn a_bad_record_in_a_sealed_segment_is_skipped_by_readers_and_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        {
+            let (log, mut writer) = open(&path, 100);
+            for time in 0..4 {
+                append_events(&mut writer, &log, 3, time);
+            }
+            assert!(log.segment_count() > 2);
+        }
+        let sealed = segment_path(&path, 0);
+        let offsets = record_offsets(&sealed);
+        flip(&sealed, offsets[1] + 2);
+        let (log, _writer, counter) = open_counted(&path, 100);
+        assert_eq!(
+            corrupt(&counter, "length"),
+            0,
+            "sealed segments are read lazily"
+        );
+
+        let all = read_all(&log);
+        assert_eq!(all.len(), 11);
+        assert_eq!(all.iter().filter(|e| *e == "{\"n\":1}").count(), 3);
+        assert_eq!(corrupt(&counter, "length"), 1);
+        assert_eq!(read_all(&log).len(), 11);
+        assert_eq!(corrupt(&counter, "length"), 1);
+    }
+
+    #[test]
+    fn a_chunk_at_a_bad_record_starts_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        {
+            let (log, mut writer) = open(&path, 1 << 20);
+            append_events(&mut writer, &log, 3, 1);
+            append_events(&mut writer, &log, 3, 2);
+        }
+        let segment = segment_path(&path, 0);
+        let offsets = record_offsets(&segment);
+        let (log, _writer) = open(&path, 1 << 20);
+        // Damaged after recovery (a bad sector read later): found by the reader.
+        flip(&segment, offsets[0] + 12);
+        let chunk = log.read_chunk(0, 1 << 16).unwrap();
+        assert_eq!(chunk.start, offsets[1]);
+        assert_eq!(chunk.events().count(), 5);
+        // A reader whose cursor is inside the quarantined range goes on after it too.
+        assert_eq!(log.read_chunk(offsets[0], 10).unwrap().start, offsets[1]);
     }
 }

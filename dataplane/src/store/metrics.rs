@@ -15,6 +15,8 @@ pub struct StoreMetrics {
     pub dropped_events: IntCounterVec,
     pub lock_expiries: IntCounterVec,
     pub pending_events: IntGaugeVec,
+    pub corrupt_records: IntCounterVec,
+    pub write_failures: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -87,13 +89,23 @@ impl StoreMetrics {
                 ),
                 SUB,
             )?,
+            corrupt_records: counter(
+                "gridline_store_corrupt_records_total",
+                "Ranges of a topic's log found corrupt and quarantined (skipped, never delivered), by what was wrong: checksum (the record's bytes changed) or length (its boundary was lost)",
+                &["topic", "reason"],
+            )?,
+            write_failures: counter(
+                "gridline_store_write_failures_total",
+                "Group-commit rounds of a topic that failed to write or fsync (nothing of the round was acknowledged), by reason: disk_full (ENOSPC, EDQUOT, EFBIG) or io",
+                &["topic", "reason"],
+            )?,
         })
     }
 
     /// Register every family. A family already registered (a second store on the same
     /// registry, as in tests that reopen a store) is skipped: its series stay unexported.
     pub fn register(&self, registry: &Registry) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
             Box::new(self.published_events.clone()),
             Box::new(self.store_bytes.clone()),
             Box::new(self.fsync_duration.clone()),
@@ -105,6 +117,8 @@ impl StoreMetrics {
             Box::new(self.dropped_events.clone()),
             Box::new(self.lock_expiries.clone()),
             Box::new(self.pending_events.clone()),
+            Box::new(self.corrupt_records.clone()),
+            Box::new(self.write_failures.clone()),
         ];
         for collector in collectors {
             if let Err(error) = registry.register(collector) {

@@ -11,6 +11,7 @@ mod log;
 mod metrics;
 mod push;
 mod queue;
+mod record;
 mod retention;
 mod subscription;
 mod topic;
@@ -514,6 +515,18 @@ pub enum StoreError {
     NotAPushSubscription { topic: String, subscription: String },
     #[error("the store is shutting down")]
     ShuttingDown,
+    /// Reading or writing failed. A call that writes (publish, receive's locks, settle) stored
+    /// nothing of its own when it fails this way.
     #[error("storage failure: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl StoreError {
+    /// No room to write: the volume is full (ENOSPC), a quota is spent (EDQUOT) or a file-size
+    /// limit is reached (EFBIG). Nothing of the call was stored, and storing works again once
+    /// space is freed. (A failed write reaches callers as `Io` with `ErrorKind::StorageFull`
+    /// for all three.)
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, StoreError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull)
+    }
 }

@@ -309,6 +309,7 @@ pub async fn take_batch<T>(
     // The events to return, in the order they were leased.
     let read_at_cursor = chunk_index(&chunks);
     let mut received = Vec::with_capacity(handout.leases.len());
+    let mut unreadable = Vec::new();
     for (index, lease) in handout.leases.iter().enumerate() {
         let json = if index < redelivered {
             records
@@ -318,7 +319,13 @@ pub async fn take_batch<T>(
         } else {
             read_at_cursor.get(&lease.address).copied()
         };
-        match json.and_then(|json| make(lease, json)) {
+        let Some(json) = json else {
+            // A redelivery whose record was found corrupt since it was first handed out
+            // (the log quarantined it): its content is lost, so is the event.
+            unreadable.push(lease.address);
+            continue;
+        };
+        match make(lease, json) {
             Some(event) => received.push(event),
             None => tracing::error!(
                 topic = %topic.name,
@@ -327,6 +334,9 @@ pub async fn take_batch<T>(
                 "a leased event could not be read back; it will be redelivered after its lock"
             ),
         }
+    }
+    if !unreadable.is_empty() {
+        forget_unreadable(topic, subscription, &unreadable, limits.durable_leases).await?;
     }
 
     let json_of = |index: usize, doomed: &Doomed| {
@@ -348,6 +358,37 @@ pub async fn take_batch<T>(
         subscription.notify.notify_waiters();
     }
     Ok((received, more))
+}
+
+/// Forget in-flight events whose records can no longer be read (quarantined as corrupt):
+/// nothing is left to deliver or dead-letter. The log has logged and counted the range.
+async fn forget_unreadable(
+    topic: &Arc<Topic>,
+    subscription: &Arc<Subscription>,
+    addresses: &[u64],
+    durable: bool,
+) -> Result<(), StoreError> {
+    let commit = {
+        let mut state = subscription.state.lock();
+        for address in addresses {
+            state.remove(*address);
+        }
+        let commit = record_change(topic, &mut state, &[], addresses, false)?;
+        subscription.update_pending(&state);
+        commit
+    };
+    tracing::error!(
+        topic = %topic.name,
+        subscription = %subscription.name,
+        events = addresses.len(),
+        "in-flight events whose records were found corrupt are forgotten: their content is unreadable"
+    );
+    if let Some(commit) = commit
+        && durable
+    {
+        wait(commit).await?;
+    }
+    Ok(())
 }
 
 /// The complete events of the chunks read, by address. (A chunk's bytes usually end inside a

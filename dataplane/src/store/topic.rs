@@ -133,7 +133,11 @@ impl Topic {
         clock: Clock,
         metrics: Arc<StoreMetrics>,
     ) -> io::Result<Arc<Topic>> {
-        let (log, writer) = Log::open(dir.join("segments"), tuning.segment_bytes)?;
+        let report = log::CorruptionReport {
+            topic: name.clone(),
+            counter: metrics.corrupt_records.clone(),
+        };
+        let (log, writer) = Log::open(dir.join("segments"), tuning.segment_bytes, report)?;
         let log = Arc::new(log);
         let (journal, recovered) = Journal::open(journal::path(&dir), tuning.owner)?;
         let (start, end) = (log.start(), log.end());
@@ -390,7 +394,15 @@ impl Topic {
 pub async fn wait(durable: tokio::sync::oneshot::Receiver<CommitResult>) -> Result<(), StoreError> {
     match durable.await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err((kind, message))) => Err(StoreError::Io(io::Error::new(kind, message))),
+        Ok(Err((kind, message))) => {
+            // One kind for every way of running out of room (see `StoreError::is_storage_full`).
+            let kind = if super::commit::is_disk_full(kind) {
+                io::ErrorKind::StorageFull
+            } else {
+                kind
+            };
+            Err(StoreError::Io(io::Error::new(kind, message)))
+        }
         // The flusher always answers; a dropped sender means the runtime is going away.
         Err(_) => Err(StoreError::ShuttingDown),
     }

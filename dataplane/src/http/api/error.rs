@@ -12,8 +12,9 @@
 //! | 405 | `MethodNotAllowed` | anything but POST |
 //! | 413 | `RequestEntityTooLarge` | a request or an event over 1 MB |
 //! | 415 | `UnsupportedMediaType` | a publish that is neither structured, batch nor binary mode |
-//! | 500 | `InternalServerError` | the store failed (details in the log only) |
+//! | 500 | `InternalServerError` | the store failed to read (details in the log only) |
 //! | 503 | `ServiceUnavailable` | no Namespace is served yet, or the store is shutting down |
+//! | 503 + `Retry-After` | `ServiceUnavailable` | the store's volume is full, or a publish could not be written: nothing of the request was stored, retrying later works |
 
 use crate::auth::AuthError;
 use crate::cloudevents::ParseError;
@@ -22,6 +23,11 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use std::time::Duration;
+
+/// How long a client is asked to wait when the store cannot write (a full volume needs an
+/// operator or retention to free space; sooner would only add load).
+pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// The API versions Gridline serves.
 pub const API_VERSIONS: [&str; 2] = ["2023-11-01", "2024-06-01"];
@@ -33,6 +39,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub target: Option<String>,
+    /// Sent as `Retry-After` (seconds).
+    pub retry_after: Option<Duration>,
 }
 
 #[derive(Serialize)]
@@ -55,6 +63,7 @@ impl ApiError {
             code,
             message: message.into(),
             target: None,
+            retry_after: None,
         }
     }
 
@@ -113,6 +122,27 @@ impl ApiError {
         )
     }
 
+    /// The store cannot write: 503 with `Retry-After`.
+    fn storage_unavailable(message: &str) -> Self {
+        let mut error = Self::unavailable(message);
+        error.retry_after = Some(STORAGE_RETRY_AFTER);
+        error
+    }
+
+    /// A publish the store refused. A publish only writes, so any storage failure is a failed
+    /// write: nothing of the request was stored and the same request may be sent again (503).
+    pub fn publish_failed(error: StoreError) -> Self {
+        match error {
+            StoreError::Io(io) if !matches!(io.kind(), std::io::ErrorKind::StorageFull) => {
+                tracing::error!(error = %io, "the event store failed to write a publish");
+                Self::storage_unavailable(
+                    "the event store could not write the events durably; nothing of this request was stored, retry later",
+                )
+            }
+            other => other.into(),
+        }
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -162,6 +192,11 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("SharedAccessKey, SharedAccessSignature"),
             );
         }
+        if let Some(after) = self.retry_after
+            && let Ok(value) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             response
                 .headers_mut()
@@ -200,6 +235,12 @@ impl From<StoreError> for ApiError {
                 ApiError::bad_request(error.to_string())
             }
             StoreError::ShuttingDown => ApiError::unavailable(error.to_string()),
+            StoreError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                tracing::warn!(error = %io, "the event store's volume is full");
+                ApiError::storage_unavailable(
+                    "the event store's storage is full; nothing of this request was stored, retry later",
+                )
+            }
             StoreError::Io(io) => {
                 // The details are for the operator, not the client.
                 tracing::error!(error = %io, "the event store failed");
@@ -316,6 +357,40 @@ mod tests {
                     .contains("disk on fire")
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_full_store_answers_503_with_retry_after_and_says_storage_is_full() {
+        let full = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
+        for error in [
+            ApiError::from(StoreError::Io(full)),
+            ApiError::publish_failed(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "Disk quota exceeded",
+            ))),
+        ] {
+            let response = error.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "10");
+            let body = to_bytes(response.into_body(), 1 << 16).await.unwrap();
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["error"]["code"], "ServiceUnavailable");
+            assert_eq!(
+                body["error"]["message"],
+                "the event store's storage is full; nothing of this request was stored, retry later"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_publish_that_fails_to_write_is_503_with_retry_after_and_other_reads_500() {
+        let eio = || std::io::Error::other("Input/output error");
+        let response = ApiError::publish_failed(StoreError::Io(eio())).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "10");
+        let response = ApiError::from(StoreError::Io(eio())).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! `POST /topics/{topic}:publish`: one event (`application/cloudevents+json`), a batch
 //! (`application/cloudevents-batch+json`, what the Azure SDKs always send) or, as a Gridline
-//! extension, one event in binary mode. `200 {}` only once the store holds the events durably.
+//! extension, one event in binary mode. `200 {}` only once the store holds the events durably;
+//! a publish the store could not write is 503 with `Retry-After` (nothing of it was stored).
 
 use super::error::ApiError;
 use super::read_body;
@@ -36,7 +37,11 @@ pub async fn publish(
 
     let count = events.len();
     if count > 0 {
-        state.store.publish(topic, events).await?;
+        state
+            .store
+            .publish(topic, events)
+            .await
+            .map_err(ApiError::publish_failed)?;
         state.api.published(topic, count);
     }
     debug!(events = count, ?mode, "published");

@@ -1,9 +1,11 @@
 //! Store behaviour through its public façade: `delivery` covers the queue semantics,
 //! `durability` recovery, retention and the fsync policies, `lifecycle` what happens to the
-//! files of removed topics and subscriptions, `push` the push dispatcher's access.
+//! files of removed topics and subscriptions, `push` the push dispatcher's access, `faults`
+//! corrupt records and failing writes.
 
 mod delivery;
 mod durability;
+mod faults;
 mod lifecycle;
 mod push;
 
