@@ -8,6 +8,7 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 /// The Gridline data plane: Event Grid namespaces (MQTT broker, CloudEvents API) on one pod.
@@ -72,14 +73,36 @@ struct RunArgs {
     /// Address of the MQTT TLS listener (opened when the Namespace enables `listeners.mqttTls`).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8883")]
     mqtts_addr: SocketAddr,
-    /// Address of the MQTT-over-WebSockets-over-TLS listener (`wss://<addr>/mqtt`; Event
-    /// Grid's 443), opened when the Namespace enables `listeners.https` and `websockets`.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
-    wss_addr: SocketAddr,
-    /// MQTT connections each listener (TCP, TLS, WebSockets, WSS) holds at most; beyond it a
-    /// new socket is closed at once and counted (`gridline_mqtt_connects_total{listener,result="over_limit"}`).
-    #[arg(long, value_name = "N", default_value_t = 100_000, env = "GRIDLINE_MAX_CONNECTIONS_PER_LISTENER", value_parser = clap::value_parser!(u32).range(1..))]
-    max_connections_per_listener: u32,
+    /// Address of the HTTPS listener (Event Grid's 443): the Event Grid API, health, metrics
+    /// and MQTT over WebSockets (`wss://<addr>/mqtt`), with the Namespace's certificate (or a
+    /// custom domain's, by SNI). Opened when the Namespace enables `listeners.https` and has a
+    /// certificate; announced as `https listening on ADDR`. `--wss-addr` is an older name.
+    #[arg(
+        long,
+        visible_alias = "wss-addr",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8443"
+    )]
+    https_addr: SocketAddr,
+    /// MQTT connections each MQTT listener (TCP, TLS, WebSockets, WSS) holds at most; beyond
+    /// it a new socket is closed at once and counted
+    /// (`gridline_mqtt_connects_total{listener,result="over_limit"}`). Default: 100,000, or
+    /// the open-file limit less 1,024 if that is lower (all listeners together stay under it).
+    #[arg(long, value_name = "N", env = "GRIDLINE_MAX_CONNECTIONS_PER_LISTENER", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_listener: Option<u32>,
+    /// Connections each HTTP listener (HTTP, HTTPS) holds at most; beyond it a new socket is
+    /// closed at once and counted (`gridline_http_connections_refused_total`). Default:
+    /// 10,000, or a quarter of the open-file limit less 1,024 if that is lower.
+    #[arg(long, value_name = "N", env = "GRIDLINE_MAX_HTTP_CONNECTIONS_PER_LISTENER", value_parser = clap::value_parser!(u32).range(1..))]
+    max_http_connections_per_listener: Option<u32>,
+    /// Seconds an HTTP client has to send a request's headers, counted from the connection's
+    /// start or the end of its previous response (so also how long an idle keep-alive
+    /// connection is kept).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    http_header_read_timeout: u64,
+    /// Seconds an HTTP client has to send a request's body, from its headers.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    http_body_read_timeout: u64,
     /// Test-only: multiply push delivery's retry delays by this factor in (0, 1], so that
     /// tests run the whole retry schedule in seconds.
     #[arg(long, hide = true, value_name = "F", env = "GRIDLINE_TEST_TIME_SCALE", value_parser = time_scale)]
@@ -108,8 +131,13 @@ impl RunArgs {
             http_addr: self.http_addr,
             mqtt_addr: self.mqtt_addr,
             mqtts_addr: self.mqtts_addr,
-            wss_addr: self.wss_addr,
-            max_connections_per_listener: self.max_connections_per_listener as usize,
+            https_addr: self.https_addr,
+            max_connections_per_listener: self.max_connections_per_listener.map(|n| n as usize),
+            max_http_connections_per_listener: self
+                .max_http_connections_per_listener
+                .map(|n| n as usize),
+            http_header_read_timeout: Duration::from_secs(self.http_header_read_timeout),
+            http_body_read_timeout: Duration::from_secs(self.http_body_read_timeout),
             test_time_scale: self.test_time_scale.unwrap_or_default(),
         }
     }

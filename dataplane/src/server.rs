@@ -5,11 +5,14 @@ use crate::config::kubernetes::KubernetesSource;
 use crate::config::local::LocalSource;
 use crate::config::{ConfigSource, LoadedConfig, NamespaceSelection};
 use crate::delivery::{PushManager, PushTuning, StatusWriter, TimeScale};
+use crate::descriptors::ConnectionBudget;
+use crate::http::listener::{HttpLimits, HttpServer, Listener, ListenerMetrics, TlsSource};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::mqtt;
 use crate::snapshot::{Applier, ReloadPolicy, SharedSnapshot};
 use crate::store::{EventStore, StoreOptions};
+use crate::tls::ServerTls;
 use anyhow::{Context, bail};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -37,10 +40,16 @@ pub struct RunOptions {
     pub http_addr: SocketAddr,
     pub mqtt_addr: SocketAddr,
     pub mqtts_addr: SocketAddr,
-    /// MQTT over WebSockets over TLS (`/mqtt`), opened when the Namespace enables `https`.
-    pub wss_addr: SocketAddr,
-    /// MQTT connections per listener.
-    pub max_connections_per_listener: usize,
+    /// HTTPS: the Event Grid API and MQTT over WebSockets at `/mqtt`, opened when the
+    /// Namespace enables `listeners.https` and has a certificate.
+    pub https_addr: SocketAddr,
+    /// MQTT connections per MQTT listener (None: 100,000 within the descriptor budget).
+    pub max_connections_per_listener: Option<usize>,
+    /// Connections per HTTP listener (None: 10,000 within a quarter of the budget).
+    pub max_http_connections_per_listener: Option<usize>,
+    /// Header-read (and keep-alive idle) and body-read timeouts of the HTTP listeners.
+    pub http_header_read_timeout: std::time::Duration,
+    pub http_body_read_timeout: std::time::Duration,
     /// Test-only: multiplies push delivery's retry delays (1 in production).
     pub test_time_scale: TimeScale,
 }
@@ -56,6 +65,24 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data dir {}", options.data_dir.display()))?;
     info!(data_dir = %options.data_dir.display(), "data dir ready");
 
+    let budget = ConnectionBudget::from_process_limit();
+    let mqtt_cap = capped(
+        "MQTT",
+        options.max_connections_per_listener,
+        budget.mqtt_listener_cap(DEFAULT_MQTT_CONNECTIONS),
+        budget.total(),
+    );
+    let http_cap = capped(
+        "HTTP",
+        options.max_http_connections_per_listener,
+        budget.http_listener_cap(DEFAULT_HTTP_CONNECTIONS),
+        budget.total(),
+    );
+    info!(
+        mqtt_per_listener = mqtt_cap,
+        http_per_listener = http_cap,
+        "connection caps"
+    );
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
     let snapshot = SharedSnapshot::new();
     // Recovered before anything is served: a publish is acknowledged only once durable, so
@@ -81,6 +108,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", options.http_addr))?;
     let http_addr = listener.local_addr()?;
     announce_http(http_addr)?;
+    let listener_metrics =
+        ListenerMetrics::register(metrics.registry()).context("cannot register HTTP metrics")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = AppState::new(snapshot.clone(), metrics.clone(), store.clone())
@@ -93,26 +122,64 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         metrics.registry(),
         &options.data_dir,
         Some(store.clone()),
-        options.max_connections_per_listener,
+        mqtt_cap,
     )
     .context("cannot register the MQTT metrics")?;
-    // WebSockets on the HTTP listener are bounded, and ended at shutdown, with the others.
-    let websockets = mqtt::Connections::new(
-        broker.limits.max_connections,
-        mqtt::authorize::Listener::WebSocket,
-    );
+    // WebSockets on the HTTP listeners are bounded, and ended at shutdown, with the others.
+    let websockets = mqtt::WebSocketConnections {
+        plaintext: mqtt::Connections::new(mqtt_cap, mqtt::authorize::Listener::WebSocket)
+            .within(Some(budget.clone())),
+        tls: mqtt::Connections::new(mqtt_cap, mqtt::authorize::Listener::SecureWebSocket)
+            .within(Some(budget.clone())),
+    };
     let router =
         http::router(state).merge(mqtt::websocket::routes(broker.clone(), websockets.clone()));
-    let mut http_task = tokio::spawn(http::serve(listener, router, stopped(stop_rx.clone())));
+    // One TLS configuration for every TLS listener: a rotated certificate reaches all of them.
+    let tls = Arc::new(ServerTls::default());
+    let http_limits = HttpLimits {
+        max_connections: http_cap,
+        header_read_timeout: options.http_header_read_timeout,
+        body_read_timeout: options.http_body_read_timeout,
+        ..HttpLimits::default()
+    };
+    let plain_http = HttpServer {
+        router: router.clone(),
+        listener: Listener::Http,
+        limits: http_limits,
+        metrics: listener_metrics.clone(),
+        tls: None,
+        budget: Some(budget.clone()),
+    };
+    let https = HttpServer {
+        router,
+        listener: Listener::Https,
+        limits: http_limits,
+        metrics: listener_metrics,
+        tls: Some(TlsSource {
+            tls: tls.clone(),
+            snapshot: snapshot.clone(),
+        }),
+        budget: Some(budget.clone()),
+    };
+    // Ticks at every applied Snapshot, for the HTTPS listener to follow the Namespace.
+    let (applied_tx, applied) = watch::channel(0u64);
+    let mut http_task = tokio::spawn(plain_http.serve(listener, stop_rx.clone()));
+    let mut https_task = tokio::spawn(http::listener::follow_https(
+        https,
+        options.https_addr,
+        applied,
+        stop_rx.clone(),
+    ));
     let mqtt_addrs = mqtt::Addrs {
         plaintext: options.mqtt_addr,
         tls: options.mqtts_addr,
-        wss: options.wss_addr,
     };
     let mut mqtt_task = tokio::spawn(mqtt::run_local(
         broker,
         mqtt_addrs,
+        tls,
         websockets,
+        Some(budget),
         stop_rx.clone(),
     ));
 
@@ -152,7 +219,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         .on_apply({
             let push = push.clone();
             move |snapshot| push.apply_snapshot(snapshot)
-        });
+        })
+        .on_apply(move |_| applied_tx.send_modify(|n| *n += 1));
     let mut apply_task = tokio::spawn(apply_updates(applier, updates));
 
     let result = tokio::select! {
@@ -169,9 +237,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             Ok(()) => Err(anyhow::anyhow!("the MQTT listener stopped")),
             Err(error) => Err(error),
         },
+        ended = &mut https_task => match flatten(ended, "the HTTPS listener") {
+            Ok(()) => Err(anyhow::anyhow!("the HTTPS listener stopped")),
+            Err(error) => Err(error),
+        },
         ended = &mut http_task => match ended {
-            Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP listener stopped")),
-            Ok(Err(error)) => Err(anyhow::Error::new(error).context("the HTTP listener failed")),
+            Ok(()) => Err(anyhow::anyhow!("the HTTP listener stopped")),
             Err(error) => Err(anyhow::Error::new(error).context("the HTTP listener panicked")),
         },
     };
@@ -192,6 +263,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     }
     if !http_task.is_finished() {
         let _ = http_task.await;
+    }
+    if !https_task.is_finished() {
+        let _ = https_task.await;
     }
     // Requests in flight get a grace period; settlements are written before the store closes.
     push.stop().await;
@@ -232,8 +306,26 @@ fn flatten(
     }
 }
 
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stopped| *stopped).await;
+/// MQTT connections per listener unless told otherwise.
+const DEFAULT_MQTT_CONNECTIONS: usize = 100_000;
+/// HTTP connections per listener unless told otherwise.
+const DEFAULT_HTTP_CONNECTIONS: usize = 10_000;
+
+/// The cap of one listener: the configured one (no larger than the whole connection
+/// budget, with a warning if it was), else `default`.
+fn capped(what: &str, configured: Option<usize>, default: usize, budget: usize) -> usize {
+    match configured {
+        Some(configured) if configured > budget => {
+            tracing::warn!(
+                configured,
+                budget,
+                "{what} connections per listener exceed what the open-file limit allows: capped"
+            );
+            budget
+        }
+        Some(configured) => configured,
+        None => default,
+    }
 }
 
 /// This pod's name (Kubernetes sets HOSTNAME to it), for messages several pods may write.

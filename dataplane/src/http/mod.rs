@@ -1,6 +1,7 @@
 //! The HTTP listener: the Event Grid data-plane API ([`api`]), health, readiness and metrics.
 
 pub mod api;
+pub mod listener;
 
 use crate::delivery::StatusBoard;
 use crate::metrics::{self, Metrics};

@@ -1,14 +1,15 @@
-//! The broker's TCP listeners in local mode: plaintext MQTT, MQTT over TLS and MQTT over
-//! WebSockets over TLS (WSS), opened and closed as the served Snapshot enables and disables
-//! them; their accept loops; and the graceful shutdown of every connection.
+//! The broker's TCP listeners: plaintext MQTT and MQTT over TLS, opened and closed as the
+//! served Snapshot enables and disables them; their accept loops; and the graceful shutdown
+//! of every connection, those over WebSockets (served by the HTTP listeners) included.
 
 use super::authorize::Listener;
 use super::broker::Broker;
 use super::connection::{self, Transport};
 use super::persist;
-use super::tls::TlsConfigs;
-use super::websocket;
+use super::websocket::WebSocketConnections;
+use crate::descriptors::ConnectionBudget;
 use crate::snapshot::Readiness;
+use crate::tls::{Protocol, ServerTls};
 use gridline_crds::model::Snapshot;
 use gridline_crds::types::State;
 use std::collections::HashMap;
@@ -24,7 +25,7 @@ use tracing::{debug, info, warn};
 /// How long connections get, at shutdown, to receive their DISCONNECT and close before the
 /// final state is written. The data plane gives the whole MQTT shutdown 5 s.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-/// How long a closing listener's accept loop gets to finish (WSS: axum's graceful shutdown).
+/// How long a closing listener's accept loop gets to finish.
 const LISTENER_CLOSE: Duration = Duration::from_secs(1);
 
 /// Where the local-mode MQTT listeners bind.
@@ -34,13 +35,11 @@ pub struct Addrs {
     pub plaintext: SocketAddr,
     /// MQTT over TLS (`--mqtts-addr`).
     pub tls: SocketAddr,
-    /// MQTT over WebSockets over TLS at `/mqtt` (`--wss-addr`).
-    pub wss: SocketAddr,
 }
 
 /// Which listeners are closing (`Broker::closing`): their connections end, MQTT 5 ones with
 /// DISCONNECT 0x8B (server shutting down). `all` at shutdown; one kind when the Snapshot turns
-/// it off (`websocket` covers WebSockets on the HTTP listener and on WSS alike).
+/// it off (`websocket` covers WebSockets on both HTTP listeners).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Closing {
     pub all: bool,
@@ -84,14 +83,22 @@ impl Closing {
     }
 }
 
-/// The connections of one listener: at most `max` at once (beyond it sockets are closed and
-/// counted); at shutdown, waited for.
+/// The connections of one listener: at most `max` at once, and within the process's
+/// connection budget when it has one (beyond either, sockets are closed and counted); at
+/// shutdown, waited for.
 #[derive(Clone)]
 pub struct Connections {
     permits: Arc<Semaphore>,
     max: u32,
     /// Which listener these are, for the metrics.
     listener: Listener,
+    budget: Option<ConnectionBudget>,
+}
+
+/// A connection's place on its listener and in the process's budget, given back on drop.
+pub struct ConnectionPermit {
+    _listener: OwnedSemaphorePermit,
+    _process: Option<OwnedSemaphorePermit>,
 }
 
 impl Connections {
@@ -103,16 +110,33 @@ impl Connections {
             permits: Arc::new(Semaphore::new(max as usize)),
             max,
             listener,
+            budget: None,
         }
     }
 
+    /// Connections also take their descriptor from `budget`, shared with every listener.
+    pub fn within(mut self, budget: Option<ConnectionBudget>) -> Self {
+        self.budget = budget;
+        self
+    }
+
     /// A place for one more connection, held for its lifetime; None (counted) when full.
-    pub fn open(&self, broker: &Broker) -> Option<OwnedSemaphorePermit> {
-        let permit = self.permits.clone().try_acquire_owned().ok();
-        if permit.is_none() {
-            broker.metrics.connect(self.listener, "over_limit");
+    pub fn open(&self, broker: &Broker) -> Option<ConnectionPermit> {
+        let listener = self.permits.clone().try_acquire_owned().ok();
+        let process = match &self.budget {
+            Some(budget) => budget.take().map(Some),
+            None => Some(None),
+        };
+        match (listener, process) {
+            (Some(listener), Some(process)) => Some(ConnectionPermit {
+                _listener: listener,
+                _process: process,
+            }),
+            _ => {
+                broker.metrics.connect(self.listener, "over_limit");
+                None
+            }
         }
-        permit
     }
 
     /// Resolves once every connection has ended.
@@ -127,7 +151,7 @@ impl Connections {
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
-    tls: Option<Arc<TlsConfigs>>,
+    tls: Option<Arc<ServerTls>>,
     connections: Connections,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -157,7 +181,7 @@ pub async fn serve(
 
 /// The next connection; accept errors (out of file descriptors and the like) back off
 /// instead of spinning.
-pub(super) async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
             Ok(accepted) => return accepted,
@@ -171,16 +195,16 @@ pub(super) async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 
 /// The TLS handshake within the handshake timeout (counted when it fails), with the served
 /// Namespace's configuration; the stream and the client's certificate chain.
-pub(super) async fn tls_handshake(
+async fn tls_handshake(
     socket: TcpStream,
     broker: &Broker,
-    tls: &TlsConfigs,
+    tls: &ServerTls,
     listener: Listener,
 ) -> Option<(
     tokio_rustls::server::TlsStream<TcpStream>,
-    super::tls::PeerCertificates,
+    crate::tls::PeerCertificates,
 )> {
-    let config = match tls.config_for(&broker.snapshot.load()) {
+    let config = match tls.config_for(&broker.snapshot.load(), Protocol::Mqtt) {
         Ok(config) => config,
         Err(error) => {
             warn!(%error, "no TLS configuration: closing the connection");
@@ -213,7 +237,7 @@ pub(super) async fn tls_handshake(
 }
 
 /// The TLS handshake, then the MQTT connection.
-async fn handle_tls(socket: TcpStream, broker: Arc<Broker>, tls: &TlsConfigs) {
+async fn handle_tls(socket: TcpStream, broker: Arc<Broker>, tls: &ServerTls) {
     if let Some((stream, client_certificates)) =
         tls_handshake(socket, &broker, tls, Listener::Tls).await
     {
@@ -229,18 +253,16 @@ async fn handle_tls(socket: TcpStream, broker: Arc<Broker>, tls: &TlsConfigs) {
 enum Kind {
     Plaintext,
     Tls,
-    Wss,
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Plaintext, Kind::Tls, Kind::Wss];
+    const ALL: [Kind; 2] = [Kind::Plaintext, Kind::Tls];
 
     /// How its connections are labelled and authorized.
     fn listener(self) -> Listener {
         match self {
             Kind::Plaintext => Listener::Plaintext,
             Kind::Tls => Listener::Tls,
-            Kind::Wss => Listener::SecureWebSocket,
         }
     }
 
@@ -249,7 +271,6 @@ impl Kind {
         match self {
             Kind::Plaintext => "mqtt",
             Kind::Tls => "mqtts",
-            Kind::Wss => "wss",
         }
     }
 
@@ -257,14 +278,12 @@ impl Kind {
         match self {
             Kind::Plaintext => addrs.plaintext,
             Kind::Tls => addrs.tls,
-            Kind::Wss => addrs.wss,
         }
     }
 
     /// Whether `snapshot` wants this listener open: the broker on, the listener enabled,
-    /// and for the TLS ones a usable certificate. WSS is the Namespace's HTTPS listener
-    /// (Event Grid's 443) carrying `/mqtt`, so it needs `https` and `websockets` both.
-    fn wanted(self, snapshot: &Snapshot, tls: &TlsConfigs) -> bool {
+    /// and for TLS a usable certificate.
+    fn wanted(self, snapshot: &Snapshot, tls: &ServerTls) -> bool {
         let Some(namespace) = snapshot.namespace.as_ref() else {
             return false;
         };
@@ -275,12 +294,11 @@ impl Kind {
         let enabled = match self {
             Kind::Plaintext => listeners.mqtt_plaintext.as_ref().is_some_and(|l| l.enabled),
             Kind::Tls => listeners.mqtt_tls.enabled,
-            Kind::Wss => listeners.https.enabled && listeners.websockets,
         };
         if !enabled || self == Kind::Plaintext {
             return enabled;
         }
-        match tls.config_for(snapshot) {
+        match tls.config_for(snapshot, Protocol::Mqtt) {
             Ok(_) => true,
             Err(error) => {
                 warn!(%error, listener = self.scheme(), "not listening: no usable TLS configuration");
@@ -298,15 +316,17 @@ struct Open {
 }
 
 /// Local mode: once a Namespace is served, open the listeners it enables (plaintext on
-/// `addrs.plaintext`, TLS on `addrs.tls`, WSS on `addrs.wss`; each announced as
-/// `<scheme> listening on <addr>` on stdout) and open or close them as later Snapshots
-/// enable or disable them; run the persister. On `stop`: close the listeners, end every
-/// connection (MQTT 5: DISCONNECT 0x8B), those over WebSockets on the HTTP listener
-/// (`websockets`) included, then write the final state.
+/// `addrs.plaintext`, TLS on `addrs.tls`; each announced as `<scheme> listening on <addr>`
+/// on stdout) and open or close them as later Snapshots enable or disable them; run the
+/// persister. On `stop`: close the listeners, end every connection (MQTT 5: DISCONNECT
+/// 0x8B), those over WebSockets on the HTTP listeners (`websockets`) included, then write
+/// the final state. `tls` is the data plane's one TLS configuration, shared with HTTPS.
 pub async fn run_local(
     broker: Arc<Broker>,
     addrs: Addrs,
-    websockets: Connections,
+    tls: Arc<ServerTls>,
+    websockets: WebSocketConnections,
+    budget: Option<ConnectionBudget>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // The first configuration is applied just after start-up.
@@ -328,14 +348,18 @@ pub async fn run_local(
     let connections: HashMap<Kind, Connections> = Kind::ALL
         .into_iter()
         .map(|kind| {
-            let connections = Connections::new(broker.limits.max_connections, kind.listener());
+            let connections = Connections::new(broker.limits.max_connections, kind.listener())
+                .within(budget.clone());
             (kind, connections)
         })
         .collect();
-    let supervised = supervise(&broker, addrs, &connections, stop).await;
+    let supervised = supervise(&broker, addrs, &tls, &connections, stop).await;
     broker.close_listeners(|closing| !std::mem::replace(&mut closing.all, true));
     let all_ended = async {
-        for c in connections.values().chain([&websockets]) {
+        for c in connections
+            .values()
+            .chain([&websockets.plaintext, &websockets.tls])
+        {
             c.drained().await;
         }
     };
@@ -362,10 +386,10 @@ pub async fn run_local(
 async fn supervise(
     broker: &Arc<Broker>,
     addrs: Addrs,
+    tls: &Arc<ServerTls>,
     connections: &HashMap<Kind, Connections>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let tls = Arc::new(TlsConfigs::default());
     let mut changes = broker.snapshot_changes.subscribe();
     let mut open: HashMap<Kind, Open> = HashMap::new();
     let mut first = true;
@@ -379,11 +403,11 @@ async fn supervise(
         });
         let mut failed = None;
         for kind in Kind::ALL {
-            let wanted = kind.wanted(&served, &tls);
+            let wanted = kind.wanted(&served, tls);
             if wanted && !open.contains_key(&kind) {
                 match bind(kind.scheme(), kind.addr(&addrs)).await {
                     Ok((listener, addr)) => {
-                        let task = start(kind, (listener, addr), broker, &tls, connections);
+                        let task = start(kind, (listener, addr), broker, tls, connections);
                         open.insert(kind, task);
                     }
                     Err(error) if first => failed = Some(error),
@@ -422,7 +446,7 @@ fn start(
     kind: Kind,
     (listener, addr): (TcpListener, SocketAddr),
     broker: &Arc<Broker>,
-    tls: &Arc<TlsConfigs>,
+    tls: &Arc<ServerTls>,
     connections: &HashMap<Kind, Connections>,
 ) -> Open {
     let (stop, stopped) = watch::channel(false);
@@ -435,13 +459,6 @@ fn start(
     let task = match kind {
         Kind::Plaintext => tokio::spawn(serve(listener, broker, None, connections, stopped)),
         Kind::Tls => tokio::spawn(serve(listener, broker, Some(tls), connections, stopped)),
-        Kind::Wss => tokio::spawn(websocket::serve_wss(
-            listener,
-            broker,
-            tls,
-            connections,
-            stopped,
-        )),
     };
     Open { stop, task, addr }
 }
@@ -450,9 +467,6 @@ fn start(
 /// `Broker::closing` when the Snapshot turned their kind off, else they stay.
 async fn close(kind: Kind, mut listener: Open) {
     let _ = listener.stop.send(true);
-    // WSS waits for the HTTP requests in progress (bounded by the upgrade deadline); at
-    // shutdown that must not eat the time the connections and the final state need. Its
-    // connections are waited for through its `Connections` anyway.
     if tokio::time::timeout(LISTENER_CLOSE, &mut listener.task)
         .await
         .is_err()

@@ -14,9 +14,12 @@ pub mod outbox;
 pub mod persist;
 pub mod routing;
 pub mod session;
-pub mod tls;
 pub mod trie;
 pub mod websocket;
+
+// TLS is the data plane's, shared with HTTPS; `mqtt::tls` keeps naming it for the broker's
+// modules.
+pub use crate::tls;
 
 use crate::snapshot::SharedSnapshot;
 use broker::{Broker, Limits};
@@ -26,6 +29,7 @@ use std::sync::Arc;
 use tracing::info;
 
 pub use listeners::{Addrs, Closing, Connections, run_local, serve};
+pub use websocket::WebSocketConnections;
 
 /// The broker of the served Namespace, its metrics registered in `registry`, its sessions
 /// and retained messages restored from `<data_dir>/mqtt/`. Made before the listeners so

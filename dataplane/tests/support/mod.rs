@@ -38,7 +38,7 @@ impl Dataplane {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
-            .args(["--mqtts-addr", "127.0.0.1:0", "--wss-addr", "127.0.0.1:0"])
+            .args(["--mqtts-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "info,gridline_dataplane=debug")
             .stdout(Stdio::piped())
@@ -81,9 +81,15 @@ impl Dataplane {
         self.announced("mqtts listening on ")
     }
 
-    /// Where MQTT over WebSockets over TLS listens (`wss listening on`).
+    /// Where HTTPS listens (`https listening on`): the Event Grid API and MQTT over
+    /// WebSockets over TLS at `/mqtt`.
+    pub fn https_addr(&self) -> SocketAddr {
+        self.announced("https listening on ")
+    }
+
+    /// Where MQTT over WebSockets over TLS listens: the HTTPS listener.
     pub fn wss_addr(&self) -> SocketAddr {
-        self.announced("wss listening on ")
+        self.https_addr()
     }
 
     /// The address of the announcement starting with `prefix` (waits up to 10 s for it).

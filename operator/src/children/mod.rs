@@ -18,8 +18,9 @@ use std::collections::BTreeMap;
 pub const HTTP_PORT: i32 = 8080;
 pub const MQTT_PORT: i32 = 1883;
 pub const MQTTS_PORT: i32 = 8883;
-/// MQTT over WebSockets over TLS (`wss://…/mqtt`), what Event Grid serves on 443.
-pub const WSS_PORT: i32 = 8443;
+/// HTTPS: the Event Grid API and MQTT over WebSockets over TLS (`wss://…/mqtt`), what Event
+/// Grid serves on 443.
+pub const HTTPS_PORT: i32 = 8443;
 
 /// Where each pod's volume is mounted and the data plane keeps its store.
 pub const DATA_DIR: &str = "/var/lib/gridline";

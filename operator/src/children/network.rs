@@ -35,19 +35,18 @@ pub fn peers_service(ns: &Namespace) -> Service {
 }
 
 /// `<ns-name>-gridline`: what clients connect to. MQTT over TLS on `listeners.mqttTls.port`
-/// when enabled, MQTT over WebSockets over TLS on `listeners.https.port` (443, as Event Grid)
-/// when `https` and `websockets` are enabled, plaintext MQTT on `listeners.mqttPlaintext.port`
-/// when enabled, and the HTTP
-/// listener (CloudEvents API, and MQTT over WebSockets at `/mqtt`) on `listeners.http.port`,
-/// 8080 when unset.
+/// when enabled, HTTPS (the CloudEvents API, and MQTT over WebSockets at `/mqtt` when
+/// `websockets` is on) on `listeners.https.port` (443, as Event Grid) when enabled, plaintext
+/// MQTT on `listeners.mqttPlaintext.port` when enabled, and the HTTP listener (the same, in
+/// clear) on `listeners.http.port`, 8080 when unset.
 pub fn client_service(ns: &Namespace) -> Service {
     let listeners = &ns.spec.listeners;
     let mut ports = Vec::new();
     if listeners.mqtt_tls.enabled {
         ports.push(service_port("mqtts", listeners.mqtt_tls.port, "mqtts"));
     }
-    if listeners.https.enabled && listeners.websockets {
-        ports.push(service_port("wss", listeners.https.port, "wss"));
+    if listeners.https.enabled {
+        ports.push(service_port("https", listeners.https.port, "https"));
     }
     if let Some(plaintext) = listeners.mqtt_plaintext.as_ref().filter(|l| l.enabled) {
         ports.push(service_port("mqtt", plaintext.port, "mqtt"));
@@ -119,22 +118,23 @@ mod tests {
     }
 
     #[test]
-    fn by_default_clients_get_mqtt_over_tls_wss_on_443_and_http() {
+    fn by_default_clients_get_mqtt_over_tls_https_on_443_and_http() {
         let service = client_service(&namespace(json!({})));
         assert_eq!(service.metadata.name.as_deref(), Some("orders-gridline"));
         assert_eq!(
             ports(&service),
-            [
-                port("mqtts", 8883),
-                ("wss".into(), 443, "wss".into()),
-                port("http", 8080)
-            ]
+            [port("mqtts", 8883), port("https", 443), port("http", 8080)]
         );
     }
 
     #[test]
-    fn without_websockets_there_is_no_wss_port() {
+    fn https_carries_the_event_grid_api_with_or_without_websockets() {
         let ns = namespace(json!({"listeners": {"websockets": false}}));
+        assert_eq!(
+            ports(&client_service(&ns)),
+            [port("mqtts", 8883), port("https", 443), port("http", 8080)]
+        );
+        let ns = namespace(json!({"listeners": {"https": {"enabled": false, "port": 443}}}));
         assert_eq!(
             ports(&client_service(&ns)),
             [port("mqtts", 8883), port("http", 8080)]
@@ -146,7 +146,12 @@ mod tests {
         let ns = namespace(json!({"listeners": {"mqttPlaintext": {}, "websockets": false}}));
         assert_eq!(
             ports(&client_service(&ns)),
-            [port("mqtts", 8883), port("mqtt", 1883), port("http", 8080)]
+            [
+                port("mqtts", 8883),
+                port("https", 443),
+                port("mqtt", 1883),
+                port("http", 8080)
+            ]
         );
     }
 
@@ -173,7 +178,7 @@ mod tests {
             ports(&client_service(&ns)),
             [
                 ("mqtts".into(), 9883, "mqtts".into()),
-                ("wss".into(), 8443, "wss".into()),
+                port("https", 8443),
                 ("mqtt".into(), 11883, "mqtt".into()),
                 ("http".into(), 80, "http".into()),
             ]
@@ -186,7 +191,11 @@ mod tests {
             namespace(json!({"listeners": {"mqttPlaintext": {"port": 8080}, "websockets": false}}));
         assert_eq!(
             ports(&client_service(&ns)),
-            [port("mqtts", 8883), ("mqtt".into(), 8080, "mqtt".into())]
+            [
+                port("mqtts", 8883),
+                port("https", 443),
+                ("mqtt".into(), 8080, "mqtt".into())
+            ]
         );
     }
 

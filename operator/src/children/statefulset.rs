@@ -110,8 +110,8 @@ pub fn dataplane_args(ns: &Namespace) -> Vec<String> {
         &format!("0.0.0.0:{MQTT_PORT}"),
         "--mqtts-addr",
         &format!("0.0.0.0:{MQTTS_PORT}"),
-        "--wss-addr",
-        &format!("0.0.0.0:{WSS_PORT}"),
+        "--https-addr",
+        &format!("0.0.0.0:{HTTPS_PORT}"),
         "--log-level",
         "info",
     ]
@@ -152,7 +152,7 @@ fn container(ns: &Namespace, options: &Options) -> Container {
             port("http", HTTP_PORT),
             port("mqtt", MQTT_PORT),
             port("mqtts", MQTTS_PORT),
-            port("wss", WSS_PORT),
+            port("https", HTTPS_PORT),
         ]),
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         // Generous: a pod replaying a large store must not be killed for being slow to start.
@@ -327,7 +327,7 @@ mod tests {
             container.args.as_ref().unwrap().join(" "),
             "run --kubernetes --namespace orders --data-dir /var/lib/gridline \
              --http-addr 0.0.0.0:8080 --mqtt-addr 0.0.0.0:1883 --mqtts-addr 0.0.0.0:8883 \
-             --wss-addr 0.0.0.0:8443 --log-level info"
+             --https-addr 0.0.0.0:8443 --log-level info"
         );
         let env = &container.env.as_ref().unwrap()[0];
         assert_eq!(env.name, "GRIDLINE_K8S_NAMESPACE");
@@ -415,7 +415,7 @@ mod tests {
                 ("http".to_string(), 8080),
                 ("mqtt".to_string(), 1883),
                 ("mqtts".to_string(), 8883),
-                ("wss".to_string(), 8443)
+                ("https".to_string(), 8443)
             ]
         );
     }

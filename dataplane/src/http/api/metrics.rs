@@ -3,11 +3,14 @@
 //! configuration (counted only once a publish to them succeeded).
 
 use crate::auth::AuthError;
+use crate::log_limit::LogLimiter;
 use prometheus::{IntCounterVec, Opts, Registry};
 
 pub struct ApiMetrics {
     auth_failures: IntCounterVec,
     published_events: IntCounterVec,
+    /// Authentication failures are logged at most once a second (anyone can cause them).
+    pub auth_failure_log: LogLimiter,
 }
 
 impl ApiMetrics {
@@ -35,6 +38,7 @@ impl ApiMetrics {
         Ok(Self {
             auth_failures,
             published_events,
+            auth_failure_log: LogLimiter::new(std::time::Duration::from_secs(1)),
         })
     }
 

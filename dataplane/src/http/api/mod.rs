@@ -24,6 +24,7 @@ mod subscription;
 mod tests;
 
 use super::{AppState, RouteLabel};
+use crate::log_limit::truncated;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::CONTENT_LENGTH;
@@ -43,14 +44,15 @@ pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let Some(path) = path::parse(parts.uri.path()) else {
-        return ApiError::no_such_operation(parts.uri.path()).into_response();
+        return ApiError::no_such_operation(&truncated(parts.uri.path())).into_response();
     };
     let operation = path.operation;
+    // Names as the client sent them, before anything checked them: cut for the logs.
     let span = info_span!(
         "api",
         op = operation.name(),
-        topic = %path.topic,
-        subscription = path.subscription.as_deref().unwrap_or(""),
+        topic = %truncated(&path.topic),
+        subscription = %truncated(path.subscription.as_deref().unwrap_or("")),
     );
     let mut response = match serve(&state, &parts, body, path)
         .instrument(span.clone())
@@ -62,7 +64,7 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
                 if error.status.is_server_error() {
                     warn!(status = error.status.as_u16(), code = error.code, message = %error.message, "request failed");
                 } else {
-                    debug!(status = error.status.as_u16(), code = error.code, message = %error.message, "request refused");
+                    debug!(status = error.status.as_u16(), code = error.code, message = %truncated(&error.message), "request refused");
                 }
             });
             error.into_response()
@@ -94,11 +96,14 @@ async fn serve(
         )));
     };
     if let Err(refused) = authenticate::authenticate(&namespace.name, &namespace.sas_keys, parts) {
-        // The reason only, never what was presented.
-        info!(
-            reason = refused.reason(),
-            "authentication failed: {refused}"
-        );
+        // The reason only, never what was presented; a line a second at most, since anyone
+        // can cause it (every refusal is counted in the metric).
+        if let Some(suppressed) = state.api.auth_failure_log.allow() {
+            info!(
+                reason = refused.reason(),
+                suppressed, "authentication failed: {refused}"
+            );
+        }
         state.api.auth_failed(&refused);
         return Err(ApiError::unauthorized(&refused));
     }
