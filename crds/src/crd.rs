@@ -1,12 +1,14 @@
 //! The CustomResourceDefinitions, generated from the Rust types.
 
 use crate::types::*;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps,
+};
 use kube::CustomResourceExt;
 
 /// Every Gridline CRD, in a stable order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![
+    let mut crds = vec![
         Namespace::crd(),
         Topic::crd(),
         EventSubscription::crd(),
@@ -14,7 +16,56 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         ClientGroup::crd(),
         TopicSpace::crd(),
         PermissionBinding::crd(),
-    ]
+    ];
+    for crd in &mut crds {
+        declare_object_meta(crd);
+    }
+    crds
+}
+
+/// Declares `apiVersion`, `kind`, `metadata.name` and `metadata.generateName` at the root of
+/// each version's schema, the names bounded by [`MAX_OBJECT_NAME_CHARS`] (what the API server
+/// enforces for any object name anyway).
+///
+/// Every kind has a CEL rule on `self.metadata.name`. Unless the schema declares all four
+/// fields, the API server types `metadata.name` in CEL as a string of unknown length and prices
+/// the rule for a 3 MB name (apiextensions-apiserver `WithTypeAndObjectMeta`); declared, the
+/// rule costs a few hundred units. `metadata` may only restrict `name` and `generateName`, and
+/// the published OpenAPI replaces all three fields with the standard ones, so `kubectl explain`
+/// is unchanged.
+fn declare_object_meta(crd: &mut CustomResourceDefinition) {
+    let string = |max_length: Option<i64>| JSONSchemaProps {
+        type_: Some("string".into()),
+        max_length,
+        ..Default::default()
+    };
+    let name = string(Some(i64::from(MAX_OBJECT_NAME_CHARS)));
+    for version in &mut crd.spec.versions {
+        let Some(root) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        let properties = root.properties.get_or_insert_with(Default::default);
+        properties.insert("apiVersion".into(), string(None));
+        properties.insert("kind".into(), string(None));
+        properties.insert(
+            "metadata".into(),
+            JSONSchemaProps {
+                type_: Some("object".into()),
+                properties: Some(
+                    [
+                        ("name".to_string(), name.clone()),
+                        ("generateName".to_string(), name.clone()),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+        );
+    }
 }
 
 /// `(file name, YAML)` for each CRD, as committed under `crds/`.

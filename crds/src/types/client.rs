@@ -32,7 +32,7 @@ pub struct ClientSpec {
     /// The name the client authenticates as (the MQTT CONNECT username, or the certificate
     /// field the validation scheme names). Defaults to the object's name. 1-128 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.size() >= 1 && self.size() <= 128").message("authenticationName must be 1-128 characters"))]
+    #[schemars(length(min = 1, max = 128))]
     pub authentication_name: Option<String>,
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]

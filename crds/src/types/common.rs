@@ -9,11 +9,16 @@ pub const GROUP: &str = "gridline.dev";
 /// The served and stored version of every Gridline kind.
 pub const VERSION: &str = "v1alpha1";
 
+/// The longest name of a Kubernetes object (a DNS subdomain), and so the bound of every field
+/// that names one: the API server prices CEL rules by the declared bounds of what they read.
+pub const MAX_OBJECT_NAME_CHARS: u32 = 253;
+
 /// A reference to another Gridline object by name, in the same Kubernetes namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectRef {
     /// Name of the referenced object (in the same Kubernetes namespace).
+    #[schemars(length(max = MAX_OBJECT_NAME_CHARS))]
     pub name: String,
 }
 

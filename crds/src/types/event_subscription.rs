@@ -187,6 +187,7 @@ pub enum PushEndpointType {
 #[serde(rename_all = "camelCase")]
 pub struct WebHookProperties {
     /// `https://` URL (or `http://` when the Namespace allows insecure webhooks).
+    #[schemars(length(max = MAX_ENDPOINT_URL_CHARS))]
     #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("endpointUrl must be an http:// or https:// URL"))]
     pub endpoint_url: String,
     /// Events per request (1-5000, default 1).
@@ -207,6 +208,10 @@ pub struct WebHookProperties {
     pub ca_certificate_secret_name: Option<String>,
 }
 
+/// Bound of a webhook URL: twice what browsers and most servers take (2048), so that a URL
+/// carrying a long query (a function key, a SAS token) fits.
+const MAX_ENDPOINT_URL_CHARS: u32 = 4096;
+
 fn one() -> i32 {
     1
 }
@@ -223,7 +228,7 @@ fn default_batch_kilobytes() -> i32 {
 )]
 pub struct DeliveryAttributeMapping {
     /// The header name.
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9-]{1,128}$')").message("a header name is 1-128 letters, digits and '-'"))]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9-]{1,128}$"))]
     pub name: String,
     /// `Static` (a fixed or secret value) or `Dynamic` (from an event attribute).
     #[serde(rename = "type")]

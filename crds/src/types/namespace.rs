@@ -1,6 +1,6 @@
 //! `Namespace`: one broker instance (Event Grid `namespaces`), with Gridline's deployment settings.
 
-use super::common::{ObjectRef, ResourceStatus, State};
+use super::common::{MAX_OBJECT_NAME_CHARS, ObjectRef, ResourceStatus, State};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -180,11 +180,11 @@ pub struct RoutingEnrichments {
 }
 
 /// A static routing enrichment.
-#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StaticEnrichment {
     /// The CloudEvents extension attribute name: lowercase letters and digits, at most 20.
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]{1,20}$')").message("an enrichment key is a CloudEvents extension name: 1-20 lowercase letters and digits"))]
+    #[schemars(regex(pattern = r"^[a-z0-9]{1,20}$"))]
     pub key: String,
     /// The value.
     pub value: String,
@@ -201,11 +201,11 @@ pub enum EnrichmentValueType {
 }
 
 /// A dynamic routing enrichment.
-#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DynamicEnrichment {
     /// The CloudEvents extension attribute name: lowercase letters and digits, at most 20.
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]{1,20}$')").message("an enrichment key is a CloudEvents extension name: 1-20 lowercase letters and digits"))]
+    #[schemars(regex(pattern = r"^[a-z0-9]{1,20}$"))]
     pub key: String,
     /// One of `${client.authenticationName}`, `${client.attributes.<name>}`,
     /// `${mqtt.message.userProperties.<name>}`, `${mqtt.message.topicName}`,
@@ -371,10 +371,12 @@ fn default_mqtt_port() -> i32 {
 pub struct Storage {
     /// Volume size per pod (a Kubernetes quantity, default `10Gi`). Immutable.
     #[serde(default = "default_storage_size")]
+    #[schemars(length(max = MAX_QUANTITY_CHARS))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("storage.size is immutable (it sizes the StatefulSet's volume claims)"))]
     pub size: String,
     /// Storage class of the volumes (default: the cluster's default). Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_OBJECT_NAME_CHARS))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("storage.storageClassName is immutable"))]
     pub storage_class_name: Option<String>,
     /// When an append is made durable: `Always` (fsync before acknowledging, default) or
@@ -397,6 +399,10 @@ impl Default for Storage {
         }
     }
 }
+
+/// Bound of `storage.size`: a Kubernetes quantity (`10Gi`, `1.5Ti`) is a few characters; 64
+/// leaves room for any spelling the API server accepts.
+const MAX_QUANTITY_CHARS: u32 = 64;
 
 fn default_storage_size() -> String {
     "10Gi".to_string()

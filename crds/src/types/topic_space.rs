@@ -32,7 +32,6 @@ pub struct TopicSpaceSpec {
     pub description: Option<String>,
     /// 1-10 MQTT topic filters (`+`, `#`), each level possibly a variable:
     /// `${client.authenticationName}` or `${client.attributes.<name>}`.
-    #[schemars(length(min = 1, max = 10))]
-    #[x_kube(validation = Rule::new("self.all(t, t.size() >= 1 && t.size() <= 256)").message("each topic template must be 1-256 characters"))]
+    #[schemars(length(min = 1, max = 10), inner(length(min = 1, max = 256)))]
     pub topic_templates: Vec<String>,
 }
