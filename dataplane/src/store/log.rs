@@ -685,13 +685,31 @@ fn record_times(bytes: &[u8]) -> impl Iterator<Item = Millis> + '_ {
     })
 }
 
+/// The publish time of a segment's first valid record (a damaged first record must not give
+/// retention a wrong age), `None` for a segment without one.
 fn read_first_publish_time(file: &File) -> io::Result<Option<Millis>> {
+    let length = file.metadata()?.len();
+    // Usually the first record is whole: read just it. A scan only after damage.
     let mut head = [0u8; RECORD_HEADER_BYTES + EVENT_FIXED_BYTES];
-    match file.read_exact_at(&mut head, 0) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+    if length < head.len() as u64 {
+        return Ok(None);
     }
+    file.read_exact_at(&mut head, 0)?;
+    // A length past any record's is refused by `parse` from the header alone.
+    let claimed = (RECORD_HEADER_BYTES as u64
+        + u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]])))
+    .min(length)
+    .min(9 << 20);
+    let mut first_record = vec![0u8; claimed as usize];
+    file.read_exact_at(&mut first_record, 0)?;
+    let first = match parse(&first_record, 0) {
+        Parsed::Event(_) => 0,
+        Parsed::Incomplete(_) | Parsed::Invalid => match record::find_record(file, 1, length)? {
+            Some(first) => first,
+            None => return Ok(None),
+        },
+    };
+    file.read_exact_at(&mut head, first)?;
     let mut time = [0u8; 8];
     time.copy_from_slice(&head[RECORD_HEADER_BYTES + 1..RECORD_HEADER_BYTES + 9]);
     Ok(Some(i64::from_le_bytes(time)))
@@ -987,6 +1005,29 @@ mod tests {
         assert_eq!(corrupt(&counter, "length"), 1);
         assert_eq!(read_all(&log).len(), 11);
         assert_eq!(corrupt(&counter, "length"), 1);
+    }
+
+    #[test]
+    fn a_damaged_first_record_does_not_date_its_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        {
+            let (log, mut writer) = open(&path, 100);
+            for time in [1_000, 1_000, 2_000, 2_000, 3_000, 3_000] {
+                append_events(&mut writer, &log, 3, time);
+            }
+            assert!(log.segment_count() > 3);
+        }
+        // The highest byte of the second segment's first publish time.
+        let mut files: Vec<PathBuf> = fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        flip(&files[1], 8 + 1 + 7);
+        let (log, _writer) = open(&path, 100);
+        // Its first valid record was published at 2,000: the first segment, older, may go.
+        assert_eq!(log.delete_segments(u64::MAX, 2_000).unwrap(), 1);
     }
 
     #[test]

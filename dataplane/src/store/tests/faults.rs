@@ -103,6 +103,54 @@ async fn a_corrupt_record_in_a_sealed_segment_is_skipped_and_receive_still_answe
 }
 
 #[tokio::test]
+async fn push_delivery_takes_every_event_after_a_corrupt_record_in_a_sealed_segment() {
+    use super::push::{HOOK, id, take_all, with_push};
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = with_push(10, false);
+    let tuning = || StoreTuning {
+        segment_bytes: 1024,
+        ..StoreTuning::default()
+    };
+    {
+        let store = open_with(dir.path(), tuning()).await;
+        store.apply_snapshot(Arc::clone(&snapshot));
+        for n in 0..30 {
+            store
+                .publish(TOPIC, vec![event(&format!("e-{n}"))])
+                .await
+                .unwrap();
+        }
+        store.close().await;
+    }
+    let first = &segment_files(dir.path())[0];
+    // The length field: the record claims to run past its segment.
+    flip(first, record_offsets(first)[2] + 2);
+
+    let store = open_with(dir.path(), tuning()).await;
+    store.apply_snapshot(Arc::clone(&snapshot));
+    let consumer = store.push_consumer(TOPIC, HOOK).unwrap();
+    let mut delivered = Vec::new();
+    loop {
+        let taken = consumer.take(take_all()).await.unwrap();
+        if taken.is_empty() {
+            break;
+        }
+        delivered.extend(taken.iter().map(id));
+        let settled: Vec<_> = taken
+            .iter()
+            .map(|event| (event.lease, PushSettle::Delivered))
+            .collect();
+        consumer.settle(&settled).await.unwrap();
+    }
+    let expected: Vec<String> = (0..30)
+        .filter(|n| *n != 2)
+        .map(|n| format!("e-{n}"))
+        .collect();
+    assert_eq!(delivered, expected);
+    assert_eq!(store.corrupt_records("length"), 1);
+}
+
+#[tokio::test]
 async fn an_event_whose_record_went_bad_while_in_flight_is_forgotten_not_retried_forever() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), &standard(10, false)).await;

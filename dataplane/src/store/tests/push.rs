@@ -4,7 +4,7 @@
 use super::*;
 use gridline_crds::model::PushDelivery;
 
-const HOOK: &str = "hook";
+pub(super) const HOOK: &str = "hook";
 
 fn push(max_delivery_count: u32, dead_letter: bool) -> CompiledSubscription {
     let mut compiled = subscription(TOPIC, HOOK, queue(10, false));
@@ -21,7 +21,7 @@ fn push(max_delivery_count: u32, dead_letter: bool) -> CompiledSubscription {
     compiled
 }
 
-fn with_push(max_delivery_count: u32, dead_letter: bool) -> Arc<Snapshot> {
+pub(super) fn with_push(max_delivery_count: u32, dead_letter: bool) -> Arc<Snapshot> {
     snapshot(
         vec![
             push(max_delivery_count, dead_letter),
@@ -31,7 +31,7 @@ fn with_push(max_delivery_count: u32, dead_letter: bool) -> Arc<Snapshot> {
     )
 }
 
-fn take_all() -> PushTake {
+pub(super) fn take_all() -> PushTake {
     PushTake {
         max_events: 100,
         max_bytes: 1 << 20,
@@ -39,7 +39,7 @@ fn take_all() -> PushTake {
     }
 }
 
-fn id(event: &PushEvent) -> String {
+pub(super) fn id(event: &PushEvent) -> String {
     let value: Value = serde_json::from_slice(&event.json).unwrap();
     value["id"].as_str().unwrap().to_string()
 }
