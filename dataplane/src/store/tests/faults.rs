@@ -272,3 +272,26 @@ async fn an_acknowledgement_that_could_not_be_written_leaves_the_locks_valid_aft
         2,
     );
 }
+
+#[tokio::test]
+async fn under_the_interval_policy_a_failed_fsync_keeps_the_acknowledged_events_and_a_later_fsync_succeeds()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let interval = json!({"fsyncPolicy": "Interval", "fsyncIntervalMilliseconds": 3_600_000});
+    let snapshot = snapshot(vec![subscription(TOPIC, SUB, queue(10, false))], interval);
+    let store = open(dir.path(), &snapshot).await;
+    store.publish(TOPIC, events("a", 5)).await.unwrap();
+    let committer = Arc::clone(&store.inner.topics.read()[TOPIC].committer);
+
+    *store.faults().sync.lock() = Some(ErrorKind::Other);
+    assert!(committer.sync_if_dirty().is_err());
+    assert_eq!(store.write_failures("io"), 1);
+    // Acknowledged already: kept, written again, and fsynced by the next attempt.
+    committer.sync_if_dirty().unwrap();
+    store.publish(TOPIC, events("b", 5)).await.unwrap();
+    committer.sync_if_dirty().unwrap();
+    store.close().await;
+
+    let store = open(dir.path(), &snapshot).await;
+    assert_eq!(drain(&store).await.len(), 10);
+}
