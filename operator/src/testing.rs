@@ -95,3 +95,34 @@ pub fn permission_binding(
         }),
     )
 }
+
+/// A `kubernetes.io/tls` Secret holding a self-signed certificate for `names` and its key.
+pub fn tls_secret(name: &str, names: &[&str]) -> k8s_openapi::api::core::v1::Secret {
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("valid names");
+    let certificate = params.self_signed(&key).expect("a certificate");
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": K8S_NS, "resourceVersion": "1"},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": certificate.pem(), "tls.key": key.serialize_pem()},
+    }))
+    .expect("a valid Secret")
+}
+
+/// `spec.customDomains` of (name, Secret name).
+pub fn custom_domains(
+    domains: &[(&str, &str)],
+) -> Vec<gridline_crds::types::namespace::CustomDomain> {
+    domains
+        .iter()
+        .map(|(name, secret)| {
+            serde_json::from_value(
+                json!({"fullyQualifiedDomainName": name, "tls": {"secretName": secret}}),
+            )
+            .expect("a valid custom domain")
+        })
+        .collect()
+}

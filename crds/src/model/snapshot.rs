@@ -89,6 +89,9 @@ pub struct CompiledNamespace {
     pub routing_enrichments: RoutingEnrichments,
     /// PEM server certificate chain and key, when `tls` names a Secret.
     pub tls_certificate: Option<TlsMaterial>,
+    /// Custom domain names (`spec.customDomains`), in spec order: a TLS listener presents the
+    /// certificate of the domain a client names in SNI, else `tls_certificate`.
+    pub custom_domains: Vec<CompiledCustomDomain>,
     /// PEM CA certificates for client certificates, by CA name.
     pub ca_certificates: BTreeMap<String, Vec<u8>>,
     /// Trusted JWT issuers (`jwt.issuers`) with their keys, in spec order.
@@ -107,6 +110,35 @@ pub struct CompiledJwtIssuer {
     /// so it may be logged.
     pub jwks_json: Vec<u8>,
 }
+
+/// A custom domain name (`spec.customDomains[]`) and the certificate to present for it.
+///
+/// A domain without a usable certificate does not make its Namespace invalid: the listeners
+/// present `tls_certificate` for it, and the operator reports it in the Namespace's
+/// `CustomDomainsReady` condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompiledCustomDomain {
+    /// Lowercase. Compare an SNI name with it after lowercasing the SNI name (DNS names are
+    /// case-insensitive).
+    pub fully_qualified_domain_name: String,
+    /// None when the Secret is missing, holds no usable PEM, or its certificate does not cover
+    /// the name (then `problem` says why).
+    pub certificate: Option<TlsMaterial>,
+    pub problem: Option<String>,
+}
+
+impl CompiledCustomDomain {
+    /// Whether the Secret holds a certificate, but one that does not cover the name (as
+    /// opposed to no usable certificate at all).
+    pub fn certificate_mismatch(&self) -> bool {
+        self.problem
+            .as_deref()
+            .is_some_and(|problem| problem.contains(CERTIFICATE_MISMATCH))
+    }
+}
+
+/// The phrase every "certificate does not cover the name" problem carries, and no other.
+pub(crate) const CERTIFICATE_MISMATCH: &str = "does not cover";
 
 /// A server certificate and its private key, PEM.
 #[derive(Clone, PartialEq, Eq)]

@@ -39,6 +39,15 @@ pub struct NamespaceSpec {
     /// The server certificate of the TLS listeners.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfiguration>,
+    /// Custom domain names of the MQTT and HTTP endpoints (Event Grid: custom domain names),
+    /// at most 16. Every TLS listener presents the certificate of the domain a client names in
+    /// SNI, and the `tls` certificate to any other name. A domain whose certificate is missing
+    /// or does not cover it is served with the `tls` certificate and reported in the
+    /// `CustomDomainsReady` condition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_CUSTOM_DOMAINS))]
+    #[x_kube(validation = Rule::new("self.all(d, self.exists_one(e, e.fullyQualifiedDomainName == d.fullyQualifiedDomainName))").message("each fullyQualifiedDomainName may appear only once in customDomains"))]
+    pub custom_domains: Vec<CustomDomain>,
     /// CA certificates that MQTT client certificates must chain to (Event Grid `caCertificates`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 2048))]
@@ -228,7 +237,32 @@ pub enum TlsVersion {
 #[serde(rename_all = "camelCase")]
 pub struct TlsConfiguration {
     /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`).
+    #[schemars(length(max = MAX_OBJECT_NAME_CHARS))]
     pub secret_name: String,
+}
+
+/// At most this many custom domains per Namespace: each is a certificate the TLS listeners
+/// hold and match against every handshake's SNI.
+pub const MAX_CUSTOM_DOMAINS: u32 = 16;
+
+/// What a custom domain name must look like: lowercase DNS labels (letters, digits, `-`, not
+/// starting or ending with `-`), at least two, the last starting with a letter. No wildcard:
+/// a custom domain is one name, though its certificate may be a wildcard certificate.
+pub const FULLY_QUALIFIED_DOMAIN_NAME_PATTERN: &str =
+    r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$";
+
+/// A custom domain name and its certificate.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomDomain {
+    /// The domain name clients connect to, e.g. `mqtt.contoso.com`: lowercase, at most 253
+    /// characters, no wildcard.
+    #[schemars(length(max = 253), regex(pattern = FULLY_QUALIFIED_DOMAIN_NAME_PATTERN))]
+    pub fully_qualified_domain_name: String,
+    /// The certificate presented for this name: a `kubernetes.io/tls` Secret (`tls.crt`,
+    /// `tls.key`) whose certificate covers the name (a SAN DNS name, wildcards allowed).
+    /// Renewing the Secret (e.g. by cert-manager) takes effect without a restart.
+    pub tls: TlsConfiguration,
 }
 
 /// A CA certificate trusted for client certificates.

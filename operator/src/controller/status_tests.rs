@@ -150,6 +150,45 @@ async fn a_recreated_object_is_written_again() {
 }
 
 #[tokio::test]
+async fn a_custom_domain_without_its_certificate_is_reported_in_the_namespace_status_without_an_event()
+ {
+    let (client, mut server) = mock_client();
+    let ctx = context(client);
+    let mut objects = namespace_and_topic();
+    objects.namespaces[0].spec.custom_domains = custom_domains(&[("mqtt.contoso.com", "mqtt-tls")]);
+    let script = tokio::spawn(async move {
+        let bodies = server
+            .run(vec![
+                status_patch("namespaces", "orders"),
+                status_patch("topics", "placed"),
+            ])
+            .await;
+        server.expect_no_more(Duration::from_millis(100)).await;
+        bodies
+    });
+    let outcome = sync_namespace(&ctx, K8S_NS, objects, ready("orders")).await;
+    assert_eq!(outcome.patched, 2);
+    let bodies = script.await.unwrap();
+    assert_eq!(
+        conditions_of(&bodies[0]),
+        [
+            ("Accepted".to_string(), "True".to_string()),
+            ("Ready".to_string(), "True".to_string()),
+            ("CustomDomainsReady".to_string(), "False".to_string())
+        ]
+    );
+    let domains = &bodies[0]["status"]["conditions"][2];
+    assert_eq!(domains["reason"], "CertificateMissing");
+    assert_eq!(domains["observedGeneration"], 1);
+    assert!(
+        domains["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("mqtt.contoso.com: Secret 'mqtt-tls' not found")
+    );
+}
+
+#[tokio::test]
 async fn a_refused_object_gets_its_reason_in_status_and_a_warning_event() {
     let (client, mut server) = mock_client();
     let ctx = context(client);

@@ -37,8 +37,13 @@ fn status_text(status: bool) -> &'static str {
 }
 
 /// Condition types the operator reports; a type it no longer wants (the insecure-identity
-/// warning once the switch is off) is removed.
-pub const OPERATOR_CONDITIONS: [&str; 3] = ["Accepted", "Ready", "InsecureUsernameAuthentication"];
+/// warning once the switch is off, `CustomDomainsReady` once the domains are gone) is removed.
+pub const OPERATOR_CONDITIONS: [&str; 4] = [
+    "Accepted",
+    "Ready",
+    "InsecureUsernameAuthentication",
+    "CustomDomainsReady",
+];
 
 /// The conditions to write: `desired`, in order, each keeping the `lastTransitionTime` of the
 /// current condition of its type when its status has not changed, and taking `now` otherwise.

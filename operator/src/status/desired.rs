@@ -3,7 +3,10 @@
 //! object already says.
 
 use super::conditions::{self, Desired};
-use gridline_crds::model::{Kind, ObjectError, ObjectKey, Objects, compile_all};
+use gridline_crds::model::{
+    CompiledCustomDomain, DEFAULT_K8S_NAMESPACE, Kind, ObjectError, ObjectKey, Objects, Snapshot,
+    compile_all,
+};
 use gridline_crds::types::{
     CONDITION_ACCEPTED, CONDITION_READY, Client, ClientGroup, EventSubscription, Namespace,
     PermissionBinding, ResourceStatus, Topic, TopicSpace,
@@ -14,6 +17,11 @@ use std::collections::{BTreeMap, HashMap};
 
 /// Warning condition of a Namespace that takes MQTT usernames without proof (SPEC §D).
 pub const CONDITION_INSECURE: &str = "InsecureUsernameAuthentication";
+
+/// Condition of a Namespace with `spec.customDomains`: True when every domain has a
+/// certificate that covers it. A domain without one is served with the `spec.tls` certificate,
+/// so this never makes the Namespace un-Accepted. Absent when there are no custom domains.
+pub const CONDITION_CUSTOM_DOMAINS: &str = "CustomDomainsReady";
 
 /// At most this many problems are spelled out in a condition message.
 const MAX_PROBLEMS_IN_MESSAGE: usize = 5;
@@ -33,7 +41,7 @@ pub struct Evaluation {
     /// `Err` holds the compile problems of the object.
     pub accepted: Result<(), Vec<ObjectError>>,
     pub ready: Desired,
-    /// Extra conditions (the Namespace's insecure-identity warning).
+    /// Extra conditions of a Namespace: the insecure-identity warning, `CustomDomainsReady`.
     pub warnings: Vec<Desired>,
 }
 
@@ -43,7 +51,7 @@ pub fn evaluate(
     objects: &Objects,
     pods: &BTreeMap<String, Pods>,
 ) -> HashMap<ObjectKey, Evaluation> {
-    let (_, errors) = compile_all(objects);
+    let (snapshots, errors) = compile_all(objects);
     let mut problems: HashMap<ObjectKey, Vec<ObjectError>> = HashMap::new();
     for error in errors {
         problems
@@ -63,7 +71,14 @@ pub fn evaluate(
         let accepted = accepted(&key);
         let ready = namespace_readiness(ns, accepted.is_ok(), pods.get(&ns.name_any()));
         namespace_ready.insert(ns.name_any(), ready.status);
-        let warnings = insecure_identity_warning(ns).into_iter().collect();
+        let k8s_namespace = ns
+            .namespace()
+            .unwrap_or_else(|| DEFAULT_K8S_NAMESPACE.to_string());
+        let snapshot = snapshots.get(&(k8s_namespace, ns.name_any()));
+        let warnings = insecure_identity_warning(ns)
+            .into_iter()
+            .chain(custom_domains_condition(ns, snapshot))
+            .collect();
         evaluations.insert(
             key,
             Evaluation {
@@ -203,6 +218,64 @@ fn insecure_identity_warning(ns: &Namespace) -> Option<Desired> {
                 .into(),
         )
     })
+}
+
+/// `CustomDomainsReady`, from the domains as compiled: each domain's problem is named in the
+/// message. The reason is `CertificateMissing` when some domain has no usable certificate at
+/// all (no Secret, no `tls.crt` / `tls.key`, no readable certificate), else
+/// `CertificateMismatch` when some certificate does not cover its name.
+fn custom_domains_condition(ns: &Namespace, snapshot: Option<&Snapshot>) -> Option<Desired> {
+    if ns.spec.custom_domains.is_empty() {
+        return None;
+    }
+    let Some(compiled) = snapshot.and_then(|s| s.namespace.as_ref()) else {
+        return Some(Desired::new(
+            CONDITION_CUSTOM_DOMAINS,
+            false,
+            "NotAccepted",
+            "the Namespace is not accepted; see the Accepted condition".into(),
+        ));
+    };
+    let failing: Vec<&CompiledCustomDomain> = compiled
+        .custom_domains
+        .iter()
+        .filter(|domain| domain.problem.is_some())
+        .collect();
+    if failing.is_empty() {
+        let count = compiled.custom_domains.len();
+        return Some(Desired::new(
+            CONDITION_CUSTOM_DOMAINS,
+            true,
+            "AllDomainsServed",
+            if count == 1 {
+                "the custom domain is served with its own certificate".into()
+            } else {
+                format!("all {count} custom domains are served with their own certificates")
+            },
+        ));
+    }
+    let reason = if failing.iter().all(|domain| domain.certificate_mismatch()) {
+        "CertificateMismatch"
+    } else {
+        "CertificateMissing"
+    };
+    let problems = failing
+        .iter()
+        .map(|domain| {
+            format!(
+                "{}: {}",
+                domain.fully_qualified_domain_name,
+                domain.problem.as_deref().unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some(Desired::new(
+        CONDITION_CUSTOM_DOMAINS,
+        false,
+        reason,
+        format!("{problems} (served with the spec.tls certificate meanwhile)"),
+    ))
 }
 
 fn accepted_condition(accepted: &Result<(), Vec<ObjectError>>) -> Desired {

@@ -5,6 +5,6 @@ pub mod conditions;
 mod desired;
 
 pub use desired::{
-    AcceptedEvent, CONDITION_INSECURE, Evaluation, Plan, Pods, Reported, StatusChange,
-    desired_status, evaluate, plan,
+    AcceptedEvent, CONDITION_CUSTOM_DOMAINS, CONDITION_INSECURE, Evaluation, Plan, Pods, Reported,
+    StatusChange, desired_status, evaluate, plan,
 };

@@ -4,6 +4,7 @@
 //! Namespace, Topics, EventSubscriptions, ClientGroups, TopicSpaces, Clients, PermissionBindings.
 
 mod access;
+mod custom_domains;
 mod events;
 mod namespace;
 

@@ -114,6 +114,7 @@ impl Compiler<'_> {
 
         let sas_keys = self.sas_keys(&mut problems, namespace);
         let tls_certificate = self.tls_material(&mut problems, namespace);
+        let custom_domains = self.custom_domains(&mut problems, namespace);
         let ca_certificates = self.ca_certificates(&mut problems, namespace);
         let jwt_issuers = self.jwt_issuers(&mut problems, namespace);
 
@@ -127,6 +128,7 @@ impl Compiler<'_> {
                 lifecycle_topic,
                 routing_enrichments,
                 tls_certificate,
+                custom_domains,
                 ca_certificates,
                 jwt_issuers,
             });
@@ -313,7 +315,8 @@ impl Compiler<'_> {
         compiled
     }
 
-    /// A PEM value from a Secret, checked to hold at least one block of the expected label.
+    /// A PEM value from a Secret, checked to hold at least one block of the expected label;
+    /// a problem of `field` when it does not.
     pub(super) fn pem_from_secret(
         &self,
         problems: &mut ObjectProblems,
@@ -322,6 +325,13 @@ impl Compiler<'_> {
         key: &str,
         label: &str,
     ) -> Option<Vec<u8>> {
+        self.pem(secret, key, label)
+            .map_err(|message| problems.add(field, message))
+            .ok()
+    }
+
+    /// A PEM value from a Secret, checked to hold at least one block of the expected label.
+    pub(super) fn pem(&self, secret: &str, key: &str, label: &str) -> Result<Vec<u8>, String> {
         match self.scope.secret(secret, key) {
             SecretLookup::Found(value) => {
                 let text = String::from_utf8_lossy(&value);
@@ -329,23 +339,15 @@ impl Compiler<'_> {
                     .lines()
                     .any(|line| line.starts_with("-----BEGIN ") && line.contains(label));
                 if has_block {
-                    Some(value)
+                    Ok(value)
                 } else {
-                    problems.add(
-                        field,
-                        format!("key '{key}' of Secret '{secret}' holds no PEM {label} block"),
-                    );
-                    None
+                    Err(format!(
+                        "key '{key}' of Secret '{secret}' holds no PEM {label} block"
+                    ))
                 }
             }
-            SecretLookup::NoSecret => {
-                problems.add(field, format!("Secret '{secret}' not found"));
-                None
-            }
-            SecretLookup::NoKey => {
-                problems.add(field, format!("Secret '{secret}' has no key '{key}'"));
-                None
-            }
+            SecretLookup::NoSecret => Err(format!("Secret '{secret}' not found")),
+            SecretLookup::NoKey => Err(format!("Secret '{secret}' has no key '{key}'")),
         }
     }
 }

@@ -55,6 +55,7 @@ fn snapshot(
             lifecycle_topic: None,
             routing_enrichments: Default::default(),
             tls_certificate: None,
+            custom_domains: Vec::new(),
             ca_certificates: cas
                 .iter()
                 .enumerate()

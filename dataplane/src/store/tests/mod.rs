@@ -98,6 +98,7 @@ pub fn snapshot(subscriptions: Vec<CompiledSubscription>, storage: Value) -> Arc
             lifecycle_topic: None,
             routing_enrichments: Default::default(),
             tls_certificate: None,
+            custom_domains: Vec::new(),
             ca_certificates: Default::default(),
             jwt_issuers: Vec::new(),
         }),

@@ -380,3 +380,119 @@ fn deleting_a_topic_refuses_its_subscriptions() {
         accepted.message
     );
 }
+
+fn namespace_condition(
+    plan: &Plan,
+    type_: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    change(plan, Kind::Namespace, "orders")
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .cloned()
+}
+
+#[test]
+fn a_namespace_without_custom_domains_has_no_custom_domains_condition() {
+    let plan = plan(&valid_objects(), &ready_pods("orders", 1), &at(100));
+    assert_eq!(namespace_condition(&plan, CONDITION_CUSTOM_DOMAINS), None);
+}
+
+#[test]
+fn custom_domains_whose_certificates_cover_them_are_reported_served() {
+    let mut objects = valid_objects();
+    objects.namespaces[0].spec.custom_domains = custom_domains(&[
+        ("mqtt.contoso.com", "wildcard"),
+        ("http.contoso.com", "wildcard"),
+    ]);
+    objects
+        .secrets
+        .push(tls_secret("wildcard", &["*.contoso.com"]));
+    let plan = plan(&objects, &ready_pods("orders", 1), &at(100));
+    let domains = namespace_condition(&plan, CONDITION_CUSTOM_DOMAINS).expect("the condition");
+    assert_eq!(
+        (domains.status.as_str(), domains.reason.as_str()),
+        ("True", "AllDomainsServed")
+    );
+    assert_eq!(
+        domains.message,
+        "all 2 custom domains are served with their own certificates"
+    );
+    assert_eq!(domains.observed_generation, Some(1));
+}
+
+#[test]
+fn a_custom_domain_without_a_usable_certificate_is_reported_while_the_namespace_stays_accepted_and_ready()
+ {
+    let mut objects = valid_objects();
+    objects.namespaces[0].spec.custom_domains = custom_domains(&[
+        ("mqtt.contoso.com", "mqtt-tls"),
+        ("http.contoso.com", "other"),
+    ]);
+    objects
+        .secrets
+        .push(tls_secret("other", &["other.example.net"]));
+    let pods = ready_pods("orders", 1);
+    let first = plan(&objects, &pods, &at(100));
+    let ns = change(&first, Kind::Namespace, "orders");
+    assert_eq!(condition(&ns.status, "Accepted").status, "True");
+    assert_eq!(condition(&ns.status, "Ready").status, "True");
+    assert_eq!(ns.event, None);
+    let domains = condition(&ns.status, CONDITION_CUSTOM_DOMAINS);
+    assert_eq!(
+        (domains.status.as_str(), domains.reason.as_str()),
+        ("False", "CertificateMissing")
+    );
+    assert_eq!(
+        domains.message,
+        "mqtt.contoso.com: Secret 'mqtt-tls' not found; http.contoso.com: the certificate in \
+         Secret 'other' does not cover http.contoso.com (it names other.example.net) (served \
+         with the spec.tls certificate meanwhile)"
+    );
+
+    // The missing Secret appears: only the mismatch is left.
+    apply(&mut objects, &first);
+    objects
+        .secrets
+        .push(tls_secret("mqtt-tls", &["mqtt.contoso.com"]));
+    let second = plan(&objects, &pods, &at(200));
+    let domains = namespace_condition(&second, CONDITION_CUSTOM_DOMAINS).expect("the condition");
+    assert_eq!(
+        (domains.status.as_str(), domains.reason.as_str()),
+        ("False", "CertificateMismatch")
+    );
+    assert!(
+        domains.message.starts_with("http.contoso.com: "),
+        "{}",
+        domains.message
+    );
+    // Still False: the transition time stays.
+    assert_eq!(domains.last_transition_time, at(100));
+}
+
+#[test]
+fn a_refused_namespace_reports_its_custom_domains_as_not_accepted() {
+    let mut objects = valid_objects();
+    objects.namespaces[0].spec.replicas = 0;
+    objects.namespaces[0].spec.custom_domains = custom_domains(&[("mqtt.contoso.com", "mqtt-tls")]);
+    let plan = plan(&objects, &ready_pods("orders", 1), &at(100));
+    let domains = namespace_condition(&plan, CONDITION_CUSTOM_DOMAINS).expect("the condition");
+    assert_eq!(
+        (domains.status.as_str(), domains.reason.as_str()),
+        ("False", "NotAccepted")
+    );
+}
+
+#[test]
+fn removing_the_custom_domains_removes_their_condition() {
+    let mut objects = valid_objects();
+    objects.namespaces[0].spec.custom_domains = custom_domains(&[("mqtt.contoso.com", "mqtt-tls")]);
+    let pods = ready_pods("orders", 1);
+    let first = plan(&objects, &pods, &at(100));
+    assert!(namespace_condition(&first, CONDITION_CUSTOM_DOMAINS).is_some());
+    apply(&mut objects, &first);
+    objects.namespaces[0].spec.custom_domains.clear();
+    let second = plan(&objects, &pods, &at(200));
+    assert_eq!(namespace_condition(&second, CONDITION_CUSTOM_DOMAINS), None);
+}
