@@ -87,8 +87,17 @@ impl Material {
         let namespace = snapshot.namespace.as_ref()?;
         Some(Self {
             default: namespace.tls_certificate.clone(),
-            // spec.customDomains joins here once the model compiles it.
-            domains: Vec::new(),
+            domains: namespace
+                .custom_domains
+                .iter()
+                .filter_map(|domain| {
+                    let certificate = domain.certificate.clone()?;
+                    Some((
+                        domain.fully_qualified_domain_name.to_ascii_lowercase(),
+                        certificate,
+                    ))
+                })
+                .collect(),
         })
     }
 }
@@ -206,40 +215,28 @@ fn certified_key(
 struct Certificates {
     /// `spec.tls`: for clients that name no custom domain (or none at all).
     default: Option<Arc<CertifiedKey>>,
-    /// Exact names, lowercase.
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    /// Wildcard domains (`*.example.com`) by their suffix (`example.com`).
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    /// Custom domains by name, lowercase (a domain is one name; its certificate may be a
+    /// wildcard certificate, which compile checked covers it).
+    domains: HashMap<String, Arc<CertifiedKey>>,
 }
 
 impl Certificates {
     fn insert(&mut self, name: &str, key: Arc<CertifiedKey>) {
-        match name.strip_prefix("*.") {
-            Some(suffix) => self.wildcard.insert(suffix.to_string(), key),
-            None => self.exact.insert(name.to_string(), key),
-        };
+        self.domains.insert(name.to_string(), key);
     }
 
     fn is_empty(&self) -> bool {
-        self.default.is_none() && self.exact.is_empty() && self.wildcard.is_empty()
+        self.default.is_none() && self.domains.is_empty()
     }
 
-    /// The certificate for a client that named `server_name`: the exact domain, else a
-    /// wildcard covering it (one label, as RFC 6125 §6.4.3), else the default.
+    /// The certificate for a client that named `server_name`: that custom domain's, else the
+    /// default.
     fn choose(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        if let Some(name) = server_name {
+        server_name
             // rustls hands SNI over lowercased already; a trailing dot names the same host.
-            let name = name.trim_end_matches('.');
-            if let Some(key) = self.exact.get(name) {
-                return Some(key.clone());
-            }
-            if let Some((_, parent)) = name.split_once('.')
-                && let Some(key) = self.wildcard.get(parent)
-            {
-                return Some(key.clone());
-            }
-        }
-        self.default.clone()
+            .and_then(|name| self.domains.get(name.trim_end_matches('.')))
+            .or(self.default.as_ref())
+            .cloned()
     }
 }
 
@@ -374,12 +371,11 @@ mod tests {
     }
 
     #[test]
-    fn a_wildcard_domain_covers_one_label_only() {
-        let wildcard = key(&["*.example.com"]);
-        let certificates = set(None, &[("*.example.com", &wildcard)]);
-        assert!(certificates.choose(Some("a.example.com")).is_some());
-        assert!(certificates.choose(Some("a.b.example.com")).is_none());
-        assert!(certificates.choose(Some("example.com")).is_none());
+    fn without_a_namespace_certificate_only_the_custom_domains_are_answered() {
+        let orders = key(&["*.example.com"]);
+        let certificates = set(None, &[("orders.example.com", &orders)]);
+        assert!(certificates.choose(Some("orders.example.com")).is_some());
+        assert!(certificates.choose(Some("other.example.com")).is_none());
         assert!(
             certificates.choose(None).is_none(),
             "no default: the handshake fails"
