@@ -45,7 +45,8 @@ impl Chunk {
         let mut offset = 0usize;
         std::iter::from_fn(move || {
             let rest = self.bytes.get(offset..)?;
-            match parse(rest, self.start + offset as u64) {
+            // `read_chunk` checked every record it kept.
+            match record::parse_validated(rest, self.start + offset as u64) {
                 Parsed::Event(view) => {
                     offset += view.total_len as usize;
                     Some(view)
