@@ -80,6 +80,9 @@ struct Cached {
 struct Material {
     default: Option<TlsMaterial>,
     domains: Vec<(String, TlsMaterial)>,
+    /// Domains served with the default certificate instead, and why (the operator reports
+    /// them in status; local mode has only this log).
+    unserved: Vec<(String, String)>,
 }
 
 impl Material {
@@ -96,6 +99,15 @@ impl Material {
                         domain.fully_qualified_domain_name.to_ascii_lowercase(),
                         certificate,
                     ))
+                })
+                .collect(),
+            unserved: namespace
+                .custom_domains
+                .iter()
+                .filter(|domain| domain.certificate.is_none())
+                .map(|domain| {
+                    let problem = domain.problem.clone().unwrap_or_default();
+                    (domain.fully_qualified_domain_name.clone(), problem)
                 })
                 .collect(),
         })
@@ -126,6 +138,9 @@ impl ServerTls {
         let material = Material::of(snapshot).ok_or(TlsError::NoCertificate)?;
         let mut cached = self.cached.lock();
         if cached.material.as_ref() != Some(&material) {
+            for (domain, problem) in &material.unserved {
+                warn!(%domain, %problem, "custom domain served with the Namespace's certificate");
+            }
             let certificates = self.certificates(&material)?;
             self.resolver.certificates.store(Arc::new(certificates));
             cached.material = Some(material);
