@@ -82,6 +82,26 @@ pub struct Committer {
     idle: Notify,
     fsyncs: AtomicU64,
     compaction_bytes: u64,
+    /// A full disk fails every round: its log line is rate-limited (logs may share the disk).
+    failure_log: RateLimit,
+}
+
+/// Allows one event per period.
+struct RateLimit {
+    last: Mutex<Option<Instant>>,
+    period: std::time::Duration,
+}
+
+impl RateLimit {
+    fn allow(&self) -> bool {
+        let mut last = self.last.lock();
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < self.period) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
 }
 
 const ALWAYS: u8 = 0;
@@ -119,6 +139,10 @@ impl Committer {
             idle: Notify::new(),
             fsyncs: AtomicU64::new(0),
             compaction_bytes,
+            failure_log: RateLimit {
+                last: Mutex::new(None),
+                period: std::time::Duration::from_secs(10),
+            },
         }
     }
 
@@ -213,11 +237,13 @@ impl Committer {
                 .map_err(|e| (e.kind(), e.to_string()));
             if let Err((kind, message)) = &result {
                 self.count_failure(*kind);
-                tracing::error!(
-                    topic = %self.topic,
-                    error = %message,
-                    "store write failed; nothing of this round was acknowledged and it was cut off"
-                );
+                if self.failure_log.allow() {
+                    tracing::error!(
+                        topic = %self.topic,
+                        error = %message,
+                        "store write failed; nothing of this round was acknowledged and it was cut off (logged at most every 10 s, gridline_store_write_failures_total counts every one)"
+                    );
+                }
             }
             for waiter in waiters {
                 // A waiter that went away (its request was dropped) needs no answer.
@@ -269,7 +295,9 @@ impl Committer {
         // cannot be sealed now grows past its size until it can.
         if let Err(error) = files.log.roll_if_full(&self.log) {
             self.count_failure(error.kind());
-            tracing::error!(topic = %self.topic, %error, "cannot seal the full log segment; retrying on the next write");
+            if self.failure_log.allow() {
+                tracing::error!(topic = %self.topic, %error, "cannot seal the full log segment; retrying on the next write");
+            }
         }
         self.metrics
             .store_bytes
@@ -307,6 +335,9 @@ impl Committer {
         let synced = self.sync_files(&mut files);
         if let Err(error) = &synced {
             self.count_failure(error.kind());
+            if self.failure_log.allow() {
+                tracing::error!(topic = %self.topic, %error, "interval fsync failed; the unsynced bytes are written again before the next attempt");
+            }
         }
         synced
     }
@@ -351,5 +382,39 @@ impl Committer {
         let record = make(files.log.end())?;
         files.journal.append(&record)?;
         files.journal.sync()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_is_logged_once_per_period_however_often_it_happens() {
+        let limit = RateLimit {
+            last: Mutex::new(None),
+            period: std::time::Duration::from_secs(3600),
+        };
+        assert!(limit.allow());
+        assert!((0..1000).all(|_| !limit.allow()));
+        *limit.last.lock() = Some(Instant::now() - std::time::Duration::from_secs(3601));
+        assert!(limit.allow());
+    }
+
+    #[test]
+    fn every_way_of_running_out_of_room_is_disk_full() {
+        for kind in [
+            io::ErrorKind::StorageFull,
+            io::ErrorKind::QuotaExceeded,
+            io::ErrorKind::FileTooLarge,
+        ] {
+            assert_eq!(failure_reason(kind), "disk_full");
+        }
+        assert_eq!(failure_reason(io::ErrorKind::Other), "io");
+        // ENOSPC, EDQUOT and EFBIG on Linux.
+        for errno in [28, 122, 27] {
+            let kind = io::Error::from_raw_os_error(errno).kind();
+            assert!(is_disk_full(kind), "errno {errno}: {kind:?}");
+        }
     }
 }

@@ -133,12 +133,10 @@ impl ApiError {
     /// write: nothing of the request was stored and the same request may be sent again (503).
     pub fn publish_failed(error: StoreError) -> Self {
         match error {
-            StoreError::Io(io) if !matches!(io.kind(), std::io::ErrorKind::StorageFull) => {
-                tracing::error!(error = %io, "the event store failed to write a publish");
-                Self::storage_unavailable(
-                    "the event store could not write the events durably; nothing of this request was stored, retry later",
-                )
-            }
+            // The store logs its failed writes (rate-limited), not once per request.
+            StoreError::Io(_) if !error.is_storage_full() => Self::storage_unavailable(
+                "the event store could not write the events durably; nothing of this request was stored, retry later",
+            ),
             other => other.into(),
         }
     }
@@ -235,12 +233,10 @@ impl From<StoreError> for ApiError {
                 ApiError::bad_request(error.to_string())
             }
             StoreError::ShuttingDown => ApiError::unavailable(error.to_string()),
-            StoreError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
-                tracing::warn!(error = %io, "the event store's volume is full");
-                ApiError::storage_unavailable(
-                    "the event store's storage is full; nothing of this request was stored, retry later",
-                )
-            }
+            // Logged by the store (rate-limited), not once per request.
+            full if full.is_storage_full() => ApiError::storage_unavailable(
+                "the event store's storage is full; nothing of this request was stored, retry later",
+            ),
             StoreError::Io(io) => {
                 // The details are for the operator, not the client.
                 tracing::error!(error = %io, "the event store failed");
