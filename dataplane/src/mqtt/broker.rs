@@ -279,7 +279,9 @@ impl Broker {
         let permissions = Permissions::compute(self.snapshot.load(), authentication_name);
         if permissions.can_publish(&will.topic) {
             info!(client = %client_id, topic = %will.topic, "will published");
-            self.route(&will, authentication_name);
+            if self.routes(&will) {
+                self.route(&will, authentication_name, None);
+            }
             self.publish(will, client_id);
         } else {
             self.metrics.drop_message("not_authorized");

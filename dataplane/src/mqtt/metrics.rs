@@ -30,6 +30,8 @@ pub struct MqttMetrics {
     bytes_out_by_listener: ByListener<IntCounter>,
     /// Namespace limits hit, by limit (`subscriptions_per_connection`, `messages_per_second`).
     pub limited: IntCounterVec,
+    /// Connections ended, by Event Grid's `disconnectionReason` (the lifecycle event's).
+    pub disconnections: IntCounterVec,
     /// Authentication successes and failures (`authenticate`).
     pub auth: super::authenticate::AuthMetrics,
 }
@@ -110,6 +112,14 @@ impl MqttMetrics {
                 ),
                 &["limit"],
             )?,
+            disconnections: IntCounterVec::new(
+                Opts::new(
+                    "gridline_mqtt_disconnections_total",
+                    "Connections ended after CONNACK, by disconnection reason (Event Grid's \
+                     disconnectionReason: ConnectionLost, SessionOverflow, ...)",
+                ),
+                &["reason"],
+            )?,
         };
         registry.register(Box::new(metrics.connections.clone()))?;
         registry.register(Box::new(metrics.connects.clone()))?;
@@ -122,6 +132,7 @@ impl MqttMetrics {
         registry.register(Box::new(metrics.bytes_in.clone()))?;
         registry.register(Box::new(metrics.bytes_out.clone()))?;
         registry.register(Box::new(metrics.limited.clone()))?;
+        registry.register(Box::new(metrics.disconnections.clone()))?;
         Ok(metrics)
     }
 
@@ -160,6 +171,11 @@ impl MqttMetrics {
                 counter.inc_by(count);
             }
         }
+    }
+
+    /// A connection ended for `reason` (`lifecycle::DisconnectionReason::as_str`).
+    pub fn disconnection(&self, reason: &str) {
+        self.disconnections.with_label_values(&[reason]).inc();
     }
 
     pub fn drop_message(&self, reason: &str) {

@@ -2,12 +2,15 @@
 //! message routing"). The connection task only queues the message (`Broker::route`, never
 //! waiting); one routing task builds the events and appends them through the store's ordinary
 //! publish path, a batch at a time, so queue and push subscriptions get them like any HTTP
-//! publish. See README.md, "Routing (decision)".
+//! publish. A QoS 1/2 message carries a `RouteTicket`: its connection holds the PUBACK /
+//! PUBREC back until the routing task reports the batch stored. See README.md, "Routing
+//! (decision)".
 
 use super::broker::Broker;
-use super::codec::Message;
+use super::codec::{Message, reason};
+use super::session::Session;
 use crate::snapshot::SharedSnapshot;
-use crate::store::{EventStore, PublishedEvent};
+use crate::store::{EventStore, PublishedEvent, StoreError};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -16,8 +19,9 @@ use gridline_crds::model::snapshot::CompiledClient;
 use gridline_crds::types::namespace::RoutingEnrichments;
 use prometheus::{IntCounterVec, Opts, Registry};
 use serde_json::{Map, Value};
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -25,9 +29,10 @@ use tracing::{debug, warn};
 /// The CloudEvents `type` of a routed message (Event Grid's).
 pub const ROUTED_EVENT_TYPE: &str = "MQTT.EventPublished";
 
-/// Messages waiting for the routing task. Beyond it messages are dropped and counted
-/// (`gridline_mqtt_routed_events_total{result="dropped"}`): a slow or failing store must not
-/// stall publishers, whose PUBACK never waits for routing.
+/// Messages waiting for the routing task beyond which best-effort ones (QoS 0, wills) are
+/// dropped and counted (`gridline_mqtt_routed_events_total{result="dropped"}`). QoS 1/2
+/// messages are never dropped: each connection has at most our receive maximum of them
+/// waiting (its acknowledgements wait for them), which bounds them instead.
 pub const ROUTING_QUEUE: usize = 10_000;
 
 /// Events appended in one store call at most (one group commit).
@@ -38,6 +43,89 @@ pub struct Routed {
     pub message: Message,
     pub authentication_name: String,
     pub received: DateTime<Utc>,
+    /// Whose acknowledgement waits for it to be stored (QoS 1/2); None: best effort.
+    pub ticket: Option<RouteTicket>,
+}
+
+/// A routed message's place among its connection's: the acknowledgement waits for it.
+pub struct RouteTicket {
+    pub acks: Arc<RoutedAcks>,
+    /// Numbered from 1 per connection, in PUBLISH order.
+    pub seq: u64,
+}
+
+/// What the routing task tells one connection about its routed messages: how far they are
+/// stored, which failed (with the reason code to acknowledge them with), and a wake-up
+/// through the session's `wake` (the connection already waits on it).
+pub struct RoutedAcks {
+    /// The sequence number up to which this connection's routed messages are done (stored,
+    /// or failed). The routing task works in queue order, so it only grows.
+    finished: AtomicU64,
+    /// Set once `failures` has had an entry: lets the connection skip the lock.
+    any_failed: AtomicBool,
+    /// Failed messages (sequence number, MQTT 5 reason code), in order.
+    failures: parking_lot::Mutex<VecDeque<(u64, u8)>>,
+    session: Arc<Session>,
+}
+
+impl RoutedAcks {
+    pub fn new(session: Arc<Session>) -> Self {
+        Self {
+            finished: AtomicU64::new(0),
+            any_failed: AtomicBool::new(false),
+            failures: parking_lot::Mutex::new(VecDeque::new()),
+            session,
+        }
+    }
+
+    /// This connection's routed messages up to this sequence number are done.
+    pub fn finished(&self) -> u64 {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// The reason code that message `seq` (done) failed with, taken; None when stored.
+    /// Called in sequence order.
+    pub fn failure(&self, seq: u64) -> Option<u8> {
+        if !self.any_failed.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut failures = self.failures.lock();
+        while failures.front().is_some_and(|(failed, _)| *failed < seq) {
+            failures.pop_front();
+        }
+        match failures.front() {
+            Some((failed, code)) if *failed == seq => {
+                let code = *code;
+                failures.pop_front();
+                Some(code)
+            }
+            _ => None,
+        }
+    }
+
+    /// Message `seq` is done: stored (`failed` None) or refused with that reason code.
+    fn done(&self, seq: u64, failed: Option<u8>) {
+        if let Some(code) = failed {
+            self.failures.lock().push_back((seq, code));
+            self.any_failed.store(true, Ordering::Release);
+        }
+        self.finished.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    fn wake(&self) {
+        self.session.wake.notify_one();
+    }
+}
+
+/// The MQTT 5 reason code of a routed message the store refused: 0x97 quota exceeded when
+/// the disk is full (the client may try later), else 0x80 unspecified error (the Topic is
+/// not served, the store is shutting down or failed).
+pub fn refusal_code(error: &StoreError) -> u8 {
+    if error.is_storage_full() {
+        reason::QUOTA_EXCEEDED
+    } else {
+        reason::UNSPECIFIED_ERROR
+    }
 }
 
 /// `gridline_mqtt_routed_events_total{result}`: `appended`, `dropped` (queue full), `failed`
@@ -65,9 +153,10 @@ impl RoutingMetrics {
     }
 }
 
-/// The connection side of routing: a bounded queue to the routing task.
+/// The connection side of routing: the queue to the routing task (bounded for best-effort
+/// messages by [`ROUTING_QUEUE`], for acknowledged ones by the connections' receive maximum).
 pub struct Routing {
-    queue: mpsc::Sender<Routed>,
+    queue: mpsc::UnboundedSender<Routed>,
     metrics: RoutingMetrics,
     /// Messages queued and not yet appended (or given up on): what a shutdown waits for.
     pending: Arc<AtomicUsize>,
@@ -76,7 +165,7 @@ pub struct Routing {
 impl Routing {
     /// Start the routing task, appending to `store` under the Snapshot served at each batch.
     pub fn start(store: EventStore, snapshot: SharedSnapshot, metrics: RoutingMetrics) -> Self {
-        let (queue, receiver) = mpsc::channel(ROUTING_QUEUE);
+        let (queue, receiver) = mpsc::unbounded_channel();
         let pending = Arc::new(AtomicUsize::new(0));
         tokio::spawn(run(
             receiver,
@@ -94,33 +183,48 @@ impl Routing {
 }
 
 impl Broker {
-    /// Queue an authorized message for routing when the served Namespace names a routing
-    /// Topic. `$` topics are the broker's own and are not routed. Never waits.
-    pub fn route(&self, message: &Message, authentication_name: &str) {
+    /// Whether an authorized message is to be routed: the served Namespace names a routing
+    /// Topic, and it is not on a `$` topic (the broker's own).
+    pub fn routes(&self, message: &Message) -> bool {
+        self.routing.is_some()
+            && !message.topic.starts_with('$')
+            && self
+                .snapshot
+                .load()
+                .namespace
+                .as_ref()
+                .is_some_and(|n| n.route_topic.is_some())
+    }
+
+    /// Queue a message that [`Broker::routes`] for routing. Never waits. Without a ticket it
+    /// is best effort: dropped (and counted) once [`ROUTING_QUEUE`] messages wait. With one
+    /// it is always queued and its connection is told when it is stored or failed.
+    pub fn route(&self, message: &Message, authentication_name: &str, ticket: Option<RouteTicket>) {
         let Some(routing) = &self.routing else {
             return;
         };
-        if message.topic.starts_with('$') {
-            return;
-        }
-        let routes = self
-            .snapshot
-            .load()
-            .namespace
-            .as_ref()
-            .is_some_and(|n| n.route_topic.is_some());
-        if !routes {
+        let waiting = routing.pending.fetch_add(1, Ordering::AcqRel);
+        if ticket.is_none() && waiting >= ROUTING_QUEUE {
+            routing.pending.fetch_sub(1, Ordering::AcqRel);
+            routing.metrics.count("dropped", 1);
             return;
         }
         let routed = Routed {
             message: message.clone(),
             authentication_name: authentication_name.to_string(),
             received: Utc::now(),
+            ticket,
         };
-        routing.pending.fetch_add(1, Ordering::AcqRel);
-        if routing.queue.try_send(routed).is_err() {
+        if let Err(mpsc::error::SendError(routed)) = routing.queue.send(routed) {
+            // The routing task is gone (shutting down).
             routing.pending.fetch_sub(1, Ordering::AcqRel);
-            routing.metrics.count("dropped", 1);
+            routing.metrics.count("failed", 1);
+            if let Some(ticket) = routed.ticket {
+                ticket
+                    .acks
+                    .done(ticket.seq, Some(reason::UNSPECIFIED_ERROR));
+                ticket.acks.wake();
+            }
         }
     }
 
@@ -156,7 +260,7 @@ impl Broker {
 /// Snapshot served now, append them in one call. While a batch is being made durable the next
 /// one queues up, so batches grow with the load (group commit).
 async fn run(
-    mut queue: mpsc::Receiver<Routed>,
+    mut queue: mpsc::UnboundedReceiver<Routed>,
     store: EventStore,
     snapshot: SharedSnapshot,
     metrics: RoutingMetrics,
@@ -170,7 +274,8 @@ async fn run(
     }
 }
 
-/// Build and append one batch (emptied).
+/// Build and append one batch (emptied), then tell the connections waiting for its
+/// messages how it went.
 async fn append_batch(
     batch: &mut Vec<Routed>,
     store: &EventStore,
@@ -178,20 +283,23 @@ async fn append_batch(
     metrics: &RoutingMetrics,
 ) {
     let served = snapshot.load();
-    let Some(namespace) = served.namespace.as_ref() else {
-        metrics.count("failed", batch.len());
-        batch.clear();
-        return;
-    };
-    let Some(topic) = namespace.route_topic.as_deref() else {
+    let namespace = served.namespace.as_ref();
+    let Some((namespace, topic)) =
+        namespace.and_then(|n| n.route_topic.as_deref().map(|topic| (n, topic)))
+    else {
         // Routing was turned off while these waited.
         metrics.count("failed", batch.len());
-        batch.clear();
+        settle(
+            batch
+                .drain(..)
+                .map(|routed| (routed.ticket, Some(reason::UNSPECIFIED_ERROR))),
+        );
         return;
     };
+    let mut tickets = Vec::with_capacity(batch.len());
     let events: Vec<PublishedEvent> = batch
         .drain(..)
-        .filter_map(|routed| {
+        .filter_map(|mut routed| {
             let client = served.client_by_authentication_name(&routed.authentication_name);
             let event = routed_event(
                 &namespace.name,
@@ -199,19 +307,54 @@ async fn append_batch(
                 client,
                 &namespace.routing_enrichments,
             );
-            published(event)
+            let event = published(event);
+            tickets.push((routed.ticket.take(), event.is_some()));
+            event
         })
         .collect();
     let count = events.len();
-    match store.publish(topic, events).await {
+    let refused = match store.publish(topic, events).await {
         Ok(()) => {
             debug!(topic, events = count, "routed MQTT messages appended");
             metrics.count("appended", count);
+            None
         }
         Err(error) => {
             warn!(topic, events = count, %error, "routed MQTT messages not appended");
             metrics.count("failed", count);
+            Some(refusal_code(&error))
         }
+    };
+    settle(tickets.into_iter().map(|(ticket, built)| {
+        let failed = if built {
+            refused
+        } else {
+            Some(reason::UNSPECIFIED_ERROR)
+        };
+        (ticket, failed)
+    }));
+}
+
+/// Tell each connection how its routed messages went, in queue order, and wake it once per
+/// run of its messages rather than once per message.
+fn settle(outcomes: impl Iterator<Item = (Option<RouteTicket>, Option<u8>)>) {
+    let mut to_wake: Option<Arc<RoutedAcks>> = None;
+    for (ticket, failed) in outcomes {
+        let Some(ticket) = ticket else {
+            continue;
+        };
+        ticket.acks.done(ticket.seq, failed);
+        match &to_wake {
+            Some(acks) if Arc::ptr_eq(acks, &ticket.acks) => {}
+            _ => {
+                if let Some(previous) = to_wake.replace(ticket.acks) {
+                    previous.wake();
+                }
+            }
+        }
+    }
+    if let Some(acks) = to_wake {
+        acks.wake();
     }
 }
 
@@ -376,6 +519,7 @@ mod tests {
             received: DateTime::parse_from_rfc3339("2026-11-25T10:00:00.5Z")
                 .unwrap()
                 .with_timezone(&Utc),
+            ticket: None,
         }
     }
 
@@ -515,6 +659,85 @@ mod tests {
         let no_client = routed_event("dev", &routed(b"x", Default::default()), None, &enrichments);
         assert!(no_client.get("floor").is_none());
         assert!(no_client.get("reply").is_none());
+    }
+
+    fn broker_routing_into(pending: usize) -> (Broker, mpsc::UnboundedReceiver<Routed>) {
+        let registry = Registry::new();
+        let metrics = crate::mqtt::metrics::MqttMetrics::register(&registry).unwrap();
+        let mut broker = Broker::new(
+            SharedSnapshot::new(),
+            metrics,
+            crate::mqtt::broker::Limits::default(),
+        );
+        let (queue, receiver) = mpsc::unbounded_channel();
+        broker.routing = Some(Routing {
+            queue,
+            metrics: RoutingMetrics::register(&registry).unwrap(),
+            pending: Arc::new(AtomicUsize::new(pending)),
+        });
+        (broker, receiver)
+    }
+
+    #[test]
+    fn a_full_routing_queue_drops_best_effort_messages_and_counts_them_never_acknowledged_ones() {
+        let (broker, mut receiver) = broker_routing_into(ROUTING_QUEUE);
+        let message = routed(b"x", Default::default()).message;
+        broker.route(&message, "s1", None);
+        let routing = broker.routing.as_ref().unwrap();
+        assert_eq!(
+            routing.metrics.routed.with_label_values(&["dropped"]).get(),
+            1
+        );
+        assert!(receiver.try_recv().is_err(), "dropped");
+        let session = Arc::new(Session::new("s1".into(), "s1".into()));
+        let acks = Arc::new(RoutedAcks::new(session));
+        let ticket = RouteTicket { acks, seq: 1 };
+        broker.route(&message, "s1", Some(ticket));
+        let queued = receiver.try_recv().expect("queued beyond the bound");
+        assert_eq!(queued.ticket.map(|t| t.seq), Some(1));
+        assert_eq!(
+            routing.metrics.routed.with_label_values(&["dropped"]).get(),
+            1
+        );
+    }
+
+    #[test]
+    fn routed_messages_finish_in_order_with_their_failure_codes_and_wake_the_connection() {
+        let session = Arc::new(Session::new("s1".into(), "s1".into()));
+        let acks = Arc::new(RoutedAcks::new(session.clone()));
+        let ticket = |seq| {
+            Some(RouteTicket {
+                acks: acks.clone(),
+                seq,
+            })
+        };
+        settle(
+            [
+                (ticket(1), None),
+                (ticket(2), Some(reason::QUOTA_EXCEEDED)),
+                (None, None),
+                (ticket(3), None),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(acks.finished(), 3);
+        assert_eq!(acks.failure(1), None);
+        assert_eq!(acks.failure(2), Some(reason::QUOTA_EXCEEDED));
+        assert_eq!(acks.failure(3), None);
+        use futures::FutureExt;
+        assert!(session.wake.notified().now_or_never().is_some(), "woken");
+    }
+
+    #[test]
+    fn a_full_disk_refuses_with_quota_exceeded_anything_else_with_unspecified_error() {
+        let full = StoreError::Io(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert_eq!(refusal_code(&full), reason::QUOTA_EXCEEDED);
+        let failed = StoreError::Io(std::io::Error::other("bad sector"));
+        assert_eq!(refusal_code(&failed), reason::UNSPECIFIED_ERROR);
+        assert_eq!(
+            refusal_code(&StoreError::TopicNotFound("telemetry".into())),
+            reason::UNSPECIFIED_ERROR
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::metrics::MqttMetrics;
 use std::collections::{BTreeSet, VecDeque};
 use std::num::{NonZeroU16, NonZeroU32};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -383,16 +383,23 @@ impl SessionState {
     }
 }
 
-/// Queue a delivery unless a bound says drop it (counted): false when dropped.
+/// Queue a delivery unless a bound says drop it (counted): false when dropped. A connected
+/// session that `stalled` (it took nothing off its queue while its publishers waited) keeps
+/// QoS 1/2 up to the hard bound and no QoS 0, as a session without a connection keeps few.
 fn admit(
     state: &mut SessionState,
     queued: Queued,
     limits: QueueLimits,
+    stalled: bool,
     metrics: &MqttMetrics,
 ) -> bool {
     let waiting = state.queue.len();
     let dropped = if state.attachment.is_some() {
-        (waiting >= limits.max_queued).then_some("queue_full")
+        if waiting >= limits.max_queued {
+            Some("queue_full")
+        } else {
+            (stalled && queued.delivery.qos == QoS::AtMostOnce).then_some("subscriber_stalled")
+        }
     } else if queued.delivery.qos == QoS::AtMostOnce && waiting >= limits.max_queued_qos0_offline {
         Some("queue_full_qos0")
     } else {
@@ -425,14 +432,34 @@ pub struct Session {
     pub client_id: String,
     pub authentication_name: String,
     pub state: parking_lot::Mutex<SessionState>,
-    /// Notified when a message is queued.
+    /// Notified when a message is queued (and when routed messages this session's connection
+    /// published were stored, `routing::RoutedAcks`).
     pub wake: Notify,
-    /// Set when the queue reached `pause_publishers_at`; cleared (and `drained` notified)
-    /// when the connection has taken it under `resume_publishers_below`.
-    congested: AtomicBool,
+    /// Flow control toward publishers: `FLOWING`, `CONGESTED` (the queue reached
+    /// `pause_publishers_at`: publishers pause until the connection has taken it under
+    /// `resume_publishers_below`, which notifies `drained`) or `STALLED` (the connection took
+    /// nothing off the queue for `Limits::max_publisher_pause` while publishers waited: they
+    /// no longer wait for it, until it takes something again).
+    flow: AtomicU8,
+    /// While the flow is not `FLOWING`: when the queue became congested or the connection last
+    /// took messages off it (milliseconds on [`clock_millis`]), which tells a slow subscriber
+    /// from a stuck one.
+    last_progress: AtomicU64,
     /// Publishers paused on this session wait here.
     pub drained: Notify,
 }
+
+/// Milliseconds since the first call, on tokio's clock (paused in tests).
+fn clock_millis(now: Instant) -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `Session::flow` values.
+const FLOWING: u8 = 0;
+const CONGESTED: u8 = 1;
+const STALLED: u8 = 2;
 
 impl Session {
     pub fn new(client_id: String, authentication_name: String) -> Self {
@@ -441,7 +468,8 @@ impl Session {
             authentication_name,
             state: parking_lot::Mutex::new(SessionState::default()),
             wake: Notify::new(),
-            congested: AtomicBool::new(false),
+            flow: AtomicU8::new(FLOWING),
+            last_progress: AtomicU64::new(0),
             drained: Notify::new(),
         }
     }
@@ -507,19 +535,18 @@ impl Session {
         limits: QueueLimits,
         metrics: &MqttMetrics,
     ) -> BatchQueued {
+        let stalled = self.flow.load(Ordering::Acquire) == STALLED;
         let mut state = self.state.lock();
         let waiting = state.queue.len();
         for queued in batch {
-            admit(&mut state, queued, limits, metrics);
+            admit(&mut state, queued, limits, stalled, metrics);
         }
         let now_waiting = state.queue.len();
         let queued = now_waiting - waiting;
         let connected = state.attachment.is_some();
         drop(state);
-        let congested = connected && now_waiting >= limits.pause_publishers_at;
-        if congested {
-            self.congested.store(true, Ordering::Release);
-        }
+        let congested =
+            connected && now_waiting >= limits.pause_publishers_at && self.mark_congested();
         BatchQueued {
             queued,
             wake: waiting == 0 && queued > 0,
@@ -527,18 +554,80 @@ impl Session {
         }
     }
 
-    /// Whether publishers to this session should still wait.
-    pub fn is_congested(&self) -> bool {
-        self.congested.load(Ordering::Acquire)
+    /// The queue is at the pause mark: publishers should wait, unless the session stalled.
+    fn mark_congested(&self) -> bool {
+        match self
+            .flow
+            .compare_exchange(FLOWING, CONGESTED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                // Publishers wait from now: the subscriber has a whole pause to take some.
+                self.last_progress
+                    .store(clock_millis(Instant::now()), Ordering::Release);
+                true
+            }
+            Err(flow) => flow == CONGESTED,
+        }
     }
 
-    /// The connection took messages off the queue: once under the resume mark, let paused
-    /// publishers go on.
-    pub fn after_drain(&self, limits: QueueLimits) {
-        if self.congested.load(Ordering::Acquire)
-            && self.state.lock().queue.len() < limits.resume_publishers_below
-        {
-            self.congested.store(false, Ordering::Release);
+    /// Whether publishers to this session should still wait.
+    pub fn is_congested(&self) -> bool {
+        self.flow.load(Ordering::Acquire) == CONGESTED
+    }
+
+    /// Whether publishers stopped waiting for this session (see [`Session::stall_if_idle_for`]).
+    pub fn is_stalled(&self) -> bool {
+        self.flow.load(Ordering::Acquire) == STALLED
+    }
+
+    /// When a publisher should stop waiting for this congested session: `patience` after
+    /// its connection last took messages off the queue (or after it became congested).
+    pub fn patience_ends(&self, patience: std::time::Duration) -> Instant {
+        let now = Instant::now();
+        let idle = clock_millis(now).saturating_sub(self.last_progress.load(Ordering::Acquire));
+        now + patience.saturating_sub(std::time::Duration::from_millis(idle))
+    }
+
+    /// A publisher's pause on this session ran out: if the connection has taken nothing off
+    /// the queue for `patience`, it is stuck (its client neither reads nor acknowledges), and
+    /// publishers stop waiting for it; those paused now are woken. True when this call
+    /// stalled it.
+    pub fn stall_if_idle_for(&self, patience: std::time::Duration) -> bool {
+        if self.patience_ends(patience) > Instant::now() {
+            return false;
+        }
+        let stalled = self
+            .flow
+            .compare_exchange(CONGESTED, STALLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if stalled {
+            self.drained.notify_waiters();
+        }
+        stalled
+    }
+
+    /// The connection took `taken` messages off the queue: that is progress (a stalled
+    /// session is congested again: publishers wait for it again), and once under the resume
+    /// mark paused publishers go on. One atomic load when the flow is free.
+    pub fn after_drain(&self, limits: QueueLimits, taken: usize) {
+        let flow = self.flow.load(Ordering::Acquire);
+        if flow == FLOWING {
+            return;
+        }
+        if taken > 0 {
+            self.last_progress
+                .store(clock_millis(Instant::now()), Ordering::Release);
+            if flow == STALLED {
+                let _ = self.flow.compare_exchange(
+                    STALLED,
+                    CONGESTED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            }
+        }
+        if self.state.lock().queue.len() < limits.resume_publishers_below {
+            self.flow.store(FLOWING, Ordering::Release);
             self.drained.notify_waiters();
         }
     }
@@ -546,7 +635,7 @@ impl Session {
     /// The connection left: publishers must not wait for a client that is gone (the
     /// offline bounds apply from now on).
     pub fn release_publishers(&self) {
-        self.congested.store(false, Ordering::Release);
+        self.flow.store(FLOWING, Ordering::Release);
         self.drained.notify_waiters();
     }
 }
@@ -796,14 +885,71 @@ mod tests {
 
         session.state.lock().queue.pop_front();
         session.state.lock().queue.pop_front();
-        session.after_drain(limits());
+        session.after_drain(limits(), 2);
         assert!(
             session.is_congested(),
             "2 waiting: not under the resume mark yet"
         );
         session.state.lock().queue.pop_front();
-        session.after_drain(limits());
+        session.after_drain(limits(), 1);
         assert!(!session.is_congested());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_that_takes_nothing_for_a_whole_pause_stalls_and_publishers_stop_waiting_for_it()
+     {
+        let metrics = MqttMetrics::register(&prometheus::Registry::new()).unwrap();
+        let session = Session::new("c".into(), "c".into());
+        session.state.lock().attachment = Some(Attachment::new(1));
+        let enqueue = |qos| session.enqueue(message(qos), limits(), &metrics);
+        for _ in 0..2 {
+            enqueue(QoS::AtLeastOnce);
+        }
+        assert_eq!(enqueue(QoS::AtLeastOnce), Enqueued::QueuedCongested);
+        let patience = std::time::Duration::from_secs(5);
+        assert!(
+            !session.stall_if_idle_for(patience),
+            "it has a whole pause to take some"
+        );
+        // Its connection is stuck: it takes nothing before the pause runs out.
+        tokio::time::advance(std::time::Duration::from_secs(3)).await;
+        session.after_drain(limits(), 0);
+        assert_eq!(
+            session.patience_ends(patience) - Instant::now(),
+            std::time::Duration::from_secs(2)
+        );
+        tokio::time::advance(std::time::Duration::from_secs(2)).await;
+        assert!(session.stall_if_idle_for(patience));
+        assert!(session.is_stalled() && !session.is_congested());
+        assert_eq!(
+            enqueue(QoS::AtMostOnce),
+            Enqueued::Dropped,
+            "no QoS 0 for a stalled subscriber"
+        );
+        assert_eq!(dropped(&metrics, "subscriber_stalled"), 1);
+        assert_eq!(
+            enqueue(QoS::AtLeastOnce),
+            Enqueued::Queued,
+            "QoS 1 is kept, and nobody is asked to pause"
+        );
+        assert_eq!(
+            enqueue(QoS::AtLeastOnce),
+            Enqueued::Dropped,
+            "up to the hard bound"
+        );
+        assert_eq!(dropped(&metrics, "queue_full"), 1);
+        // It takes one message: it is slow, not stuck, and publishers wait for it again.
+        session.state.lock().queue.pop_front();
+        session.after_drain(limits(), 1);
+        assert!(session.is_congested());
+        tokio::time::advance(std::time::Duration::from_secs(4)).await;
+        session.state.lock().queue.pop_front();
+        session.after_drain(limits(), 1);
+        tokio::time::advance(std::time::Duration::from_secs(4)).await;
+        assert!(
+            !session.stall_if_idle_for(patience),
+            "it took one 4 s ago: not stalled"
+        );
     }
 
     #[tokio::test]
@@ -827,7 +973,7 @@ mod tests {
         };
         tokio::task::yield_now().await;
         session.state.lock().queue.clear();
-        session.after_drain(limits());
+        session.after_drain(limits(), 3);
         tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
             .await
             .expect("woken")

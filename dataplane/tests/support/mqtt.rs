@@ -263,6 +263,15 @@ impl RawClient {
         self.framed.send(packet).await.expect("send");
     }
 
+    /// [`RawClient::send`] that reports a closed connection instead of panicking.
+    pub async fn try_send(
+        &mut self,
+        packet: gridline_dataplane::mqtt::codec::Packet,
+    ) -> Result<(), gridline_dataplane::mqtt::codec::CodecError> {
+        use futures::SinkExt;
+        self.framed.send(packet).await
+    }
+
     /// The next packet within `wait`; None on timeout or when the connection closed.
     pub async fn next(
         &mut self,
