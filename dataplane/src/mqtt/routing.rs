@@ -256,9 +256,15 @@ impl Broker {
     }
 }
 
+/// Batches being appended at once: while one waits for its fsync the next is built and
+/// queued behind it in the store's group commit.
+const APPENDS_IN_FLIGHT: usize = 4;
+
 /// The routing task: take what is queued (up to [`MAX_BATCH`]), build the events under the
-/// Snapshot served now, append them in one call. While a batch is being made durable the next
-/// one queues up, so batches grow with the load (group commit).
+/// Snapshot served now, append them in one call, with up to [`APPENDS_IN_FLIGHT`] calls
+/// under way. While batches are being made durable the next ones queue up, so batches grow
+/// with the load (group commit). Outcomes are told to the connections in queue order (a
+/// later batch may be stored first; `RoutedAcks::finished` must only count what is stored).
 async fn run(
     mut queue: mpsc::UnboundedReceiver<Routed>,
     store: EventStore,
@@ -266,22 +272,45 @@ async fn run(
     metrics: RoutingMetrics,
     pending: Arc<AtomicUsize>,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let taken = batch.len();
-        append_batch(&mut batch, &store, &snapshot, &metrics).await;
-        pending.fetch_sub(taken, Ordering::AcqRel);
+    let mut appending = futures::stream::FuturesOrdered::new();
+    let mut open = true;
+    while open || !appending.is_empty() {
+        let taking = open && appending.len() < APPENDS_IN_FLIGHT;
+        tokio::select! {
+            batch = async {
+                let mut batch = Vec::with_capacity(MAX_BATCH);
+                queue.recv_many(&mut batch, MAX_BATCH).await;
+                batch
+            }, if taking => {
+                if batch.is_empty() {
+                    open = false;
+                } else {
+                    appending.push_back(append_batch(batch, &store, &snapshot, &metrics));
+                }
+            }
+            Some(appended) = futures::StreamExt::next(&mut appending) => {
+                let Appended { outcomes } = appended;
+                let taken = outcomes.len();
+                settle(outcomes.into_iter());
+                pending.fetch_sub(taken, Ordering::AcqRel);
+            }
+        }
     }
 }
 
-/// Build and append one batch (emptied), then tell the connections waiting for its
-/// messages how it went.
+/// A batch's outcome: for each of its messages in order, its ticket and the reason code it
+/// failed with (None: stored).
+struct Appended {
+    outcomes: Vec<(Option<RouteTicket>, Option<u8>)>,
+}
+
+/// Build and append one batch.
 async fn append_batch(
-    batch: &mut Vec<Routed>,
+    batch: Vec<Routed>,
     store: &EventStore,
     snapshot: &SharedSnapshot,
     metrics: &RoutingMetrics,
-) {
+) -> Appended {
     let served = snapshot.load();
     let namespace = served.namespace.as_ref();
     let Some((namespace, topic)) =
@@ -289,16 +318,15 @@ async fn append_batch(
     else {
         // Routing was turned off while these waited.
         metrics.count("failed", batch.len());
-        settle(
-            batch
-                .drain(..)
-                .map(|routed| (routed.ticket, Some(reason::UNSPECIFIED_ERROR))),
-        );
-        return;
+        let outcomes = batch
+            .into_iter()
+            .map(|routed| (routed.ticket, Some(reason::UNSPECIFIED_ERROR)))
+            .collect();
+        return Appended { outcomes };
     };
     let mut tickets = Vec::with_capacity(batch.len());
     let events: Vec<PublishedEvent> = batch
-        .drain(..)
+        .into_iter()
         .filter_map(|mut routed| {
             let client = served.client_by_authentication_name(&routed.authentication_name);
             let event = routed_event(
@@ -325,14 +353,18 @@ async fn append_batch(
             Some(refusal_code(&error))
         }
     };
-    settle(tickets.into_iter().map(|(ticket, built)| {
-        let failed = if built {
-            refused
-        } else {
-            Some(reason::UNSPECIFIED_ERROR)
-        };
-        (ticket, failed)
-    }));
+    let outcomes = tickets
+        .into_iter()
+        .map(|(ticket, built)| {
+            let failed = if built {
+                refused
+            } else {
+                Some(reason::UNSPECIFIED_ERROR)
+            };
+            (ticket, failed)
+        })
+        .collect();
+    Appended { outcomes }
 }
 
 /// Tell each connection how its routed messages went, in queue order, and wake it once per
