@@ -53,8 +53,10 @@ fn connected(
             limits,
         );
         if let Some(expires_in) = token_expires_in {
-            connection.authentication_method = Some(METHOD.into());
-            connection.token_deadline = Some(Instant::now() + expires_in);
+            connection.token = Some(Box::new(TokenSession {
+                method: Some(METHOD.into()),
+                deadline: Some(Instant::now() + expires_in),
+            }));
         }
         let end = connection.run().await;
         connection.finish(end).await;
