@@ -1861,6 +1861,19 @@ mod tests {
         Arc<Session>,
         Arc<Broker>,
     ) {
+        connected_through_as(Version::V5, keep_alive, pipe_bytes)
+    }
+
+    fn connected_through_as(
+        version: Version,
+        keep_alive: u16,
+        pipe_bytes: usize,
+    ) -> (
+        Conn<tokio::io::DuplexStream>,
+        tokio::task::JoinHandle<()>,
+        Arc<Session>,
+        Arc<Broker>,
+    ) {
         let metrics = MqttMetrics::register(&prometheus::Registry::new()).unwrap();
         let broker = Arc::new(Broker::new(
             SharedSnapshot::new(),
@@ -1869,8 +1882,11 @@ mod tests {
         ));
         let limits = NamespaceLimits::of(&Snapshot::default());
         let (client, server) = tokio::io::duplex(pipe_bytes);
-        let server = Framed::new(server, Codec::new(Version::V5, 1 << 20));
-        let connect = connect(keep_alive);
+        let server = Framed::new(server, Codec::new(version, 1 << 20));
+        let connect = Connect {
+            version,
+            ..connect(keep_alive)
+        };
         let attached = attach(&broker, &connect, "c1", limits).unwrap();
         let session = attached.0.session.clone();
         let task = tokio::spawn({
@@ -1889,7 +1905,7 @@ mod tests {
                 connection.finish(end).await;
             }
         });
-        let client = Framed::new(client, Codec::new(Version::V5, 1 << 20));
+        let client = Framed::new(client, Codec::new(version, 1 << 20));
         (client, task, session, broker)
     }
 
@@ -1972,6 +1988,18 @@ mod tests {
         let elapsed = start.elapsed().as_secs();
         assert_eq!(elapsed, 15, "closed {elapsed} s after it went quiet");
         drop(client);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_keep_alive_a_client_that_reads_nothing_is_closed_after_sixty_seconds() {
+        // 3.1.1 keeps a keep-alive of 0 (MQTT 5 is granted the maximum instead).
+        let (mut client, task, session, broker) = connected_through_as(Version::V311, 0, 4096);
+        assert!(matches!(client.next().await, Some(Ok(Packet::ConnAck(_)))));
+        let start = Instant::now();
+        queue_messages(&session, &broker, 200);
+        task.await.unwrap();
+        assert_eq!(start.elapsed(), WRITE_STALL_WITHOUT_KEEP_ALIVE);
+        assert_eq!(disconnections(&broker, "SessionOverflow"), 1);
     }
 
     #[tokio::test(start_paused = true)]
