@@ -434,5 +434,6 @@ pub mod mqtt;
 pub mod paho;
 pub mod pki;
 pub mod python;
+pub mod sdk;
 pub mod webhook;
 pub mod wss;
