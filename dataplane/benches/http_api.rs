@@ -4,7 +4,8 @@
 //! as the server, as the baseline's does.
 //!
 //! `cargo bench -p gridline-dataplane --bench http_api -- [SCENARIO...] [--seconds N] [--https]`
-//! Scenarios: fsync, baseline, publish-batched, publish-single, receive-ack, latency, rss.
+//! Scenarios: fsync, baseline, publish-batched, publish-single, publish-new-connections,
+//! receive-ack, latency, rss.
 //! Without a scenario, all but rss run; BENCHMARKS.md records the commands used. With
 //! `--https`, each scenario against the data plane runs over plain HTTP and then again over
 //! HTTPS (TLS with a certificate from a CA made for the run, the client trusting only that CA),
@@ -27,11 +28,12 @@ const KEY: &str = "bench-key";
 const API: &str = "api-version=2024-06-01";
 const EVENT_BYTES: usize = 1024;
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "fsync",
     "baseline",
     "publish-batched",
     "publish-single",
+    "publish-new-connections",
     "receive-ack",
     "latency",
     "rss",
@@ -66,16 +68,11 @@ fn options() -> Options {
         }
     }
     if options.scenarios.is_empty() {
-        options.scenarios = [
-            "fsync",
-            "baseline",
-            "publish-batched",
-            "publish-single",
-            "receive-ack",
-            "latency",
-        ]
-        .map(String::from)
-        .to_vec();
+        options.scenarios = SCENARIOS
+            .iter()
+            .filter(|&&scenario| scenario != "rss")
+            .map(|scenario| scenario.to_string())
+            .collect();
     }
     options
 }
@@ -476,6 +473,30 @@ async fn against_dataplane(scenario: &str, scheme: Scheme, options: &Options) {
             let ((requests, elapsed), cpu) = CpuUsed::during(&plane, work).await;
             println!(
                 "{over} publish, single events: {:.0} requests/s; {}",
+                requests as f64 / elapsed,
+                cpu.per(requests as f64, "request")
+            );
+        }
+        "publish-new-connections" => {
+            // No idle connection is kept: each publish opens its own (and over HTTPS does a
+            // full handshake), as a client that does not reuse connections would.
+            let fresh = plane
+                .client()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("http client");
+            let single = serde_json::to_vec(&event(0)).expect("json");
+            let work = hammer(
+                fresh,
+                url,
+                single,
+                SINGLE_TYPE,
+                options.connections,
+                options.seconds,
+            );
+            let ((requests, elapsed), cpu) = CpuUsed::during(&plane, work).await;
+            println!(
+                "{over} publish, single events, a new connection each: {:.0} requests/s; {}",
                 requests as f64 / elapsed,
                 cpu.per(requests as f64, "request")
             );
