@@ -3,9 +3,14 @@
 //! fraction of what this machine can do at all. The load generator runs on the same 2 cores
 //! as the server, as the baseline's does.
 //!
-//! `cargo bench -p gridline-dataplane --bench http_api -- [SCENARIO...] [--seconds N]`
-//! Scenarios: fsync, baseline, publish-batched, publish-single, receive-ack, latency, rss.
-//! Without a scenario, all but rss run; BENCHMARKS.md records the commands used.
+//! `cargo bench -p gridline-dataplane --bench http_api -- [SCENARIO...] [--seconds N] [--https]`
+//! Scenarios: fsync, baseline, publish-batched, publish-single, publish-new-connections,
+//! receive-ack, latency, rss.
+//! Without a scenario, all but rss run; BENCHMARKS.md records the commands used. With
+//! `--https`, each scenario against the data plane runs over plain HTTP and then again over
+//! HTTPS (TLS with a certificate from a CA made for the run, the client trusting only that CA),
+//! so the two sets of figures come from the same build and the same minutes. Each of those
+//! reports the CPU time the data plane and the load generator used per request (or per event).
 
 mod support;
 
@@ -17,17 +22,30 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use support::HttpDataplane;
+use support::{HttpDataplane, TestPki};
 
 const KEY: &str = "bench-key";
 const API: &str = "api-version=2024-06-01";
 const EVENT_BYTES: usize = 1024;
+
+const SCENARIOS: [&str; 8] = [
+    "fsync",
+    "baseline",
+    "publish-batched",
+    "publish-single",
+    "publish-new-connections",
+    "receive-ack",
+    "latency",
+    "rss",
+];
 
 struct Options {
     scenarios: Vec<String>,
     seconds: u64,
     connections: usize,
     rss_events: usize,
+    /// Run each data-plane scenario over HTTPS too, right after plain HTTP.
+    https: bool,
 }
 
 fn options() -> Options {
@@ -36,6 +54,7 @@ fn options() -> Options {
         seconds: 10,
         connections: 32,
         rss_events: 10_000_000,
+        https: false,
     };
     let mut args = support::Args::from_env();
     while let Some(arg) = args.next() {
@@ -43,21 +62,17 @@ fn options() -> Options {
             "--seconds" => options.seconds = args.number(&arg),
             "--connections" => options.connections = args.number(&arg),
             "--rss-events" => options.rss_events = args.number(&arg),
-            other if !other.starts_with('-') => options.scenarios.push(other.to_string()),
-            other => panic!("unknown option {other}"),
+            "--https" => options.https = true,
+            other if SCENARIOS.contains(&other) => options.scenarios.push(other.to_string()),
+            other => panic!("unknown option or scenario {other} (scenarios: {SCENARIOS:?})"),
         }
     }
     if options.scenarios.is_empty() {
-        options.scenarios = [
-            "fsync",
-            "baseline",
-            "publish-batched",
-            "publish-single",
-            "receive-ack",
-            "latency",
-        ]
-        .map(String::from)
-        .to_vec();
+        options.scenarios = SCENARIOS
+            .iter()
+            .filter(|&&scenario| scenario != "rss")
+            .map(|scenario| scenario.to_string())
+            .collect();
     }
     options
 }
@@ -113,28 +128,103 @@ spec:
     queue: {receiveLockDurationInSeconds: 300}
 ";
 
-/// The data plane under test, with a topic `orders` and a queue subscription `bench`.
-fn start_dataplane() -> HttpDataplane {
-    HttpDataplane::start(MANIFESTS, "warn")
+/// How the load generator reaches the data plane.
+#[derive(Clone, Copy)]
+enum Scheme {
+    Http,
+    /// TLS on the Namespace's HTTPS listener, certificate from a CA made for the run.
+    Https,
 }
 
-fn client() -> reqwest::Client {
+impl Scheme {
+    fn label(self) -> &'static str {
+        match self {
+            Scheme::Http => "http ",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// The data plane under test, with a topic `orders` and a queue subscription `bench`, served
+/// over `scheme`.
+fn start_dataplane(scheme: Scheme) -> HttpDataplane {
+    match scheme {
+        Scheme::Http => HttpDataplane::start(MANIFESTS, "warn"),
+        Scheme::Https => {
+            let pki = TestPki::new();
+            let manifests = MANIFESTS
+                .replacen(
+                    "  sasKeys: {secretName: bench-keys}\n",
+                    "  sasKeys: {secretName: bench-keys}\n  tls: {secretName: bench-tls}\n",
+                    1,
+                )
+                .replacen(
+                    "https: {enabled: false, port: 443}",
+                    "https: {enabled: true, port: 443}",
+                    1,
+                );
+            let manifests = format!("{manifests}---\n{}", pki.secret("bench-tls"));
+            HttpDataplane::start_https(&manifests, "warn", &pki.ca_pem)
+        }
+    }
+}
+
+/// The load generator's client for `plane` (over HTTPS: trusting only the run's CA).
+fn client(plane: &HttpDataplane) -> reqwest::Client {
+    plane
+        .client()
+        .pool_max_idle_per_host(1024)
+        .build()
+        .expect("http client")
+}
+
+fn plain_client() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
         .build()
         .expect("http client")
 }
 
+/// CPU seconds used while a piece of work ran: by the data plane and by this process (the
+/// load generator).
+struct CpuUsed {
+    dataplane: f64,
+    load_generator: f64,
+}
+
+impl CpuUsed {
+    async fn during<T>(plane: &HttpDataplane, work: impl Future<Output = T>) -> (T, Self) {
+        let own = std::process::id();
+        let (dataplane, load_generator) = (plane.cpu_seconds(), support::cpu_seconds(own));
+        let result = work.await;
+        let used = Self {
+            dataplane: plane.cpu_seconds() - dataplane,
+            load_generator: support::cpu_seconds(own) - load_generator,
+        };
+        (result, used)
+    }
+
+    /// `CPU per <unit>: data plane N µs, load generator N µs`, over `count` units.
+    fn per(&self, count: f64, unit: &str) -> String {
+        let micros = |seconds: f64| seconds * 1e6 / count.max(1.0);
+        format!(
+            "CPU per {unit}: data plane {:.0} µs, load generator {:.0} µs",
+            micros(self.dataplane),
+            micros(self.load_generator)
+        )
+    }
+}
+
 /// Closed loop: `connections` tasks each send `body` to `url` back to back for `seconds`.
-/// Returns requests completed per second.
+/// Returns the requests completed and the seconds it took.
 async fn hammer(
+    http: reqwest::Client,
     url: String,
     body: Vec<u8>,
     content_type: &'static str,
     connections: usize,
     seconds: u64,
-) -> f64 {
-    let http = client();
+) -> (u64, f64) {
     let body = bytes::Bytes::from(body);
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -173,7 +263,7 @@ async fn hammer(
     let elapsed = started.elapsed().as_secs_f64();
     let failed = failed.load(Ordering::Relaxed);
     assert_eq!(failed, 0, "{failed} requests failed");
-    done.load(Ordering::Relaxed) as f64 / elapsed
+    (done.load(Ordering::Relaxed), elapsed)
 }
 
 fn fsync_rate() -> f64 {
@@ -206,10 +296,15 @@ async fn baseline_server() -> String {
     format!("http://{addr}")
 }
 
-/// Consumers receive and acknowledge until `stored` events are done or `seconds` pass;
-/// events per second over that time.
-async fn receive_ack(base: &str, connections: usize, seconds: u64, stored: u64) -> f64 {
-    let http = client();
+/// Consumers receive and acknowledge until `stored` events are done or `seconds` pass; the
+/// events received and the seconds it took.
+async fn receive_ack(
+    http: &reqwest::Client,
+    base: &str,
+    connections: usize,
+    seconds: u64,
+    stored: u64,
+) -> (u64, f64) {
     let received = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -267,17 +362,16 @@ async fn receive_ack(base: &str, connections: usize, seconds: u64, stored: u64) 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let rate = received.load(Ordering::Relaxed) as f64 / elapsed;
+    let count = received.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         let _ = task.await;
     }
-    rate
+    (count, elapsed)
 }
 
 /// Open loop at `rate` single-event publishes per second; latency percentiles in ms.
-async fn latency(base: &str, rate: u64, seconds: u64) -> (f64, f64, f64) {
-    let http = client();
+async fn latency(http: &reqwest::Client, base: &str, rate: u64, seconds: u64) -> (f64, f64, f64) {
     let url = format!("{base}/topics/orders:publish?{API}");
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -311,8 +405,7 @@ async fn latency(base: &str, rate: u64, seconds: u64) -> (f64, f64, f64) {
 }
 
 /// Publish `events` in batches of 100 as fast as possible; events per second.
-async fn fill(base: &str, events: usize, connections: usize) -> f64 {
-    let http = client();
+async fn fill(http: &reqwest::Client, base: &str, events: usize, connections: usize) -> f64 {
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -342,15 +435,135 @@ async fn fill(base: &str, events: usize, connections: usize) -> f64 {
     events as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Run `scenario` (one of those against the data plane) over `scheme`, printing its figures.
+async fn against_dataplane(scenario: &str, scheme: Scheme, options: &Options) {
+    let plane = start_dataplane(scheme);
+    let http = client(&plane);
+    let url = format!("{}/topics/orders:publish?{API}", plane.base);
+    let over = scheme.label();
+    match scenario {
+        "publish-batched" => {
+            let work = hammer(
+                http,
+                url,
+                batch_body(0, 100),
+                BATCH_TYPE,
+                options.connections,
+                options.seconds,
+            );
+            let ((requests, elapsed), cpu) = CpuUsed::during(&plane, work).await;
+            let rate = requests as f64 / elapsed;
+            println!(
+                "{over} publish, batches of 100: {rate:.0} requests/s = {:.0} events/s (RSS after: {:.0} MiB); {}",
+                rate * 100.0,
+                plane.rss_mib(),
+                cpu.per(requests as f64 * 100.0, "event")
+            );
+        }
+        "publish-single" => {
+            let single = serde_json::to_vec(&event(0)).expect("json");
+            let work = hammer(
+                http,
+                url,
+                single,
+                SINGLE_TYPE,
+                options.connections,
+                options.seconds,
+            );
+            let ((requests, elapsed), cpu) = CpuUsed::during(&plane, work).await;
+            println!(
+                "{over} publish, single events: {:.0} requests/s; {}",
+                requests as f64 / elapsed,
+                cpu.per(requests as f64, "request")
+            );
+        }
+        "publish-new-connections" => {
+            // No idle connection is kept: each publish opens its own (and over HTTPS does a
+            // full handshake), as a client that does not reuse connections would.
+            let fresh = plane
+                .client()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("http client");
+            let single = serde_json::to_vec(&event(0)).expect("json");
+            let work = hammer(
+                fresh,
+                url,
+                single,
+                SINGLE_TYPE,
+                options.connections,
+                options.seconds,
+            );
+            let ((requests, elapsed), cpu) = CpuUsed::during(&plane, work).await;
+            println!(
+                "{over} publish, single events, a new connection each: {:.0} requests/s; {}",
+                requests as f64 / elapsed,
+                cpu.per(requests as f64, "request")
+            );
+        }
+        "receive-ack" => {
+            // More than the consumers can take in the time given, so they never run dry.
+            let stored = (options.seconds as usize * 300_000).min(6_000_000);
+            fill(&http, &plane.base, stored, options.connections).await;
+            // Write back the fill's dirty pages first, so the figure is the consumers' rate
+            // rather than their share of the disk with the kernel's writeback.
+            let _ = Command::new("sync").status();
+            let consumers = options.connections / 4 + 1;
+            let work = receive_ack(
+                &http,
+                &plane.base,
+                consumers,
+                options.seconds,
+                stored as u64,
+            );
+            let ((events, elapsed), cpu) = CpuUsed::during(&plane, work).await;
+            println!(
+                "{over} receive + acknowledge, batches of 100 ({stored} stored first, {consumers} consumers): {:.0} events/s; {}",
+                events as f64 / elapsed,
+                cpu.per(events as f64, "event")
+            );
+        }
+        "latency" => {
+            let rate = 1000;
+            let work = latency(&http, &plane.base, rate, options.seconds);
+            let ((p50, p99, p999), cpu) = CpuUsed::during(&plane, work).await;
+            println!(
+                "{over} publish latency at 1,000 single events/s: p50 {p50:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms; {}",
+                cpu.per((rate * options.seconds) as f64, "request")
+            );
+        }
+        "rss" => {
+            let rate = fill(&http, &plane.base, options.rss_events, options.connections).await;
+            std::thread::sleep(Duration::from_secs(2));
+            println!(
+                "{over} {} events stored ({rate:.0} events/s while filling): RSS {:.0} MiB",
+                options.rss_events,
+                plane.rss_mib()
+            );
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let options = options();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "# http_api: {cores} cores, {} connections, {} s per scenario, 1 KiB events, fsync Always",
-        options.connections, options.seconds
+        "# http_api: {cores} cores, {} connections, {} s per scenario, 1 KiB events, fsync Always{}",
+        options.connections,
+        options.seconds,
+        if options.https {
+            ", each scenario over http then https"
+        } else {
+            ""
+        }
     );
-    let single = serde_json::to_vec(&event(0)).expect("json");
+    let schemes: &[Scheme] = if options.https {
+        &[Scheme::Http, Scheme::Https]
+    } else {
+        &[Scheme::Http]
+    };
     for scenario in &options.scenarios {
         match scenario.as_str() {
             "fsync" => println!(
@@ -360,7 +573,9 @@ async fn main() {
             "baseline" => {
                 let base = baseline_server().await;
                 let url = format!("{base}/topics/orders:publish?{API}");
-                let batched = hammer(
+                let single = serde_json::to_vec(&event(0)).expect("json");
+                let (batched, elapsed) = hammer(
+                    plain_client(),
                     url.clone(),
                     batch_body(0, 100),
                     BATCH_TYPE,
@@ -368,87 +583,28 @@ async fn main() {
                     options.seconds,
                 )
                 .await;
-                let one = hammer(
+                let batched = batched as f64 / elapsed;
+                let (one, elapsed) = hammer(
+                    plain_client(),
                     url,
-                    single.clone(),
+                    single,
                     SINGLE_TYPE,
                     options.connections,
                     options.seconds,
                 )
                 .await;
+                let one = one as f64 / elapsed;
                 println!(
                     "bare axum handler, 100-event bodies: {batched:.0} requests/s = {:.0} events/s",
                     batched * 100.0
                 );
                 println!("bare axum handler, 1-event bodies: {one:.0} requests/s");
             }
-            "publish-batched" => {
-                let plane = start_dataplane();
-                let url = format!("{}/topics/orders:publish?{API}", plane.base);
-                let rate = hammer(
-                    url,
-                    batch_body(0, 100),
-                    BATCH_TYPE,
-                    options.connections,
-                    options.seconds,
-                )
-                .await;
-                println!(
-                    "publish, batches of 100: {rate:.0} requests/s = {:.0} events/s (RSS after: {:.0} MiB)",
-                    rate * 100.0,
-                    plane.rss_mib()
-                );
+            scenario => {
+                for &scheme in schemes {
+                    against_dataplane(scenario, scheme, &options).await;
+                }
             }
-            "publish-single" => {
-                let plane = start_dataplane();
-                let url = format!("{}/topics/orders:publish?{API}", plane.base);
-                let rate = hammer(
-                    url,
-                    single.clone(),
-                    SINGLE_TYPE,
-                    options.connections,
-                    options.seconds,
-                )
-                .await;
-                println!("publish, single events: {rate:.0} requests/s");
-            }
-            "receive-ack" => {
-                let plane = start_dataplane();
-                // More than the consumers can take in the time given, so they never run dry.
-                let stored = (options.seconds as usize * 300_000).min(6_000_000);
-                fill(&plane.base, stored, options.connections).await;
-                // Write back the fill's dirty pages first, so the figure is the consumers' rate
-                // rather than their share of the disk with the kernel's writeback.
-                let _ = Command::new("sync").status();
-                let rate = receive_ack(
-                    &plane.base,
-                    options.connections / 4 + 1,
-                    options.seconds,
-                    stored as u64,
-                )
-                .await;
-                println!(
-                    "receive + acknowledge, batches of 100 ({stored} stored first): {rate:.0} events/s"
-                );
-            }
-            "latency" => {
-                let plane = start_dataplane();
-                let (p50, p99, p999) = latency(&plane.base, 1000, options.seconds).await;
-                println!(
-                    "publish latency at 1,000 single events/s: p50 {p50:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms"
-                );
-            }
-            "rss" => {
-                let plane = start_dataplane();
-                let rate = fill(&plane.base, options.rss_events, options.connections).await;
-                std::thread::sleep(Duration::from_secs(2));
-                println!(
-                    "{} events stored ({rate:.0} events/s while filling): RSS {:.0} MiB",
-                    options.rss_events,
-                    plane.rss_mib()
-                );
-            }
-            other => panic!("unknown scenario {other}"),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod delivery;
 pub mod descriptors;
 pub mod http;
+pub mod listen;
 pub mod log_limit;
 pub mod metrics;
 pub mod mqtt;

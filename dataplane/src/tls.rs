@@ -22,6 +22,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
 use tokio_rustls::rustls::client::danger::HandshakeSignatureValid;
 use tokio_rustls::rustls::crypto::{self, CryptoProvider, WebPkiSupportedAlgorithms};
 use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -30,6 +32,7 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::{
     self, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
 };
+use tokio_rustls::server::TlsStream;
 use tracing::warn;
 
 /// Why no TLS configuration could be made.
@@ -201,6 +204,46 @@ impl ServerTls {
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(config)
     }
+}
+
+/// Why a TLS handshake did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeFailure {
+    #[error("the TLS handshake failed: {0}")]
+    Failed(std::io::Error),
+    #[error("no TLS handshake within the handshake timeout")]
+    TimedOut,
+}
+
+impl HandshakeFailure {
+    /// The metrics label of the failure.
+    pub fn label(&self) -> &'static str {
+        match self {
+            HandshakeFailure::Failed(_) => "tls_failed",
+            HandshakeFailure::TimedOut => "tls_timeout",
+        }
+    }
+}
+
+/// The server side of a TLS handshake on `stream` with `config`, within `timeout`: the
+/// stream, and the certificate chain the client presented (empty when none).
+pub async fn accept(
+    stream: TcpStream,
+    config: Arc<ServerConfig>,
+    timeout: Duration,
+) -> Result<(TlsStream<TcpStream>, PeerCertificates), HandshakeFailure> {
+    let accepting = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+    let stream = tokio::time::timeout(timeout, accepting)
+        .await
+        .map_err(|_| HandshakeFailure::TimedOut)?
+        .map_err(HandshakeFailure::Failed)?;
+    let client_certificates = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default();
+    Ok((stream, client_certificates))
 }
 
 /// A certificate chain and its signing key from PEM, checked to belong together.

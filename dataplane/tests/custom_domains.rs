@@ -6,7 +6,8 @@ mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::tls_client::{self, ServerCa};
+use support::pki::Ca;
+use support::tls_client;
 use support::*;
 
 const ORDERS: &str = "orders.gridline.test";
@@ -14,7 +15,7 @@ const DEVICES: &str = "devices.gridline.test";
 
 /// A Namespace with MQTT over TLS and HTTPS on, its own certificate for `localhost`, and two
 /// custom domains, each with its certificate, all from `ca`.
-fn workspace(ca: &ServerCa) -> Workspace {
+fn workspace(ca: &Ca) -> Workspace {
     let workspace = Workspace::new();
     let namespace = support::mqtt::tls_namespace("dev", "default-tls", "1.2")
         .replacen(
@@ -33,18 +34,21 @@ fn workspace(ca: &ServerCa) -> Workspace {
     workspace.write("access.yaml", &support::mqtt::access("dev"));
     workspace.write(
         "default-tls.yaml",
-        &ca.issue(&["localhost"]).secret("default-tls"),
+        &ca.issue_server(&["localhost"]).tls_secret("default-tls"),
     );
-    workspace.write("orders-tls.yaml", &ca.issue(&[ORDERS]).secret("orders-tls"));
+    workspace.write(
+        "orders-tls.yaml",
+        &ca.issue_server(&[ORDERS]).tls_secret("orders-tls"),
+    );
     workspace.write(
         "devices-tls.yaml",
-        &ca.issue(&[DEVICES]).secret("devices-tls"),
+        &ca.issue_server(&[DEVICES]).tls_secret("devices-tls"),
     );
     workspace
 }
 
 /// The CN of the certificate presented at `addr` to a client naming `server_name`.
-async fn presented(addr: SocketAddr, server_name: &str, ca: &ServerCa) -> String {
+async fn presented(addr: SocketAddr, server_name: &str, ca: &Ca) -> String {
     let stream = tls_client::connect(addr, server_name, &[&ca.pem()])
         .await
         .unwrap_or_else(|e| panic!("TLS to {server_name}: {e}"));
@@ -53,7 +57,7 @@ async fn presented(addr: SocketAddr, server_name: &str, ca: &ServerCa) -> String
 
 #[tokio::test]
 async fn each_tls_listener_presents_the_certificate_of_the_domain_named_in_sni() {
-    let ca = ServerCa::new("domains CA");
+    let ca = Ca::new("domains CA");
     let workspace = workspace(&ca);
     let dataplane = workspace.start(&[]);
     for (listener, addr) in [
@@ -73,7 +77,7 @@ async fn each_tls_listener_presents_the_certificate_of_the_domain_named_in_sni()
 
 #[tokio::test]
 async fn a_domain_whose_secret_is_missing_falls_back_to_the_namespace_certificate() {
-    let ca = ServerCa::new("domains CA");
+    let ca = Ca::new("domains CA");
     let workspace = workspace(&ca);
     std::fs::remove_file(workspace.manifests().join("devices-tls.yaml")).unwrap();
     let dataplane = workspace.start(&[]);
@@ -97,8 +101,8 @@ async fn a_domain_whose_secret_is_missing_falls_back_to_the_namespace_certificat
 
 #[tokio::test]
 async fn a_renewed_domain_certificate_is_presented_without_a_restart() {
-    let ca = ServerCa::new("domains CA");
-    let renewed_ca = ServerCa::new("renewing CA");
+    let ca = Ca::new("domains CA");
+    let renewed_ca = Ca::new("renewing CA");
     let workspace = workspace(&ca);
     let dataplane = workspace.start(&[]);
     let mqtts = dataplane.mqtts_addr();
@@ -109,7 +113,7 @@ async fn a_renewed_domain_certificate_is_presented_without_a_restart() {
         .unwrap();
     workspace.write(
         "orders-tls.yaml",
-        &renewed_ca.issue(&[ORDERS]).secret("orders-tls"),
+        &renewed_ca.issue_server(&[ORDERS]).tls_secret("orders-tls"),
     );
     let renewed = poll_until(Duration::from_secs(10), || async {
         tls_client::connect(mqtts, ORDERS, &[&renewed_ca.pem()])

@@ -4,14 +4,15 @@
 mod support;
 
 use std::time::Duration;
-use support::tls_client::{self, ServerCa};
+use support::pki::{Ca, Identity};
+use support::tls_client;
 use support::*;
 
 const KEY: &str = "https-test-key";
 
 /// A Namespace with keys, a topic and a queue subscription, served over HTTPS with the
 /// certificate in Secret `server-tls`.
-fn https_workspace(certificate: &tls_client::ServerCertificate) -> Workspace {
+fn https_workspace(certificate: &Identity) -> Workspace {
     let workspace = Workspace::new();
     let namespace = namespace_with_keys("dev", "keys")
         .replacen("spec:\n", "spec:\n  tls:\n    secretName: server-tls\n", 1)
@@ -29,7 +30,7 @@ fn https_workspace(certificate: &tls_client::ServerCertificate) -> Workspace {
             queue_subscription("inbox", "orders"),
         ]),
     );
-    workspace.write("server-tls.yaml", &certificate.secret("server-tls"));
+    workspace.write("server-tls.yaml", &certificate.tls_secret("server-tls"));
     workspace
 }
 
@@ -48,8 +49,8 @@ fn event(id: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn publish_receive_and_acknowledge_work_over_https_with_only_the_test_ca_trusted() {
-    let ca = ServerCa::new("https test CA");
-    let workspace = https_workspace(&ca.issue(&["localhost", "127.0.0.1"]));
+    let ca = Ca::new("https test CA");
+    let workspace = https_workspace(&ca.issue_server(&["localhost", "127.0.0.1"]));
     let dataplane = workspace.start(&[]);
     let https = dataplane.https_addr();
     let base = format!("https://localhost:{}", https.port());
@@ -103,7 +104,7 @@ async fn publish_receive_and_acknowledge_work_over_https_with_only_the_test_ca_t
     // Health is served there too; a client that does not trust the CA gets no answer.
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let untrusting = https_client(&ServerCa::new("another CA").pem());
+    let untrusting = https_client(&Ca::new("another CA").pem());
     assert!(
         untrusting
             .get(format!("{base}/healthz"))
@@ -115,8 +116,8 @@ async fn publish_receive_and_acknowledge_work_over_https_with_only_the_test_ca_t
 
 #[tokio::test]
 async fn https_opens_and_closes_with_the_namespaces_listener_setting() {
-    let ca = ServerCa::new("https test CA");
-    let certificate = ca.issue(&["localhost"]);
+    let ca = Ca::new("https test CA");
+    let certificate = ca.issue_server(&["localhost"]);
     let workspace = https_workspace(&certificate);
     let dataplane = workspace.start(&[]);
     let https = dataplane.https_addr();
@@ -140,9 +141,9 @@ async fn https_opens_and_closes_with_the_namespaces_listener_setting() {
 
 #[tokio::test]
 async fn a_rotated_certificate_reaches_new_handshakes_while_open_connections_carry_on() {
-    let old_ca = ServerCa::new("old CA");
-    let new_ca = ServerCa::new("new CA");
-    let workspace = https_workspace(&old_ca.issue(&["localhost"]));
+    let old_ca = Ca::new("old CA");
+    let new_ca = Ca::new("new CA");
+    let workspace = https_workspace(&old_ca.issue_server(&["localhost"]));
     let dataplane = workspace.start(&[]);
     let https = dataplane.https_addr();
     let auth = format!("SharedAccessKey {KEY}");
@@ -173,7 +174,7 @@ async fn a_rotated_certificate_reaches_new_handshakes_while_open_connections_car
 
     workspace.write(
         "server-tls.yaml",
-        &new_ca.issue(&["localhost"]).secret("server-tls"),
+        &new_ca.issue_server(&["localhost"]).tls_secret("server-tls"),
     );
     let rotated = poll_until(Duration::from_secs(10), || async {
         tls_client::connect(https, "localhost", &[&new_ca.pem()])

@@ -1,7 +1,8 @@
 //! Shared by the benches that start the real data plane (release build): starting it on a
-//! manifests folder, reading their command line, and for the MQTT benches a raw-TCP MQTT
-//! client with hand-written frames, so the load tool costs the machine as little as
-//! possible. Each bench uses a part of it.
+//! manifests folder (serving HTTPS with a bench CA's certificate when asked), reading its CPU
+//! time, reading their command line, and for the MQTT benches a raw-TCP MQTT client with
+//! hand-written frames, so the load tool costs the machine as little as possible. Each bench
+//! uses a part of it.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -120,6 +121,11 @@ impl Process {
         self.child.id()
     }
 
+    /// CPU time the process has used so far (user + system), seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.child.id())
+    }
+
     /// Resident memory of the process, MiB.
     pub fn rss_mib(&self) -> f64 {
         rss_mib(self.child.id())
@@ -161,33 +167,72 @@ impl Dataplane {
 }
 
 /// The data plane as the HTTP benches run it: on one manifest file, `RUST_LOG` as they say,
-/// ready to serve the Event Grid API at `base`; killed when dropped.
+/// ready to serve the Event Grid API at `base`, over plain HTTP or HTTPS; killed when dropped.
 pub struct HttpDataplane {
     process: Process,
-    /// `http://<addr>`.
+    /// `http://<addr>`, or `https://<addr>` when it was started with [`HttpDataplane::start_https`].
     pub base: String,
+    /// `http://<addr>`: the plain listener, always on (readiness, metrics).
+    plain: String,
+    /// The CA whose certificate the HTTPS listener serves, PEM.
+    ca_pem: Option<String>,
 }
 
 impl HttpDataplane {
     /// Start it on `yaml` and wait (10 s at most) until `/readyz` answers.
     pub fn start(yaml: &str, log: &str) -> Self {
-        let mut process = Process::spawn_on(yaml, log, &[]);
+        Self::start_with(yaml, log, None)
+    }
+
+    /// Start it on `yaml`, whose Namespace enables `listeners.https` with a certificate signed
+    /// by `ca_pem` (a [`TestPki`]); `base` is then its HTTPS listener's.
+    pub fn start_https(yaml: &str, log: &str, ca_pem: &str) -> Self {
+        Self::start_with(yaml, log, Some(ca_pem))
+    }
+
+    fn start_with(yaml: &str, log: &str, ca_pem: Option<&str>) -> Self {
+        let extra: &[&str] = match ca_pem {
+            Some(_) => &["--https-addr", "127.0.0.1:0"],
+            None => &[],
+        };
+        let mut process = Process::spawn_on(yaml, log, extra);
         let addr = process.announced("http", Duration::from_secs(60));
         // From here on, Drop kills and reaps the process whatever happens.
-        let plane = Self {
+        let mut plane = Self {
             process,
             base: format!("http://{addr}"),
+            plain: format!("http://{addr}"),
+            ca_pem: ca_pem.map(str::to_string),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(response) = reqwest::blocking::get(format!("{}/readyz", plane.base))
+        loop {
+            if let Ok(response) = reqwest::blocking::get(format!("{}/readyz", plane.plain))
                 && response.status().is_success()
             {
-                return plane;
+                break;
             }
+            assert!(Instant::now() < deadline, "data plane not ready");
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("data plane not ready");
+        if plane.ca_pem.is_some() {
+            let https = plane.process.announced("https", Duration::from_secs(10));
+            plane.base = format!("https://{https}");
+        }
+        plane
+    }
+
+    /// A client for `base`: over HTTPS it trusts the test CA and nothing else.
+    pub fn client(&self) -> reqwest::ClientBuilder {
+        let builder = reqwest::Client::builder();
+        match &self.ca_pem {
+            Some(ca_pem) => builder
+                .use_rustls_tls()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(
+                    reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("the test CA"),
+                ),
+            None => builder,
+        }
     }
 
     /// Resident memory of the process, MiB.
@@ -195,10 +240,16 @@ impl HttpDataplane {
         self.process.rss_mib()
     }
 
-    /// The value of `sample` (name and labels, as `/metrics` writes them), if it is there.
+    /// CPU time the process has used so far (user + system), seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.process.cpu_seconds()
+    }
+
+    /// The value of `sample` (name and labels, as `/metrics` writes them), if it is there; read
+    /// from the plain listener, so `http` needs no certificate.
     pub async fn metric(&self, http: &reqwest::Client, sample: &str) -> Option<f64> {
         let text = http
-            .get(format!("{}/metrics", self.base))
+            .get(format!("{}/metrics", self.plain))
             .send()
             .await
             .ok()?
@@ -208,6 +259,70 @@ impl HttpDataplane {
         text.lines()
             .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+/// A CA made for the bench and a server certificate it signed for `127.0.0.1` and `localhost`
+/// (rcgen, as the tests make theirs), PEM.
+pub struct TestPki {
+    pub ca_pem: String,
+    pub server_chain_pem: String,
+    pub server_key_pem: String,
+}
+
+impl TestPki {
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Gridline bench CA");
+        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let server_key = KeyPair::generate().expect("server key");
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("server params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let server = params
+            .signed_by(&server_key, &issuer)
+            .expect("server certificate");
+        Self {
+            ca_pem: ca.pem(),
+            server_chain_pem: server.pem(),
+            server_key_pem: server_key.serialize_pem(),
+        }
+    }
+
+    /// A `kubernetes.io/tls` Secret `name` with the server certificate and key.
+    pub fn secret(&self, name: &str) -> String {
+        let indent = |pem: &str| -> String { pem.lines().map(|l| format!("    {l}\n")).collect() };
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+            indent(&self.server_chain_pem),
+            indent(&self.server_key_pem)
+        )
+    }
+}
+
+/// CPU time process `pid` has used so far (user + system), seconds (0 when it cannot be read).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at the state, field 3:
+    // utime and stime are fields 14 and 15, in clock ticks.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) if per_second > 0.0 => (user + system) / per_second,
+        _ => 0.0,
     }
 }
 

@@ -267,15 +267,8 @@ impl HttpServer {
                 return None;
             }
         };
-        let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
-        match tokio::time::timeout(self.limits.tls_handshake_timeout, accept).await {
-            Ok(Ok(stream)) => {
-                let client_certificates = stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
-                    .unwrap_or_default();
+        match crate::tls::accept(stream, config, self.limits.tls_handshake_timeout).await {
+            Ok((stream, client_certificates)) => {
                 let peer = Peer {
                     addr,
                     transport: PeerTransport::Tls {
@@ -284,14 +277,9 @@ impl HttpServer {
                 };
                 Some((stream, peer))
             }
-            Ok(Err(error)) => {
-                debug!(%error, %addr, "TLS handshake failed");
-                self.metrics.refused(self.listener, "tls_failed");
-                None
-            }
-            Err(_) => {
-                debug!(%addr, "no TLS handshake within the handshake timeout");
-                self.metrics.refused(self.listener, "tls_timeout");
+            Err(failure) => {
+                debug!(%failure, %addr, "TLS handshake failed");
+                self.metrics.refused(self.listener, failure.label());
                 None
             }
         }
@@ -405,7 +393,7 @@ pub async fn follow_https(
             let wanted = https_wanted(&served, &source.tls);
             drop(served);
             if wanted && open.is_none() {
-                match bind_announced("https", addr).await {
+                match crate::listen::bind_announced("https", addr).await {
                     Ok((socket, local)) => {
                         let (stop_listener, stopped) = watch::channel(false);
                         let task = tokio::spawn(server.clone().serve(socket, stopped));
@@ -448,23 +436,4 @@ fn https_wanted(snapshot: &gridline_crds::model::Snapshot, tls: &ServerTls) -> b
             false
         }
     }
-}
-
-/// Bind `addr` and announce `<scheme> listening on <addr>` on stdout.
-pub async fn bind_announced(
-    scheme: &str,
-    addr: SocketAddr,
-) -> anyhow::Result<(TcpListener, SocketAddr)> {
-    use std::io::Write;
-    let socket = TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({scheme}): {e}"))?;
-    let local = socket.local_addr()?;
-    {
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{scheme} listening on {local}")?;
-        stdout.flush()?;
-    }
-    tracing::info!(addr = %local, scheme, "listening");
-    Ok((socket, local))
 }

@@ -13,7 +13,6 @@ use crate::tls::{Protocol, ServerTls};
 use gridline_crds::model::Snapshot;
 use gridline_crds::types::State;
 use std::collections::HashMap;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -211,29 +210,14 @@ async fn tls_handshake(
             return None;
         }
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let handshake = tokio::time::timeout(broker.limits.handshake_timeout, acceptor.accept(socket));
-    let failed = match handshake.await {
-        Ok(Ok(stream)) => {
-            let client_certificates = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
-                .unwrap_or_default();
-            return Some((stream, client_certificates));
+    match crate::tls::accept(socket, config, broker.limits.handshake_timeout).await {
+        Ok(accepted) => Some(accepted),
+        Err(failure) => {
+            debug!(%failure, "TLS handshake failed");
+            broker.metrics.connect(listener, failure.label());
+            None
         }
-        Ok(Err(error)) => {
-            debug!(%error, "TLS handshake failed");
-            "tls_failed"
-        }
-        Err(_) => {
-            debug!("no TLS handshake within the handshake timeout");
-            "tls_timeout"
-        }
-    };
-    broker.metrics.connect(listener, failed);
-    None
+    }
 }
 
 /// The TLS handshake, then the MQTT connection.
@@ -405,7 +389,7 @@ async fn supervise(
         for kind in Kind::ALL {
             let wanted = kind.wanted(&served, tls);
             if wanted && !open.contains_key(&kind) {
-                match bind(kind.scheme(), kind.addr(&addrs)).await {
+                match crate::listen::bind_announced(kind.scheme(), kind.addr(&addrs)).await {
                     Ok((listener, addr)) => {
                         let task = start(kind, (listener, addr), broker, tls, connections);
                         open.insert(kind, task);
@@ -494,20 +478,4 @@ async fn watch_snapshot(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             broker.snapshot_changed();
         }
     }
-}
-
-/// Bind `addr` and announce `<scheme> listening on <addr>` (tests parse it); the listener
-/// and the address it got.
-async fn bind(scheme: &str, addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({scheme}): {e}"))?;
-    let local = listener.local_addr()?;
-    {
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{scheme} listening on {local}")?;
-        stdout.flush()?;
-    }
-    info!(addr = %local, scheme, "mqtt listening");
-    Ok((listener, local))
 }

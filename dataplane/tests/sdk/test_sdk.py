@@ -1,7 +1,9 @@
 """The official azure-eventgrid SDK against a Gridline data plane, unchanged.
 
 Run by dataplane/tests/azure_sdk.rs, which starts the data plane and sets:
-GRIDLINE_ENDPOINT (http://127.0.0.1:PORT), GRIDLINE_KEY, GRIDLINE_SECOND_KEY.
+GRIDLINE_ENDPOINT (http://127.0.0.1:PORT, or https:// with GRIDLINE_CA), GRIDLINE_KEY,
+GRIDLINE_SECOND_KEY, and for HTTPS GRIDLINE_CA: the test CA's PEM file, which every client is
+told to trust with `connection_verify` (test_sdk_https.py runs these tests that way).
 Topic `orders` has queue subscriptions `all-orders` (dead-letters into `dead-letters`) and
 `big-orders` (filter: data.total >= 1000); `dead-letter-inbox` reads `dead-letters`.
 """
@@ -20,15 +22,18 @@ ENDPOINT = os.environ["GRIDLINE_ENDPOINT"]
 KEY = os.environ["GRIDLINE_KEY"]
 SECOND_KEY = os.environ["GRIDLINE_SECOND_KEY"]
 MAX_WAIT = 10  # the smallest maxWaitTime Event Grid allows
+CA = os.environ.get("GRIDLINE_CA")
+# azure-core passes `connection_verify` to requests' `verify`: a CA bundle path, trusted alone.
+TRUST = {"connection_verify": CA} if CA else {}
 
 
 def publisher(key=KEY, topic="orders"):
-    return EventGridPublisherClient(ENDPOINT, AzureKeyCredential(key), namespace_topic=topic)
+    return EventGridPublisherClient(ENDPOINT, AzureKeyCredential(key), namespace_topic=topic, **TRUST)
 
 
 def consumer(subscription, topic="orders"):
     return EventGridConsumerClient(
-        ENDPOINT, AzureKeyCredential(KEY), namespace_topic=topic, subscription=subscription
+        ENDPOINT, AzureKeyCredential(KEY), namespace_topic=topic, subscription=subscription, **TRUST
     )
 
 

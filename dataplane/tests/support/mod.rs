@@ -434,6 +434,7 @@ pub mod mqtt;
 pub mod paho;
 pub mod pki;
 pub mod python;
+pub mod sdk;
 pub mod tls_client;
 pub mod webhook;
 pub mod wss;

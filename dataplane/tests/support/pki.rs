@@ -47,6 +47,18 @@ impl Ca {
     pub fn issue(&self, spec: ClientCert) -> Identity {
         spec.make(Some(&self.issuer))
     }
+
+    /// A server certificate for `names` (DNS names or IP addresses; the first is the CN).
+    pub fn issue_server(&self, names: &[&str]) -> Identity {
+        let spec = names.iter().fold(ClientCert::cn(names[0]), |spec, name| {
+            if name.parse::<std::net::IpAddr>().is_ok() {
+                spec.ip(name)
+            } else {
+                spec.dns(name)
+            }
+        });
+        self.issue(spec)
+    }
 }
 
 /// What a client certificate holds: a subject CN and SANs, valid from 2020 to 2999 (or
@@ -130,6 +142,16 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// A `kubernetes.io/tls` Secret named `name` holding the certificate and key (a server
+    /// certificate for the Namespace or a custom domain).
+    pub fn tls_secret(&self, name: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+            indent(&self.certificate_pem),
+            indent(&self.key_pem)
+        )
+    }
+
     /// The SHA-256 thumbprint, upper-case hex (as Azure's portal shows it).
     pub fn thumbprint(&self) -> String {
         use sha2::Digest;

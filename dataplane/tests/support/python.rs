@@ -38,6 +38,10 @@ fn venv_python(name: &str, tests_dir: &Path) -> PathBuf {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    // nextest runs each test in a process of its own: the file lock keeps two of them from
+    // building the same venv at once, as the mutex does for the threads of one process.
+    let lock = std::fs::File::create(venv.with_extension("lock")).expect("create the venv lock");
+    lock.lock().expect("lock the venv lock");
     let python = venv.join("bin/python");
     let requirements = tests_dir.join("requirements.txt");
     let stamp = venv.join("requirements.installed");

@@ -1,8 +1,8 @@
-//! Server certificates the tests issue (for any set of names, from a CA of their own) and a
-//! TLS client that names the server it wants (SNI) and reports which certificate it got: for
-//! the HTTPS listener, custom domains and certificate rotation.
+//! A TLS client that names the server it wants (SNI), trusts only the CAs it is given and
+//! reports which certificate it got, and HTTP/1.1 requests on one kept-alive connection: for
+//! the HTTPS listener, custom domains and certificate rotation. Server certificates come from
+//! [`super::pki::Ca::issue_server`].
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use std::net::SocketAddr;
@@ -10,62 +10,6 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-
-/// A CA that issues server certificates.
-pub struct ServerCa {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-/// A server certificate chain and its key, PEM.
-pub struct ServerCertificate {
-    pub chain_pem: String,
-    pub key_pem: String,
-}
-
-impl ServerCa {
-    pub fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        Self {
-            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    pub fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A certificate for `names` (DNS names or IP addresses; the first is the CN).
-    pub fn issue(&self, names: &[&str]) -> ServerCertificate {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params.distinguished_name.push(DnType::CommonName, names[0]);
-        let certificate = params.signed_by(&key, &self.issuer).unwrap();
-        ServerCertificate {
-            chain_pem: certificate.pem(),
-            key_pem: key.serialize_pem(),
-        }
-    }
-}
-
-impl ServerCertificate {
-    /// A `kubernetes.io/tls` Secret named `name` holding it.
-    pub fn secret(&self, name: &str) -> String {
-        let indent = |pem: &str| {
-            pem.lines()
-                .map(|l| format!("    {l}\n"))
-                .collect::<String>()
-        };
-        format!(
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
-            indent(&self.chain_pem),
-            indent(&self.key_pem)
-        )
-    }
-}
 
 /// A TLS connection to `addr` naming `server_name` in SNI and trusting only `ca_pems`.
 pub async fn connect(
