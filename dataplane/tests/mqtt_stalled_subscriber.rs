@@ -171,9 +171,10 @@ async fn a_subscriber_that_stops_reading_is_closed_and_its_publisher_is_held_bac
         longest <= Duration::from_secs(7),
         "the publisher waited {longest:?} for a PUBACK (the pause is at most 5 s)"
     );
-    // 5 s after the subscriber last took a message (its buffers filled in the first second).
+    // 5 s after the subscriber last took a message (its buffers filled in the first second),
+    // with room for a loaded machine; held back pause after pause, it would be 25 s.
     assert!(
-        held <= Duration::from_secs(8),
+        held <= Duration::from_secs(10),
         "held back {held:?} in all: again and again"
     );
     let late = acknowledged

@@ -1077,6 +1077,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         let mut taken = 0;
         let written = async {
             self.release_held_acks()?;
+            // While the socket has not taken the last write, filling waits for it: the
+            // acknowledgements read meanwhile are applied together then, under one lock,
+            // instead of one lock per read turn against the publishers' enqueues (unless they
+            // pile up, as from a client that acknowledges but does not read).
+            if self.write_pending() && self.acks.len() < MAX_PACKETS_PER_WAKE {
+                return self.try_write().await;
+            }
             loop {
                 let filled = self.fill_write_buffer()?;
                 taken += filled.taken;
