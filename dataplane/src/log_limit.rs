@@ -58,6 +58,32 @@ impl LogLimiter {
     }
 }
 
+/// One [`LogLimiter`] per kind of line (a refusal's reason, say): a flood of one kind does
+/// not hide the first line of another. Kinds are `'static` labels, a fixed set.
+#[derive(Debug)]
+pub struct LogLimiters {
+    interval: Duration,
+    by_kind: parking_lot::Mutex<std::collections::HashMap<&'static str, LogLimiter>>,
+}
+
+impl LogLimiters {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            by_kind: parking_lot::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// [`LogLimiter::allow`] for lines of `kind`.
+    pub fn allow(&self, kind: &'static str) -> Option<u64> {
+        let mut by_kind = self.by_kind.lock();
+        by_kind
+            .entry(kind)
+            .or_insert_with(|| LogLimiter::new(self.interval))
+            .allow()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +114,15 @@ mod tests {
             assert_eq!(limiter.allow(), None);
         }
         assert_eq!(limiter.suppressed.load(Ordering::Relaxed), 1_000);
+    }
+
+    #[test]
+    fn each_kind_of_line_has_its_own_allowance() {
+        let limiters = LogLimiters::new(Duration::from_secs(3600));
+        assert_eq!(limiters.allow("wrong_key"), Some(0));
+        assert_eq!(limiters.allow("wrong_key"), None);
+        assert_eq!(limiters.allow("expired"), Some(0));
+        assert_eq!(limiters.allow("expired"), None);
     }
 
     #[test]

@@ -129,6 +129,10 @@ pub struct Broker {
     pub connection_checks: tokio::sync::watch::Sender<u64>,
     /// CONNECT and AUTH authentication, with its verifier caches.
     pub authenticator: super::authenticate::Authenticator,
+    /// Refusals anyone can cause (a CONNECT with bad credentials, a PUBLISH or SUBSCRIBE
+    /// outside the client's permissions) are logged at most once a second per reason; each
+    /// is counted.
+    pub refusal_log: crate::log_limit::LogLimiters,
     /// Routing to the Namespace's routing Topic (`routing.rs`); None without a store.
     pub routing: Option<super::routing::Routing>,
     /// Client lifecycle events (`lifecycle.rs`); None without a store.
@@ -169,6 +173,7 @@ impl Broker {
             closing: tokio::sync::watch::Sender::new(super::Closing::default()),
             connection_checks: tokio::sync::watch::Sender::new(0),
             authenticator: Default::default(),
+            refusal_log: crate::log_limit::LogLimiters::new(std::time::Duration::from_secs(1)),
             routing: None,
             lifecycle: None,
         }

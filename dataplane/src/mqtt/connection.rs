@@ -14,6 +14,7 @@ use super::outbox::Outbox;
 use super::routing::{RouteTicket, RoutedAcks};
 use super::session::{Attachment, Delivery, Expired, MAX_INFLIGHT_OUTGOING, Outbound, Session};
 use super::tls::PeerCertificates;
+use crate::log_limit::truncated;
 use futures::{FutureExt, SinkExt, StreamExt};
 use gridline_crds::model::topic::validate_topic_name;
 use std::collections::VecDeque;
@@ -226,7 +227,10 @@ async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(
         }
         Err(refusal) => {
             broker.metrics.auth.failure(refusal.method, refusal.failure);
-            info!(username = ?connect.username, ?listener, method = refusal.method.label(), reason = refusal.failure.reason(), code = %format_args!("0x{:02X}", refusal.code), "CONNECT refused: {}", refusal.failure);
+            if let Some(suppressed) = broker.refusal_log.allow(refusal.failure.reason()) {
+                let username = truncated(connect.username.as_deref().unwrap_or(""));
+                info!(%username, ?listener, method = refusal.method.label(), reason = refusal.failure.reason(), code = %format_args!("0x{:02X}", refusal.code), suppressed, "CONNECT refused: {}", refusal.failure);
+            }
             refuse_connect(&mut framed, refusal.code, broker, listener).await;
             return None;
         }
@@ -242,7 +246,10 @@ async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(
     let attached = match attach(broker, &connect, &authentication_name, limits) {
         Ok(attached) => attached,
         Err(code) => {
-            info!(username = ?connect.username, reason = code, "CONNECT refused: sessions per authentication name");
+            if let Some(suppressed) = broker.refusal_log.allow("sessions_per_authentication_name") {
+                let username = truncated(connect.username.as_deref().unwrap_or(""));
+                info!(%username, reason = code, suppressed, "CONNECT refused: sessions per authentication name");
+            }
             refuse_connect(&mut framed, code, broker, listener).await;
             return None;
         }
@@ -1529,7 +1536,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             self.pause_for(published.congested);
         } else {
             self.broker.metrics.drop_message("not_authorized");
-            info!(client = %self.session.client_id, topic = %publish.message.topic, "PUBLISH not authorized");
+            if let Some(suppressed) = self.broker.refusal_log.allow("publish_not_authorized") {
+                info!(client = %truncated(&self.session.client_id), topic = %truncated(&publish.message.topic), suppressed, "PUBLISH not authorized");
+            }
             // 3.1.1 has no way to say no: the message is dropped, the flow completes.
             if self.version == Version::V5 {
                 ack.reason = reason::NOT_AUTHORIZED;
@@ -1553,7 +1562,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 }
             };
             if !self.authorizer.current().can_subscribe(&filter) {
-                info!(client = %self.session.client_id, filter = %raw, "SUBSCRIBE not authorized");
+                if let Some(suppressed) = self.broker.refusal_log.allow("subscribe_not_authorized")
+                {
+                    info!(client = %truncated(&self.session.client_id), filter = %truncated(&raw), suppressed, "SUBSCRIBE not authorized");
+                }
                 reasons.push(reason::NOT_AUTHORIZED);
                 continue;
             }

@@ -3,14 +3,15 @@
 //! configuration (counted only once a publish to them succeeded).
 
 use crate::auth::AuthError;
-use crate::log_limit::LogLimiter;
+use crate::log_limit::LogLimiters;
 use prometheus::{IntCounterVec, Opts, Registry};
 
 pub struct ApiMetrics {
     auth_failures: IntCounterVec,
     published_events: IntCounterVec,
-    /// Authentication failures are logged at most once a second (anyone can cause them).
-    pub auth_failure_log: LogLimiter,
+    /// Authentication failures are logged at most once a second per reason (anyone can cause
+    /// them).
+    pub auth_failure_log: LogLimiters,
 }
 
 impl ApiMetrics {
@@ -38,7 +39,7 @@ impl ApiMetrics {
         Ok(Self {
             auth_failures,
             published_events,
-            auth_failure_log: LogLimiter::new(std::time::Duration::from_secs(1)),
+            auth_failure_log: LogLimiters::new(std::time::Duration::from_secs(1)),
         })
     }
 

@@ -96,9 +96,9 @@ async fn serve(
         )));
     };
     if let Err(refused) = authenticate::authenticate(&namespace.name, &namespace.sas_keys, parts) {
-        // The reason only, never what was presented; a line a second at most, since anyone
-        // can cause it (every refusal is counted in the metric).
-        if let Some(suppressed) = state.api.auth_failure_log.allow() {
+        // The reason only, never what was presented; a line a second per reason at most, since
+        // anyone can cause it (every refusal is counted in the metric).
+        if let Some(suppressed) = state.api.auth_failure_log.allow(refused.reason()) {
             info!(
                 reason = refused.reason(),
                 suppressed, "authentication failed: {refused}"
