@@ -409,9 +409,15 @@ pub async fn follow_https(
             }
             first = false;
         }
-        tokio::select! {
-            changed = changes.changed() => if changed.is_err() { break },
+        let changed = tokio::select! {
+            changed = changes.changed() => changed.is_ok(),
             _ = stop.wait_for(|stopped| *stopped) => break,
+        };
+        if !changed {
+            // No more Snapshots (the applier ended, and the server is ending with its error):
+            // keep serving what is open until told to stop, rather than end first and hide why.
+            let _ = stop.wait_for(|stopped| *stopped).await;
+            break;
         }
     }
     if let Some((stop_listener, task, _)) = open {
