@@ -175,6 +175,7 @@ async fn refused_requests_with_huge_names_leave_a_small_bounded_log() {
     let (_w, dataplane) = serving(&[]).await;
     let before = dataplane.logs().len();
     let huge = "t".repeat(60_000);
+    let started = std::time::Instant::now();
     for _ in 0..10 {
         let response = dataplane
             .client()
@@ -186,16 +187,19 @@ async fn refused_requests_with_huge_names_leave_a_small_bounded_log() {
             .unwrap();
         assert_eq!(response.status(), 401);
     }
+    // One line a second at most (the ten may span more than a second on a slow machine), and
+    // a few hundred bytes a request (debug lines included) instead of the 60 KB names.
+    let seconds = started.elapsed().as_secs() as usize + 1;
     let logs = dataplane.logs();
     let written = logs.len() - before;
     assert!(
-        written < 4_000,
+        written < 10_000 * seconds,
         "{written} bytes of log for 10 refused requests"
     );
-    assert_eq!(
-        logs.matches("authentication failed").count(),
-        1,
-        "one line a second at most:\n{}",
+    let lines = logs[before..].matches("authentication failed").count();
+    assert!(
+        (1..=seconds).contains(&lines),
+        "{lines} lines in {seconds} s:\n{}",
         &logs[before..]
     );
     let failures = dataplane

@@ -16,6 +16,7 @@ async fn refused_connects_with_huge_usernames_leave_a_small_bounded_log() {
     let mqtt = dataplane.mqtt_addr();
     let before = dataplane.logs().len();
     let huge = "u".repeat(60_000);
+    let started = std::time::Instant::now();
     for attempt in 0..10 {
         let connect = connect_packet(Version::V5, &format!("huge-{attempt}"), &huge);
         let (_client, ack) = RawClient::connect(mqtt, connect).await;
@@ -24,16 +25,19 @@ async fn refused_connects_with_huge_usernames_leave_a_small_bounded_log() {
             "an unknown authentication name is refused: {ack:?}"
         );
     }
+    // One line a second at most (the ten may span more than a second on a slow machine), and
+    // a few hundred bytes a request (debug lines included) instead of the 60 KB names.
+    let seconds = started.elapsed().as_secs() as usize + 1;
     let logs = dataplane.logs();
     let written = logs.len() - before;
     assert!(
-        written < 4_000,
+        written < 10_000 * seconds,
         "{written} bytes of log for 10 refused CONNECTs"
     );
-    assert_eq!(
-        logs.matches("CONNECT refused").count(),
-        1,
-        "{}",
+    let lines = logs[before..].matches("CONNECT refused").count();
+    assert!(
+        (1..=seconds).contains(&lines),
+        "{lines} lines in {seconds} s:\n{}",
         &logs[before..]
     );
 }
