@@ -37,6 +37,8 @@ pub enum Reply {
     RetryAfter(u16, String),
     /// Never answer.
     Stall,
+    /// Answer with the status after a delay (recorded when answered).
+    After(Duration, u16),
 }
 
 /// One request the webhook got.
@@ -358,6 +360,12 @@ async fn handle(
         Reply::Stall => {
             state.lock().unwrap().received.push(received);
             std::future::pending::<Response>().await
+        }
+        Reply::After(delay, status) => {
+            tokio::time::sleep(delay).await;
+            received.answered = Some(status);
+            state.lock().unwrap().received.push(received);
+            status_code(status).into_response()
         }
     }
 }
