@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Fails when the modules of a crate import one another in a cycle.
+
+A module is a source file (`a.rs` or `a/mod.rs`). Module A depends on module B when A's code
+names a path into B: `use crate::b::X`, `super::X`, `self::b::X`, or the same paths written
+inline (`crate::b::f()`). Test code is left out (`tests.rs`, `tests/` below a module, and
+inline `#[cfg(test)] mod tests { ... }`): tests may reach anywhere.
+
+Why our own script and not `cargo modules dependencies --acyclic`: cargo-modules builds
+rust-analyzer (a long cold build on CI's two cores) and counts a parent's `mod child;` as an
+edge; here a parent depends on a child only where it uses it.
+
+Usage: scripts/check-module-cycles.py [crate-src-dir ...]   (default: dataplane/src)
+Prints every cycle with one reference per edge (file:line) and exits 1 if there is one.
+"""
+
+import pathlib
+import re
+import sys
+
+PATH = re.compile(r"\b(crate|super|self)((?:::\w+)+)")
+USE = re.compile(r"\buse\s+([^;]+);", re.S)
+
+
+def module_of(root, file):
+    rel = file.relative_to(root).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "mod" or (len(parts) == 1 and parts[0] in ("main", "lib")):
+        parts = parts[:-1]
+    return tuple(parts)
+
+
+def is_test(module):
+    return "tests" in module
+
+
+def strip_comments_and_tests(text):
+    text = re.sub(r"//[^\n]*", lambda m: " " * len(m.group(0)), text)
+    out = text
+    for m in re.finditer(r"#\[cfg\(test\)\]\s*(pub(\([^)]*\))?\s+)?mod\s+\w+\s*\{", text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        blank = "".join(c if c == "\n" else " " for c in text[m.start() : i])
+        out = out[: m.start()] + blank + out[i:]
+    return out
+
+
+def expand_use(tree):
+    """`a::{b, c::{d, e}}` -> ["a::b", "a::c::d", "a::c::e"]."""
+    tree = re.sub(r"\s+", "", tree)
+    depth, start = 0, 0
+    for i, c in enumerate(tree):
+        if c == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                prefix, inner = tree[:start], tree[start + 1 : i]
+                items, level, last = [], 0, 0
+                for j, d in enumerate(inner + ","):
+                    if d == "{":
+                        level += 1
+                    elif d == "}":
+                        level -= 1
+                    elif d == "," and level == 0:
+                        if inner[last:j]:
+                            items.append(inner[last:j])
+                        last = j + 1
+                return [p for item in items for p in expand_use(prefix + item)]
+    return [re.sub(r"\bas\w+$", "", tree)]
+
+
+def resolve(modules, current, path):
+    segments = path.split("::")
+    head, rest = segments[0], segments[1:]
+    if head == "crate":
+        base = ()
+    elif head == "self":
+        base = current
+    else:
+        base = current
+        while head == "super" and base:
+            base, head = base[:-1], rest[0] if rest else ""
+            rest = rest[1:]
+            if head != "super":
+                rest = [head] + rest
+                break
+    target = base
+    for segment in rest:
+        if target + (segment,) in modules:
+            target = target + (segment,)
+        else:
+            break
+    return target
+
+
+def edges_of(root):
+    files = sorted(root.rglob("*.rs"))
+    modules = {module_of(root, f): f for f in files}
+    modules = {m: f for m, f in modules.items() if not is_test(m)}
+    edges = {}
+    for module, file in modules.items():
+        text = strip_comments_and_tests(file.read_text())
+        references = []
+        for m in USE.finditer(text):
+            line = text.count("\n", 0, m.start()) + 1
+            for path in expand_use(m.group(1)):
+                if path.split("::")[0] in ("crate", "super", "self"):
+                    references.append((path, line))
+        for m in PATH.finditer(text):
+            references.append((m.group(0), text.count("\n", 0, m.start()) + 1))
+        for path, line in references:
+            target = resolve(modules, module, path)
+            if target != module and target in modules:
+                edges.setdefault(module, {}).setdefault(target, f"{file}:{line}")
+    return modules, edges
+
+
+def cycles(modules, edges):
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges.get(v, {}):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    sys.setrecursionlimit(10_000)
+    for v in modules:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def name(module):
+    return "::".join(module) or "crate"
+
+
+def main():
+    roots = [pathlib.Path(a) for a in sys.argv[1:]] or [pathlib.Path("dataplane/src")]
+    failed = False
+    for root in roots:
+        modules, edges = edges_of(root)
+        for component in cycles(modules, edges):
+            failed = True
+            members = set(component)
+            print(f"{root}: import cycle among {', '.join(name(m) for m in component)}")
+            for a in component:
+                for b, where in sorted(edges.get(a, {}).items()):
+                    if b in members:
+                        print(f"  {name(a)} -> {name(b)}  ({where})")
+        if not failed:
+            print(f"{root}: {len(modules)} modules, no import cycle")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
