@@ -17,6 +17,7 @@ pub mod log_limit;
 pub mod metrics;
 pub mod mqtt;
 pub mod server;
+pub mod shutdown;
 pub mod snapshot;
 pub mod store;
 pub mod tls;
