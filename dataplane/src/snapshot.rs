@@ -10,6 +10,7 @@ use crate::metrics::{Metrics, ReloadResult};
 use arc_swap::ArcSwap;
 use gridline_crds::model::{Snapshot, compile_all};
 use std::sync::Arc;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 /// Whether the data plane can serve traffic, and if not, why.
@@ -30,6 +31,9 @@ pub struct SharedSnapshot {
 struct Shared {
     snapshot: ArcSwap<Snapshot>,
     readiness: ArcSwap<Readiness>,
+    /// Bumped after each Snapshot is served: readers that follow the configuration (the MQTT
+    /// listeners and connections, lifecycle events) wait on it instead of polling.
+    served: watch::Sender<u64>,
 }
 
 impl SharedSnapshot {
@@ -41,6 +45,7 @@ impl SharedSnapshot {
                 readiness: ArcSwap::from_pointee(Readiness::NotReady {
                     reason: "no configuration loaded yet".into(),
                 }),
+                served: watch::Sender::new(0),
             }),
         }
     }
@@ -56,9 +61,24 @@ impl SharedSnapshot {
         self.inner.readiness.load_full()
     }
 
+    /// Changes (`changed()` resolves) each time a new Snapshot is served; `load` then
+    /// returns it or a later one.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.served.subscribe()
+    }
+
+    /// Resolves once a Namespace is served (at once if one is).
+    pub async fn ready(&self) {
+        let mut changes = self.changes();
+        let _ = changes
+            .wait_for(|_| matches!(*self.readiness(), Readiness::Ready { .. }))
+            .await;
+    }
+
     fn publish(&self, snapshot: Arc<Snapshot>, readiness: Readiness) {
         self.inner.snapshot.store(snapshot);
         self.inner.readiness.store(Arc::new(readiness));
+        self.inner.served.send_modify(|generation| *generation += 1);
     }
 }
 
@@ -312,6 +332,29 @@ spec:
         let outcome = applier.apply(load(NAMESPACE)).unwrap();
         assert!(matches!(outcome, Outcome::Applied { ref problems } if problems.is_empty()));
         assert!(!Arc::ptr_eq(&served, &shared.load()));
+    }
+
+    #[tokio::test]
+    async fn followers_are_told_after_a_snapshot_is_served_not_after_a_rejected_load() {
+        let (mut applier, shared, _) = applier(ReloadPolicy::AllOrNothing);
+        let mut changes = shared.changes();
+        let ready = tokio::spawn({
+            let shared = shared.clone();
+            async move { shared.ready().await }
+        });
+        applier.apply(load(NAMESPACE)).unwrap();
+        assert!(changes.has_changed().unwrap(), "told of the first Snapshot");
+        changes.borrow_and_update();
+        tokio::time::timeout(std::time::Duration::from_secs(5), ready)
+            .await
+            .expect("ready once a Namespace is served")
+            .unwrap();
+        let mut rejected = load(NAMESPACE);
+        rejected.problems.push(problem());
+        applier.apply(rejected).unwrap();
+        assert!(!changes.has_changed().unwrap(), "nothing new is served");
+        applier.apply(load(NAMESPACE)).unwrap();
+        assert!(changes.has_changed().unwrap(), "told of the reload");
     }
 
     #[test]

@@ -17,15 +17,11 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 /// Lifecycle events waiting for their task; beyond it they are dropped and counted.
 pub const LIFECYCLE_QUEUE: usize = 10_000;
-
-/// How often the task looks for a new Snapshot (a pointer comparison).
-const SNAPSHOT_POLL: Duration = Duration::from_millis(100);
 
 /// Event Grid's reasons for `MQTTClientSessionDisconnected` (`disconnectionReason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -433,7 +429,10 @@ async fn run(
 ) {
     let mut book = ClientBook::default();
     let mut seen: Option<Arc<Snapshot>> = None;
-    let mut tick = tokio::time::interval(SNAPSHOT_POLL);
+    // Told of each Snapshot served (Client changes make events); marked unseen so that the
+    // first pass records the Clients served at start as known.
+    let mut changes = snapshot.changes();
+    changes.mark_changed();
     let mut batch = Vec::new();
     loop {
         let queued = tokio::select! {
@@ -443,7 +442,12 @@ async fn run(
                 }
                 received
             }
-            _ = tick.tick() => 0,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                0
+            }
         };
         append_batch(
             &mut batch, &mut book, &mut seen, &store, &snapshot, &metrics,

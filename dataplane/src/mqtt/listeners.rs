@@ -8,7 +8,6 @@ use super::connection::{self, Transport};
 use super::persist;
 use super::websocket::WebSocketConnections;
 use crate::descriptors::ConnectionBudget;
-use crate::snapshot::Readiness;
 use crate::tls::{Protocol, ServerTls};
 use gridline_crds::model::Snapshot;
 use gridline_crds::types::State;
@@ -313,15 +312,16 @@ pub async fn run_local(
     budget: Option<ConnectionBudget>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    // Followed from before the first Snapshot is looked at, so none served later is missed.
+    let served = broker.snapshot.changes();
     // The first configuration is applied just after start-up.
-    while !matches!(*broker.snapshot.readiness(), Readiness::Ready { .. }) {
-        if *stop.borrow() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut stopped = stop.clone();
+    tokio::select! {
+        () = broker.snapshot.ready() => {}
+        _ = stopped.wait_for(|s| *s) => return Ok(()),
     }
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(watch_snapshot(broker.clone(), stop.clone()));
+    tasks.spawn(follow_snapshot(broker.clone(), served, stop.clone()));
     // The persister outlives the connections: their last changes are in the final state.
     let (persist_stop, persist_stopped) = watch::channel(false);
     let persister = broker
@@ -460,22 +460,19 @@ async fn close(kind: Kind, mut listener: Open) {
     info!(addr = %listener.addr, scheme = kind.scheme(), "mqtt listener closed");
 }
 
-/// Tell connections when the served Snapshot changes (`Broker::snapshot_changed`), so that
-/// a disabled Client is disconnected, revoked subscriptions are dropped and listeners follow
-/// the Namespace. The Snapshot is an `ArcSwap`: comparing pointers every 100 ms costs
-/// nothing and needs no hook in the applier.
-async fn watch_snapshot(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let mut seen = broker.snapshot.load();
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+/// Tell connections and the listeners' supervisor when a new Snapshot is served
+/// (`Broker::snapshot_changed`), so that a disabled Client is disconnected, revoked
+/// subscriptions are dropped and listeners follow the Namespace.
+async fn follow_snapshot(
+    broker: Arc<Broker>,
+    mut served: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            changed = served.changed() => if changed.is_err() { return },
             _ = stop.wait_for(|s| *s) => return,
         }
-        let served = broker.snapshot.load();
-        if !Arc::ptr_eq(&served, &seen) {
-            seen = served;
-            broker.snapshot_changed();
-        }
+        broker.snapshot_changed();
     }
 }
