@@ -6,9 +6,12 @@
 use super::authorize::Permissions;
 use super::codec::reason;
 use super::codec::{Message, QoS, SubscriptionOptions};
+use super::events::EventSink;
+use super::lifecycle::DisconnectionReason;
 use super::metrics::MqttMetrics;
 use super::outbox::Outbox;
 use super::persist::{self, StoredSession, StoredState};
+use super::routing::RouteTicket;
 use super::session::{Attachment, Delivery, Enqueued, PendingWill, QueueLimits, Queued, Session};
 use super::trie::Trie;
 use crate::snapshot::SharedSnapshot;
@@ -133,10 +136,9 @@ pub struct Broker {
     /// outside the client's permissions) are logged at most once a second per reason; each
     /// is counted.
     pub refusal_log: crate::log_limit::LogLimiters,
-    /// Routing to the Namespace's routing Topic (`routing.rs`); None without a store.
-    pub routing: Option<super::routing::Routing>,
-    /// Client lifecycle events (`lifecycle.rs`); None without a store.
-    pub lifecycle: Option<super::lifecycle::Lifecycle>,
+    /// Routed messages and client lifecycle events for the store (`events.rs`); None
+    /// without a store.
+    pub events: Option<EventSink>,
 }
 
 /// A subscription request, already parsed and authorized.
@@ -174,8 +176,57 @@ impl Broker {
             connection_checks: tokio::sync::watch::Sender::new(0),
             authenticator: Default::default(),
             refusal_log: crate::log_limit::LogLimiters::new(std::time::Duration::from_secs(1)),
-            routing: None,
-            lifecycle: None,
+            events: None,
+        }
+    }
+
+    /// Whether an authorized message is to be routed into the Namespace's routing Topic.
+    pub fn routes(&self, message: &Message) -> bool {
+        self.events
+            .as_ref()
+            .is_some_and(|e| e.routing.routes(message))
+    }
+
+    /// Queue a message that [`Broker::routes`] for routing (see `Routing::route`).
+    pub fn route(&self, message: &Message, authentication_name: &str, ticket: Option<RouteTicket>) {
+        if let Some(events) = &self.events {
+            events.routing.route(message, authentication_name, ticket);
+        }
+    }
+
+    /// A session was attached to connection `connection_id`: a lifecycle event if enabled.
+    pub fn session_connected(&self, authentication_name: &str, session: &str, connection_id: u64) {
+        if let Some(events) = &self.events {
+            events
+                .lifecycle
+                .session_connected(authentication_name, session, connection_id);
+        }
+    }
+
+    /// Connection `connection_id` of a session ended, for `reason`: a lifecycle event if
+    /// enabled.
+    pub fn session_disconnected(
+        &self,
+        authentication_name: &str,
+        session: &str,
+        connection_id: u64,
+        reason: DisconnectionReason,
+    ) {
+        if let Some(events) = &self.events {
+            events.lifecycle.session_disconnected(
+                authentication_name,
+                session,
+                connection_id,
+                reason,
+            );
+        }
+    }
+
+    /// Graceful shutdown, once connections have ended: wait (at most `within`) until routed
+    /// and lifecycle events queued are appended, before the store closes.
+    pub async fn flush_events(&self, within: Duration) {
+        if let Some(events) = &self.events {
+            events.flush(within).await;
         }
     }
 

@@ -5,8 +5,7 @@
 //! the store like any publish, by one task with its own bounded queue (a flood of routed
 //! messages cannot crowd these out). See README.md, "Lifecycle events".
 
-use super::broker::Broker;
-use super::routing::{new_event_id, published, rfc3339};
+use super::cloud_event::{new_event_id, published, rfc3339};
 use crate::snapshot::SharedSnapshot;
 use crate::store::EventStore;
 use chrono::{DateTime, Utc};
@@ -329,9 +328,11 @@ impl LifecycleMetrics {
 pub struct Lifecycle {
     queue: mpsc::Sender<LifecycleEvent>,
     metrics: LifecycleMetrics,
+    /// Whether the served Namespace names a lifecycle Topic (checked per event).
+    snapshot: SharedSnapshot,
     pub sequence: Sequence,
     /// Events queued and not yet appended (or given up on): what a shutdown waits for.
-    pub(super) pending: Arc<AtomicUsize>,
+    pending: Arc<AtomicUsize>,
 }
 
 impl Lifecycle {
@@ -342,34 +343,35 @@ impl Lifecycle {
         tokio::spawn(run(
             receiver,
             store,
-            snapshot,
+            snapshot.clone(),
             metrics.clone(),
             pending.clone(),
         ));
         Self {
             queue,
             metrics,
+            snapshot,
             sequence: Sequence::starting_now(),
             pending,
         }
     }
-}
 
-impl Broker {
+    /// Events queued and not yet appended (or given up on).
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
     /// A session was attached to connection `connection_id` (CONNACK accepted).
     pub fn session_connected(&self, authentication_name: &str, session: &str, connection_id: u64) {
-        let Some(lifecycle) = self.lifecycle_enabled() else {
+        if !self.enabled() {
             return;
-        };
-        let sequence = lifecycle.sequence.connected(connection_id);
-        self.queue_lifecycle(
-            lifecycle,
-            LifecycleEvent::SessionConnected {
-                authentication_name: authentication_name.to_string(),
-                session: session.to_string(),
-                sequence,
-            },
-        );
+        }
+        let sequence = self.sequence.connected(connection_id);
+        self.queue(LifecycleEvent::SessionConnected {
+            authentication_name: authentication_name.to_string(),
+            session: session.to_string(),
+            sequence,
+        });
     }
 
     /// Connection `connection_id` of a session ended, for `reason`.
@@ -380,40 +382,35 @@ impl Broker {
         connection_id: u64,
         reason: DisconnectionReason,
     ) {
-        let Some(lifecycle) = self.lifecycle_enabled() else {
+        if !self.enabled() {
             return;
-        };
-        let sequence = lifecycle.sequence.disconnected(connection_id);
-        self.queue_lifecycle(
-            lifecycle,
-            LifecycleEvent::SessionDisconnected {
-                authentication_name: authentication_name.to_string(),
-                session: session.to_string(),
-                sequence,
-                reason,
-            },
-        );
+        }
+        let sequence = self.sequence.disconnected(connection_id);
+        self.queue(LifecycleEvent::SessionDisconnected {
+            authentication_name: authentication_name.to_string(),
+            session: session.to_string(),
+            sequence,
+            reason,
+        });
     }
 
-    fn lifecycle_enabled(&self) -> Option<&Lifecycle> {
-        let lifecycle = self.lifecycle.as_ref()?;
-        let snapshot = self.snapshot.load();
-        snapshot
+    fn enabled(&self) -> bool {
+        self.snapshot
+            .load()
             .namespace
             .as_ref()
             .is_some_and(|n| n.lifecycle_topic.is_some())
-            .then_some(lifecycle)
     }
 
-    fn queue_lifecycle(&self, lifecycle: &Lifecycle, event: LifecycleEvent) {
-        lifecycle.pending.fetch_add(1, Ordering::AcqRel);
-        if let Err(error) = lifecycle.queue.try_send(event) {
-            lifecycle.pending.fetch_sub(1, Ordering::AcqRel);
+    fn queue(&self, event: LifecycleEvent) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        if let Err(error) = self.queue.try_send(event) {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
             let event = match error {
                 mpsc::error::TrySendError::Full(event)
                 | mpsc::error::TrySendError::Closed(event) => event,
             };
-            lifecycle.metrics.count(&event, "dropped");
+            self.metrics.count(&event, "dropped");
         }
     }
 }

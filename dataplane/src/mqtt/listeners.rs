@@ -2,11 +2,11 @@
 //! served Snapshot enables and disables them; their accept loops; and the graceful shutdown
 //! of every connection, those over WebSockets (served by the HTTP listeners) included.
 
+use super::accept::{Connections, WebSocketConnections, accept, tls_handshake};
 use super::authorize::Listener;
 use super::broker::Broker;
 use super::connection::{self, Transport};
 use super::persist;
-use super::websocket::WebSocketConnections;
 use crate::descriptors::ConnectionBudget;
 use crate::tls::{Protocol, ServerTls};
 use gridline_crds::model::Snapshot;
@@ -16,9 +16,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// How long connections get, at shutdown, to receive their DISCONNECT and close before the
 /// final state is written. The data plane gives the whole MQTT shutdown 5 s.
@@ -81,68 +81,6 @@ impl Closing {
     }
 }
 
-/// The connections of one listener: at most `max` at once, and within the process's
-/// connection budget when it has one (beyond either, sockets are closed and counted); at
-/// shutdown, waited for.
-#[derive(Clone)]
-pub struct Connections {
-    permits: Arc<Semaphore>,
-    max: u32,
-    /// Which listener these are, for the metrics.
-    listener: Listener,
-    budget: Option<ConnectionBudget>,
-}
-
-/// A connection's place on its listener and in the process's budget, given back on drop.
-pub struct ConnectionPermit {
-    _listener: OwnedSemaphorePermit,
-    _process: Option<OwnedSemaphorePermit>,
-}
-
-impl Connections {
-    pub fn new(max: usize, listener: Listener) -> Self {
-        let max = u32::try_from(max)
-            .unwrap_or(u32::MAX)
-            .min(Semaphore::MAX_PERMITS as u32);
-        Self {
-            permits: Arc::new(Semaphore::new(max as usize)),
-            max,
-            listener,
-            budget: None,
-        }
-    }
-
-    /// Connections also take their descriptor from `budget`, shared with every listener.
-    pub fn within(mut self, budget: Option<ConnectionBudget>) -> Self {
-        self.budget = budget;
-        self
-    }
-
-    /// A place for one more connection, held for its lifetime; None (counted) when full.
-    pub fn open(&self, broker: &Broker) -> Option<ConnectionPermit> {
-        let listener = self.permits.clone().try_acquire_owned().ok();
-        let process = match &self.budget {
-            Some(budget) => budget.take().map(Some),
-            None => Some(None),
-        };
-        match (listener, process) {
-            (Some(listener), Some(process)) => Some(ConnectionPermit {
-                _listener: listener,
-                _process: process,
-            }),
-            _ => {
-                broker.metrics.connect(self.listener, "over_limit");
-                None
-            }
-        }
-    }
-
-    /// Resolves once every connection has ended.
-    async fn drained(&self) {
-        let _ = self.permits.acquire_many(self.max).await;
-    }
-}
-
 /// Accept connections until `stop`; each goes to its own task at once, where the TLS
 /// handshake (with `tls`) and the CONNECT handshake run, each with its timeout. Beyond the
 /// listener's `connections` limit, sockets are closed.
@@ -158,7 +96,7 @@ pub async fn serve(
             accepted = accept(&listener) => accepted,
             _ = stop.wait_for(|s| *s) => return,
         };
-        let Some(permit) = connections.open(&broker) else {
+        let Some(permit) = connections.open(&broker.metrics) else {
             drop(socket);
             continue;
         };
@@ -177,52 +115,16 @@ pub async fn serve(
     }
 }
 
-/// The next connection; accept errors (out of file descriptors and the like) back off
-/// instead of spinning.
-async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
-    loop {
-        match listener.accept().await {
-            Ok(accepted) => return accepted,
-            Err(error) => {
-                warn!(%error, "mqtt accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-/// The TLS handshake within the handshake timeout (counted when it fails), with the served
-/// Namespace's configuration; the stream and the client's certificate chain.
-async fn tls_handshake(
-    socket: TcpStream,
-    broker: &Broker,
-    tls: &ServerTls,
-    listener: Listener,
-) -> Option<(
-    tokio_rustls::server::TlsStream<TcpStream>,
-    crate::tls::PeerCertificates,
-)> {
-    let config = match tls.config_for(&broker.snapshot.load(), Protocol::Mqtt) {
-        Ok(config) => config,
-        Err(error) => {
-            warn!(%error, "no TLS configuration: closing the connection");
-            return None;
-        }
-    };
-    match crate::tls::accept(socket, config, broker.limits.handshake_timeout).await {
-        Ok(accepted) => Some(accepted),
-        Err(failure) => {
-            debug!(%failure, "TLS handshake failed");
-            broker.metrics.connect(listener, failure.label());
-            None
-        }
-    }
-}
-
 /// The TLS handshake, then the MQTT connection.
 async fn handle_tls(socket: TcpStream, broker: Arc<Broker>, tls: &ServerTls) {
-    if let Some((stream, client_certificates)) =
-        tls_handshake(socket, &broker, tls, Listener::Tls).await
+    if let Some((stream, client_certificates)) = tls_handshake(
+        socket,
+        (tls, &broker.snapshot.load()),
+        broker.limits.handshake_timeout,
+        &broker.metrics,
+        Listener::Tls,
+    )
+    .await
     {
         let transport = Transport::Tls {
             client_certificates,
@@ -324,10 +226,14 @@ pub async fn run_local(
     tasks.spawn(follow_snapshot(broker.clone(), served, stop.clone()));
     // The persister outlives the connections: their last changes are in the final state.
     let (persist_stop, persist_stopped) = watch::channel(false);
-    let persister = broker
-        .data_dir
-        .clone()
-        .map(|dir| tokio::spawn(persist::run(broker.clone(), dir, persist_stopped)));
+    let persister = broker.data_dir.clone().map(|dir| {
+        let broker = broker.clone();
+        tokio::spawn(persist::run(
+            move || broker.stored_state(),
+            dir,
+            persist_stopped,
+        ))
+    });
 
     let connections: HashMap<Kind, Connections> = Kind::ALL
         .into_iter()

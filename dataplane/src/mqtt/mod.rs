@@ -1,11 +1,14 @@
 //! The MQTT broker (see README.md): TCP, TLS and WebSocket listeners, one task per
 //! connection, the router.
 
+pub mod accept;
 pub mod authenticate;
 pub mod authorize;
 pub mod broker;
+pub mod cloud_event;
 pub mod codec;
 pub mod connection;
+pub mod events;
 pub mod lifecycle;
 pub mod limits;
 pub mod listeners;
@@ -28,8 +31,8 @@ use std::path::Path;
 use std::sync::Arc;
 use tracing::info;
 
-pub use listeners::{Addrs, Closing, Connections, run_local, serve};
-pub use websocket::WebSocketConnections;
+pub use accept::{Connections, WebSocketConnections};
+pub use listeners::{Addrs, Closing, run_local, serve};
 
 /// The broker of the served Namespace, its metrics registered in `registry`, its sessions
 /// and retained messages restored from `<data_dir>/mqtt/`. Made before the listeners so
@@ -50,14 +53,7 @@ pub fn broker(
     let mut broker =
         Broker::new(snapshot.clone(), metrics, limits).persisting_in(data_dir.to_path_buf());
     if let Some(store) = store {
-        let routing = routing::RoutingMetrics::register(registry)?;
-        broker.routing = Some(routing::Routing::start(
-            store.clone(),
-            snapshot.clone(),
-            routing,
-        ));
-        let lifecycle = lifecycle::LifecycleMetrics::register(registry)?;
-        broker.lifecycle = Some(lifecycle::Lifecycle::start(store, snapshot, lifecycle));
+        broker.events = Some(events::EventSink::start(store, snapshot, registry)?);
     }
     let broker = Arc::new(broker);
     let stored = persist::load(data_dir);

@@ -8,14 +8,12 @@
 //! leaves the previous one whole) and once more on shutdown: a crash loses at most the
 //! last interval's changes. A PUBACK does not wait for the disk.
 
-use super::broker::Broker;
 use super::codec::{Message, MessageProperties, QoS, SubscriptionOptions};
 use super::session::{Delivery, Outbound};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -211,8 +209,13 @@ fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&temporary, path)
 }
 
-/// Write the broker's state every [`INTERVAL`] when it changed, and once more on `stop`.
-pub async fn run(broker: Arc<Broker>, data_dir: PathBuf, mut stop: watch::Receiver<bool>) {
+/// Write the state `current` gives (the broker's sessions and retained messages) every
+/// [`INTERVAL`] when it changed, and once more on `stop`.
+pub async fn run(
+    current: impl Fn() -> StoredState + Send + 'static,
+    data_dir: PathBuf,
+    mut stop: watch::Receiver<bool>,
+) {
     let path = state_file(&data_dir);
     let mut last: Option<Vec<u8>> = std::fs::read(&path).ok();
     loop {
@@ -220,7 +223,7 @@ pub async fn run(broker: Arc<Broker>, data_dir: PathBuf, mut stop: watch::Receiv
             () = tokio::time::sleep(INTERVAL) => false,
             _ = stop.wait_for(|s| *s) => true,
         };
-        let bytes = match serde_json::to_vec(&broker.stored_state()) {
+        let bytes = match serde_json::to_vec(&current()) {
             Ok(bytes) => bytes,
             Err(error) => {
                 warn!(%error, "cannot serialize the MQTT state");
@@ -245,9 +248,10 @@ pub async fn run(broker: Arc<Broker>, data_dir: PathBuf, mut stop: watch::Receiv
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mqtt::broker::Limits;
+    use crate::mqtt::broker::{Broker, Limits};
     use crate::mqtt::metrics::MqttMetrics;
     use crate::snapshot::SharedSnapshot;
+    use std::sync::Arc;
 
     fn broker() -> Arc<Broker> {
         let metrics = MqttMetrics::register(&prometheus::Registry::new()).unwrap();

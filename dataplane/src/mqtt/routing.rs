@@ -6,14 +6,14 @@
 //! PUBREC back until the routing task reports the batch stored. See README.md, "Routing
 //! (decision)".
 
-use super::broker::Broker;
+use super::cloud_event::{new_event_id, published, rfc3339};
 use super::codec::{Message, reason};
 use super::session::Session;
 use crate::snapshot::SharedSnapshot;
 use crate::store::{EventStore, PublishedEvent, StoreError};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use gridline_crds::attributes::AttributeValue;
 use gridline_crds::model::snapshot::CompiledClient;
 use gridline_crds::types::namespace::RoutingEnrichments;
@@ -22,7 +22,6 @@ use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -158,6 +157,8 @@ impl RoutingMetrics {
 pub struct Routing {
     queue: mpsc::UnboundedSender<Routed>,
     metrics: RoutingMetrics,
+    /// Whether the served Namespace names a routing Topic (checked per message).
+    snapshot: SharedSnapshot,
     /// Messages queued and not yet appended (or given up on): what a shutdown waits for.
     pending: Arc<AtomicUsize>,
 }
@@ -170,24 +171,27 @@ impl Routing {
         tokio::spawn(run(
             receiver,
             store,
-            snapshot,
+            snapshot.clone(),
             metrics.clone(),
             pending.clone(),
         ));
         Self {
             queue,
             metrics,
+            snapshot,
             pending,
         }
     }
-}
 
-impl Broker {
+    /// Messages queued and not yet appended (or given up on).
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
     /// Whether an authorized message is to be routed: the served Namespace names a routing
     /// Topic, and it is not on a `$` topic (the broker's own).
     pub fn routes(&self, message: &Message) -> bool {
-        self.routing.is_some()
-            && !message.topic.starts_with('$')
+        !message.topic.starts_with('$')
             && self
                 .snapshot
                 .load()
@@ -196,17 +200,14 @@ impl Broker {
                 .is_some_and(|n| n.route_topic.is_some())
     }
 
-    /// Queue a message that [`Broker::routes`] for routing. Never waits. Without a ticket it
+    /// Queue a message that [`Routing::routes`] for routing. Never waits. Without a ticket it
     /// is best effort: dropped (and counted) once [`ROUTING_QUEUE`] messages wait. With one
     /// it is always queued and its connection is told when it is stored or failed.
     pub fn route(&self, message: &Message, authentication_name: &str, ticket: Option<RouteTicket>) {
-        let Some(routing) = &self.routing else {
-            return;
-        };
-        let waiting = routing.pending.fetch_add(1, Ordering::AcqRel);
+        let waiting = self.pending.fetch_add(1, Ordering::AcqRel);
         if ticket.is_none() && waiting >= ROUTING_QUEUE {
-            routing.pending.fetch_sub(1, Ordering::AcqRel);
-            routing.metrics.count("dropped", 1);
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.count("dropped", 1);
             return;
         }
         let routed = Routed {
@@ -215,43 +216,16 @@ impl Broker {
             received: Utc::now(),
             ticket,
         };
-        if let Err(mpsc::error::SendError(routed)) = routing.queue.send(routed) {
+        if let Err(mpsc::error::SendError(routed)) = self.queue.send(routed) {
             // The routing task is gone (shutting down).
-            routing.pending.fetch_sub(1, Ordering::AcqRel);
-            routing.metrics.count("failed", 1);
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.count("failed", 1);
             if let Some(ticket) = routed.ticket {
                 ticket
                     .acks
                     .done(ticket.seq, Some(reason::UNSPECIFIED_ERROR));
                 ticket.acks.wake();
             }
-        }
-    }
-
-    /// Graceful shutdown, once connections have ended: wait (at most `within`) until what
-    /// was queued for routing and as lifecycle events is appended, before the store closes.
-    pub async fn flush_events(&self, within: Duration) {
-        let pending = || {
-            let routed = self
-                .routing
-                .as_ref()
-                .map_or(0, |r| r.pending.load(Ordering::Acquire));
-            let lifecycle = self
-                .lifecycle
-                .as_ref()
-                .map_or(0, |l| l.pending.load(Ordering::Acquire));
-            routed + lifecycle
-        };
-        let deadline = tokio::time::Instant::now() + within;
-        while pending() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let left = pending();
-        if left > 0 {
-            warn!(
-                events = left,
-                "routed and lifecycle events still queued at shutdown"
-            );
         }
     }
 }
@@ -496,41 +470,6 @@ fn is_json_media(content_type: &str) -> bool {
     media == "application/json" || media == "text/json" || media.ends_with("+json")
 }
 
-/// An event built here, in the store's form; `None` (counted by the caller as not appended)
-/// only if serializing a JSON value failed, which it does not for values built from strings.
-pub(super) fn published(event: Value) -> Option<PublishedEvent> {
-    let json = serde_json::to_string(&event).ok()?;
-    let json = serde_json::value::RawValue::from_string(json).ok()?;
-    Some(PublishedEvent {
-        attributes: event,
-        json,
-    })
-}
-
-/// A random (version 4) UUID, as Event Grid stamps its events.
-pub(super) fn new_event_id() -> String {
-    let mut bytes = [0u8; 16];
-    // The OS generator does not fail on the platforms we run on; an all-zero id would still
-    // be a valid (if not unique) CloudEvents id.
-    let _ = getrandom::fill(&mut bytes);
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
-}
-
-/// RFC 3339 in UTC with microseconds, as Event Grid writes `time`.
-pub(super) fn rfc3339(time: DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -693,29 +632,23 @@ mod tests {
         assert!(no_client.get("reply").is_none());
     }
 
-    fn broker_routing_into(pending: usize) -> (Broker, mpsc::UnboundedReceiver<Routed>) {
+    fn routing_into(pending: usize) -> (Routing, mpsc::UnboundedReceiver<Routed>) {
         let registry = Registry::new();
-        let metrics = crate::mqtt::metrics::MqttMetrics::register(&registry).unwrap();
-        let mut broker = Broker::new(
-            SharedSnapshot::new(),
-            metrics,
-            crate::mqtt::broker::Limits::default(),
-        );
         let (queue, receiver) = mpsc::unbounded_channel();
-        broker.routing = Some(Routing {
+        let routing = Routing {
             queue,
             metrics: RoutingMetrics::register(&registry).unwrap(),
+            snapshot: SharedSnapshot::new(),
             pending: Arc::new(AtomicUsize::new(pending)),
-        });
-        (broker, receiver)
+        };
+        (routing, receiver)
     }
 
     #[test]
     fn a_full_routing_queue_drops_best_effort_messages_and_counts_them_never_acknowledged_ones() {
-        let (broker, mut receiver) = broker_routing_into(ROUTING_QUEUE);
+        let (routing, mut receiver) = routing_into(ROUTING_QUEUE);
         let message = routed(b"x", Default::default()).message;
-        broker.route(&message, "s1", None);
-        let routing = broker.routing.as_ref().unwrap();
+        routing.route(&message, "s1", None);
         assert_eq!(
             routing.metrics.routed.with_label_values(&["dropped"]).get(),
             1
@@ -724,7 +657,7 @@ mod tests {
         let session = Arc::new(Session::new("s1".into(), "s1".into()));
         let acks = Arc::new(RoutedAcks::new(session));
         let ticket = RouteTicket { acks, seq: 1 };
-        broker.route(&message, "s1", Some(ticket));
+        routing.route(&message, "s1", Some(ticket));
         let queued = receiver.try_recv().expect("queued beyond the bound");
         assert_eq!(queued.ticket.map(|t| t.seq), Some(1));
         assert_eq!(

@@ -8,9 +8,9 @@
 //! goes back as binary messages. MQTT packets may span messages and a message may hold
 //! several packets (MQTT 5 §6), so the byte stream is all the handler needs.
 
+use super::accept::{ConnectionPermit, Connections, WebSocketConnections};
 use super::broker::Broker;
 use super::connection::{self, Transport};
-use super::listeners::{ConnectionPermit, Connections};
 use crate::http::listener::{Peer, PeerTransport};
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -29,14 +29,6 @@ use tracing::debug;
 const PIPE_BYTES: usize = 64 * 1024;
 /// How long a client may take to answer our Close once the connection has ended.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-
-/// The places of MQTT connections over WebSockets: on plain HTTP (`ws`) and over TLS (`wss`),
-/// bounded and counted like a TCP listener's.
-#[derive(Clone)]
-pub struct WebSocketConnections {
-    pub plaintext: Connections,
-    pub tls: Connections,
-}
 
 #[derive(Clone)]
 struct WebSocketState {
@@ -107,7 +99,7 @@ fn accept_upgrade(
         )
             .into_response();
     }
-    let Some(permit) = connections.open(broker) else {
+    let Some(permit) = connections.open(&broker.metrics) else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
     let broker = broker.clone();
