@@ -13,6 +13,6 @@ pub mod metrics;
 mod testing;
 
 #[cfg(test)]
-mod fixtures;
+use gridline_kubernetes::fixtures;
 pub mod leader;
 pub mod run;
