@@ -12,6 +12,7 @@ pub mod metrics;
 #[cfg(test)]
 mod testing;
 
+// The scripted API server of the reconcile tests (`crate::fixtures::mock_client`).
 #[cfg(test)]
 use gridline_kubernetes::fixtures;
 pub mod leader;
