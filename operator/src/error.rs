@@ -23,14 +23,6 @@ pub enum Error {
         #[source]
         source: Box<kube::Error>,
     },
-
-    #[error("Lease {namespace}/{name}: {source}")]
-    Lease {
-        namespace: String,
-        name: String,
-        #[source]
-        source: Box<kube::Error>,
-    },
 }
 
 impl Error {
@@ -40,7 +32,6 @@ impl Error {
             Error::NoK8sNamespace { .. } => "no_k8s_namespace",
             Error::Apply { .. } => "apply",
             Error::Status { .. } => "status",
-            Error::Lease { .. } => "lease",
         }
     }
 }

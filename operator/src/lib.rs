@@ -12,7 +12,8 @@ pub mod metrics;
 #[cfg(test)]
 mod testing;
 
+// The scripted API server of the reconcile tests (`crate::fixtures::mock_client`).
 #[cfg(test)]
-mod fixtures;
+use gridline_kubernetes::fixtures;
 pub mod leader;
 pub mod run;

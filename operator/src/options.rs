@@ -5,6 +5,9 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use std::collections::BTreeMap;
 
+/// Which Kubernetes namespaces the operator watches (`--watch-namespace`).
+pub use gridline_kubernetes::WatchScope;
+
 /// The field manager of every server-side apply and status write.
 pub const FIELD_MANAGER: &str = "gridline-operator";
 
@@ -44,62 +47,5 @@ fn default_resources() -> ResourceRequirements {
         requests: Some(quantities(&[("cpu", "100m"), ("memory", "256Mi")])),
         limits: Some(quantities(&[("memory", "1Gi")])),
         ..ResourceRequirements::default()
-    }
-}
-
-/// Which Kubernetes namespaces the operator watches.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WatchScope {
-    All,
-    Namespaces(Vec<String>),
-}
-
-impl WatchScope {
-    /// `--watch-namespace` values (possibly comma-separated, from the environment); none: all.
-    pub fn from_flags(values: &[String]) -> Self {
-        let mut namespaces: Vec<String> = values
-            .iter()
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-            .collect();
-        namespaces.sort();
-        namespaces.dedup();
-        if namespaces.is_empty() {
-            WatchScope::All
-        } else {
-            WatchScope::Namespaces(namespaces)
-        }
-    }
-
-    /// One `Api` per watched namespace, or one cluster-wide.
-    pub fn apis<K>(&self, client: &kube::Client) -> Vec<kube::Api<K>>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        K::DynamicType: Default,
-    {
-        match self {
-            WatchScope::All => vec![kube::Api::all(client.clone())],
-            WatchScope::Namespaces(namespaces) => namespaces
-                .iter()
-                .map(|ns| kube::Api::namespaced(client.clone(), ns))
-                .collect(),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn watch_namespaces_split_on_commas_and_none_means_all() {
-        assert_eq!(WatchScope::from_flags(&[]), WatchScope::All);
-        assert_eq!(WatchScope::from_flags(&[" ".into()]), WatchScope::All);
-        assert_eq!(
-            WatchScope::from_flags(&["b,a".into(), "c".into(), "a".into()]),
-            WatchScope::Namespaces(vec!["a".into(), "b".into(), "c".into()])
-        );
     }
 }

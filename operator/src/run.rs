@@ -2,12 +2,13 @@
 //! while leading run the Namespace controller and the status pass.
 
 use crate::controller::status::{self, StatusContext};
-use crate::controller::{Stores, children, stores::Dirty};
-use crate::leader::{self, LeaderElector, LeaseConfig};
+use crate::controller::{Stores, children};
+use crate::leader;
 use crate::metrics::{self, Metrics};
 use crate::options::{Options, WatchScope};
 use anyhow::Context as _;
 use futures::StreamExt;
+use gridline_kubernetes::{Dirty, LeaseConfig, LeaseLoop};
 use kube::Client;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,7 +45,6 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         .await
         .context("cannot reach the Kubernetes API (no in-cluster config or kubeconfig)")?;
     let identity = leader::identity();
-    let (leading_tx, mut leading) = watch::channel(false);
     let lease = config.leader_election.as_ref().map(|election| {
         let namespace = election
             .namespace
@@ -55,21 +55,21 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     // Without an election the sender must outlive the controllers: a dropped sender would
     // read as leadership lost.
     let mut _unelected_leader = None;
-    let election = match &lease {
+    let (election, mut leading) = match &lease {
         Some(lease) => {
             info!(lease = %format!("{}/{}", lease.namespace, lease.name), %identity, "campaigning for the leader Lease");
-            let mut elector = LeaderElector::new(client.clone(), lease.clone());
-            let metrics = metrics.clone();
-            Some(tokio::spawn(async move {
-                elector.run(leading_tx, metrics).await
-            }))
+            let mut lease_loop = LeaseLoop::new(client.clone(), lease.clone());
+            let leading = lease_loop.holding();
+            (
+                Some(tokio::spawn(async move { lease_loop.run().await })),
+                leading,
+            )
         }
         None => {
             info!("leader election disabled: leading at once");
-            metrics.leader.set(1);
-            let _ = leading_tx.send(true);
+            let (leading_tx, leading) = watch::channel(true);
             _unelected_leader = Some(leading_tx);
-            None
+            (None, leading)
         }
     };
     metrics.set_ready();
@@ -78,6 +78,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         _ = leading.wait_for(|l| *l) => {}
         () = shutdown_signal() => return Ok(()),
     }
+    metrics.leader.set(1);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let children_ctx =
@@ -108,6 +109,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
 
     let result = tokio::select! {
         _ = leading.wait_for(|l| !*l) => {
+            metrics.leader.set(0);
             Err(anyhow::anyhow!("lost the leader Lease; exiting so that a fresh candidate takes over"))
         }
         () = shutdown_signal() => {
@@ -127,7 +129,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         // Let in-flight reconciles finish, briefly.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), children_task).await;
         if let Some(lease) = lease
-            && let Err(error) = LeaderElector::new(client, lease).release().await
+            && let Err(error) = LeaseLoop::new(client, lease).release().await
         {
             warn!(%error, "could not release the leader Lease; it will expire");
         }

@@ -1,5 +1,6 @@
 //! The in-cluster configuration source: the seven Gridline kinds and the Secrets of one
-//! Kubernetes namespace, kept in kube-runtime reflector stores.
+//! Kubernetes namespace, kept in the reflector stores the operator uses too
+//! (`gridline_kubernetes::Reflectors`).
 //!
 //! Each change to any store (debounced) rebuilds the whole [`Objects`] from the stores and
 //! hands it on: `compile` always sees a complete, consistent set rather than a stream of
@@ -9,22 +10,14 @@
 use super::debounce::next_settled_change;
 use super::{LoadedConfig, Origin};
 use anyhow::Context;
-use futures::stream::{BoxStream, StreamExt, select_all};
+use futures::stream::StreamExt;
 use gridline_crds::model::{Kind, ObjectKey, Objects};
-use gridline_crds::types::{
-    Client as GridlineClient, ClientGroup, EventSubscription, Namespace, PermissionBinding, Topic,
-    TopicSpace,
-};
-use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use gridline_kubernetes::{ReflectorOptions, Reflectors, StoreState, WatchScope};
+use kube::{Client, Resource, ResourceExt};
 use std::collections::BTreeMap;
-use std::fmt::Debug;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 /// The objects of one Kubernetes namespace, watched.
 pub struct KubernetesSource {
@@ -64,7 +57,13 @@ impl KubernetesSource {
     /// every change.
     pub async fn run(self, updates: mpsc::Sender<LoadedConfig>) -> anyhow::Result<()> {
         info!(k8s_namespace = %self.k8s_namespace, "watching Gridline objects and Secrets");
-        let (stores, events) = Stores::watch(&self.client, &self.k8s_namespace);
+        // Every Secret, objects kept whole, no dirty set: each event is a change signal, and
+        // a reload compares resource versions (below).
+        let (stores, events) = Reflectors::start(
+            &self.client,
+            &WatchScope::namespace(self.k8s_namespace.clone()),
+            &ReflectorOptions::default(),
+        );
 
         // The reflectors fill their stores only while their streams are polled: this task
         // polls them all and turns each event into a change signal (one slot: they coalesce).
@@ -106,19 +105,6 @@ impl KubernetesSource {
         pump.abort();
         result
     }
-}
-
-/// Everything the stores hold at one moment.
-#[derive(Clone, Debug, Default)]
-pub struct StoreState {
-    pub namespaces: Vec<Arc<Namespace>>,
-    pub topics: Vec<Arc<Topic>>,
-    pub event_subscriptions: Vec<Arc<EventSubscription>>,
-    pub clients: Vec<Arc<GridlineClient>>,
-    pub client_groups: Vec<Arc<ClientGroup>>,
-    pub topic_spaces: Vec<Arc<TopicSpace>>,
-    pub permission_bindings: Vec<Arc<PermissionBinding>>,
-    pub secrets: Vec<Arc<Secret>>,
 }
 
 /// The configuration the stores describe. Objects being deleted (a deletion timestamp set,
@@ -204,93 +190,10 @@ fn resource_versions(state: &StoreState) -> BTreeMap<ObjectKey, Option<String>> 
     out
 }
 
-/// One reflector store per kind.
-struct Stores {
-    namespaces: Store<Namespace>,
-    topics: Store<Topic>,
-    event_subscriptions: Store<EventSubscription>,
-    clients: Store<GridlineClient>,
-    client_groups: Store<ClientGroup>,
-    topic_spaces: Store<TopicSpace>,
-    permission_bindings: Store<PermissionBinding>,
-    secrets: Store<Secret>,
-}
-
-impl Stores {
-    /// Start a watch per kind; the returned stream must be polled for the stores to fill.
-    fn watch(client: &Client, k8s_namespace: &str) -> (Self, BoxStream<'static, ()>) {
-        let mut streams = Vec::new();
-        let stores = Self {
-            namespaces: reflect(client, k8s_namespace, &mut streams),
-            topics: reflect(client, k8s_namespace, &mut streams),
-            event_subscriptions: reflect(client, k8s_namespace, &mut streams),
-            clients: reflect(client, k8s_namespace, &mut streams),
-            client_groups: reflect(client, k8s_namespace, &mut streams),
-            topic_spaces: reflect(client, k8s_namespace, &mut streams),
-            permission_bindings: reflect(client, k8s_namespace, &mut streams),
-            secrets: reflect(client, k8s_namespace, &mut streams),
-        };
-        (stores, select_all(streams).boxed())
-    }
-
-    async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
-        self.namespaces.wait_until_ready().await?;
-        self.topics.wait_until_ready().await?;
-        self.event_subscriptions.wait_until_ready().await?;
-        self.clients.wait_until_ready().await?;
-        self.client_groups.wait_until_ready().await?;
-        self.topic_spaces.wait_until_ready().await?;
-        self.permission_bindings.wait_until_ready().await?;
-        self.secrets.wait_until_ready().await
-    }
-
-    fn state(&self) -> StoreState {
-        StoreState {
-            namespaces: self.namespaces.state(),
-            topics: self.topics.state(),
-            event_subscriptions: self.event_subscriptions.state(),
-            clients: self.clients.state(),
-            client_groups: self.client_groups.state(),
-            topic_spaces: self.topic_spaces.state(),
-            permission_bindings: self.permission_bindings.state(),
-            secrets: self.secrets.state(),
-        }
-    }
-}
-
-/// A store of kind `K` in `k8s_namespace`, and (pushed to `streams`) the watch that fills it,
-/// yielding `()` per event. Watch errors are logged and retried with kube's default backoff.
-fn reflect<K>(
-    client: &Client,
-    k8s_namespace: &str,
-    streams: &mut Vec<BoxStream<'static, ()>>,
-) -> Store<K>
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-{
-    let (store, writer) = reflector::store::<K>();
-    let api: Api<K> = Api::namespaced(client.clone(), k8s_namespace);
-    let events = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .filter_map(|event| async move {
-            match event {
-                Ok(_) => Some(()),
-                Err(error) => {
-                    warn!(kind = %K::kind(&()), %error, "Kubernetes watch failed; retrying");
-                    None
-                }
-            }
-        })
-        .boxed();
-    streams.push(events);
-    store
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gridline_crds::types::Topic;
     use http::{Request, Response};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use kube::client::Body;

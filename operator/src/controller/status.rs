@@ -5,7 +5,7 @@
 //! thousand objects costs a handful of compiles rather than a thousand. Failed writes back
 //! off per object; the namespace is passed over again when the earliest retry is due.
 
-use super::stores::{Dirty, Stores};
+use super::stores::Stores;
 use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::metrics::{Metrics, RESULT_PATCHED, RESULT_UNCHANGED};
@@ -17,6 +17,7 @@ use gridline_crds::types::{
     Client as GridlineClient, ClientGroup, EventSubscription, GROUP, Namespace, PermissionBinding,
     ResourceStatus, Topic, TopicSpace, VERSION,
 };
+use gridline_kubernetes::Dirty;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};

@@ -294,8 +294,7 @@ fn long_event_notes_are_cut_at_a_character_boundary() {
 /// (except the Topics watch, which delivers one edit), status writes recorded.
 mod pipeline {
     use super::*;
-    use crate::controller::stores::Dirty;
-    use crate::options::WatchScope;
+    use gridline_kubernetes::{Dirty, WatchScope};
     use http::{Request, Response};
     use kube::client::Body;
     use serde_json::json;

@@ -1,6 +1,7 @@
-//! A scripted API server for reconcile tests (the shape of controller-rs `src/fixtures.rs`):
-//! each test lists the requests it expects, in order, with the answer to each; a missing,
-//! extra or different request fails the test.
+//! A scripted API server for tests of code that calls the Kubernetes API (the shape of
+//! controller-rs `src/fixtures.rs`): each test lists the requests it expects, in order, with
+//! the answer to each; a missing, extra or different request fails the test. Used by this
+//! crate's Lease tests and, through the `fixtures` feature, by the operator's reconcile tests.
 
 use http::{Method, Request, Response, StatusCode};
 use kube::Client;
