@@ -6,7 +6,7 @@ mod support;
 use gridline_dataplane::mqtt::codec::{Ack, Packet, Publish, QoS, Version, reason};
 use std::num::NonZeroU16;
 use std::time::Duration;
-use support::mqtt::{RawClient, access, connect_packet, message, namespace};
+use support::mqtt::{RawClient, access, connect_packet, message, namespace_manifest};
 use support::{Dataplane, Workspace};
 
 /// More than the hard bound of a connected session's queue (10,000): without flow control
@@ -15,13 +15,9 @@ const MESSAGES: usize = 30_000;
 
 fn broker() -> (Workspace, Dataplane) {
     let workspace = Workspace::new();
-    let ns = namespace("dev").replacen(
-        "  topicSpacesConfiguration:\n    state: Enabled\n",
-        "  topicSpacesConfiguration:\n    state: Enabled\n    maximumMessagesPerSecondPerConnection: 100000\n",
-        1,
-    );
-    assert!(ns.contains("100000"));
-    workspace.write("namespace.yaml", &ns);
+    let ns = namespace_manifest("dev")
+        .topic_spaces(|t| t.maximum_messages_per_second_per_connection = 100_000);
+    workspace.write("namespace.yaml", &ns.yaml());
     workspace.write("access.yaml", &access("dev"));
     let dataplane = workspace.start(&[]);
     (workspace, dataplane)

@@ -25,20 +25,13 @@ const WINDOW: usize = 100;
 /// Namespace `dev` routing into Topic `telemetry` (one queue subscription), the example
 /// access model, no rate limit.
 async fn start() -> (Workspace, Dataplane, SocketAddr) {
-    let namespace = mqtt::namespace("dev")
-        .replacen(
-            "spec:\n",
-            "spec:\n  sasKeys:\n    secretName: dev-keys\n",
-            1,
-        )
-        .replacen(
-            mqtt::SESSIONS_PER_NAME,
-            &format!(
-                "{}    maximumMessagesPerSecondPerConnection: 1000000\n    routeTopicRef: {{name: telemetry}}\n",
-                mqtt::SESSIONS_PER_NAME
-            ),
-            1,
-        );
+    let namespace = mqtt::namespace_manifest("dev")
+        .sas_keys("dev-keys")
+        .topic_spaces(|t| {
+            t.maximum_messages_per_second_per_connection = 1_000_000;
+            t.route_topic_ref = manifests::reference("telemetry");
+        })
+        .yaml();
     let manifests = documents(&[
         namespace,
         sas_keys_secret("dev-keys", KEY, "unused-second-key"),

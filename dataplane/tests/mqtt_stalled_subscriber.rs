@@ -9,7 +9,7 @@ use gridline_dataplane::mqtt::codec::{Packet, Publish, QoS, Version, reason};
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::time::Duration;
-use support::mqtt::{RawClient, access, connect_packet, message, namespace};
+use support::mqtt::{RawClient, access, connect_packet, message, namespace_manifest};
 use support::{Dataplane, Workspace, poll_until};
 use tokio::time::Instant;
 
@@ -24,13 +24,9 @@ const PUBLISHING: Duration = Duration::from_secs(30);
 
 fn broker() -> (Workspace, Dataplane) {
     let workspace = Workspace::new();
-    let ns = namespace("dev").replacen(
-        "  topicSpacesConfiguration:\n    state: Enabled\n",
-        "  topicSpacesConfiguration:\n    state: Enabled\n    maximumMessagesPerSecondPerConnection: 1000000\n",
-        1,
-    );
-    assert!(ns.contains("1000000"));
-    workspace.write("namespace.yaml", &ns);
+    let ns = namespace_manifest("dev")
+        .topic_spaces(|t| t.maximum_messages_per_second_per_connection = 1_000_000);
+    workspace.write("namespace.yaml", &ns.yaml());
     workspace.write("access.yaml", &access("dev"));
     let dataplane = workspace.start(&[]);
     (workspace, dataplane)

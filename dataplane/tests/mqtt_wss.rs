@@ -4,11 +4,12 @@
 
 mod support;
 
+use gridline_crds::types::namespace::TlsVersion;
 use gridline_dataplane::mqtt::codec::{Packet, QoS, Version};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use support::mqtt::{RawClient, TestPki, access, connect_packet, message, tls_namespace};
+use support::mqtt::{RawClient, TestPki, access, connect_packet, message, tls_namespace_manifest};
 use support::pki::{Ca, ClientCert, Identity};
 use support::wss::{OfferedCertificate, WssClient};
 use support::{Dataplane, Workspace};
@@ -28,20 +29,10 @@ fn client_identity(user: &str) -> Identity {
 /// The Namespace with its TLS certificate, the client CA and, when `https`, the HTTPS
 /// listener (which carries WSS) on.
 fn wss_namespace(https: bool) -> String {
-    let namespace = tls_namespace("dev", "broker-tls", "1.2").replacen(
-        "spec:\n",
-        "spec:\n  caCertificates:\n    - name: client-ca\n      secretName: client-ca\n",
-        1,
-    );
-    if https {
-        namespace.replacen(
-            "    https:\n      enabled: false\n",
-            "    https:\n      enabled: true\n",
-            1,
-        )
-    } else {
-        namespace
-    }
+    tls_namespace_manifest("dev", "broker-tls", TlsVersion::Tls12)
+        .ca_certificate("client-ca", "client-ca")
+        .https(https)
+        .yaml()
 }
 
 fn wss_broker(https: bool) -> (Workspace, Dataplane, TestPki) {
