@@ -5,11 +5,10 @@
 
 mod support;
 
-use gridline_dataplane::mqtt::codec::{Packet, Publish, QoS, Version, reason};
+use gridline_dataplane::mqtt::codec::{Packet, QoS, Version, reason};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::num::NonZeroU16;
 use std::time::Duration;
 use support::mqtt::{RawClient, connect_packet, message};
 use support::*;
@@ -48,13 +47,7 @@ async fn start() -> (Workspace, Dataplane, SocketAddr) {
 }
 
 fn publish_packet(topic: &str, qos: QoS, packet_id: u16) -> Packet {
-    Packet::Publish(Box::new(Publish {
-        dup: false,
-        packet_id: NonZeroU16::new(packet_id).filter(|_| qos != QoS::AtMostOnce),
-        topic_alias: None,
-        subscription_ids: Vec::new(),
-        message: message(topic, "{}", qos),
-    }))
+    packets::publish(packet_id, message(topic, "{}", qos))
 }
 
 /// Publisher `index` sends [`MESSAGES_EACH`] QoS 1 messages, one topic each

@@ -5,12 +5,11 @@
 
 mod support;
 
-use gridline_dataplane::mqtt::codec::{Packet, Publish, QoS, Version, reason};
+use gridline_dataplane::mqtt::codec::{Packet, QoS, Version, reason};
 use std::net::SocketAddr;
-use std::num::NonZeroU16;
 use std::time::Duration;
 use support::mqtt::{RawClient, access, connect_packet, message, namespace_manifest};
-use support::{Dataplane, Workspace, poll_until};
+use support::{Dataplane, Workspace, packets, poll_until};
 use tokio::time::Instant;
 
 /// The subscriber's keep-alive: it is closed 15 s after the socket stops taking bytes.
@@ -83,15 +82,8 @@ async fn publish_for_a_while(addr: SocketAddr) -> Vec<Duration> {
     while start.elapsed() < PUBLISHING {
         while in_flight < WINDOW {
             next_id = next_id % 60_000 + 1;
-            publisher
-                .send(Packet::Publish(Box::new(Publish {
-                    dup: false,
-                    packet_id: NonZeroU16::new(next_id),
-                    topic_alias: None,
-                    subscription_ids: Vec::new(),
-                    message: message("lab/stall", &payload, QoS::AtLeastOnce),
-                })))
-                .await;
+            let message = message("lab/stall", &payload, QoS::AtLeastOnce);
+            publisher.send(packets::publish(next_id, message)).await;
             in_flight += 1;
         }
         if let Some(Packet::PubAck(ack)) = publisher.next(Duration::from_secs(1)).await {
