@@ -1,9 +1,9 @@
-//! Typed manifests. Every Gridline object a test writes is built from the real API types of
-//! `gridline-crds` and serialized with serde_yaml, so a field that does not exist fails to
-//! compile and a change cannot silently miss (as a text edit whose pattern stopped matching
-//! would). Only a test that deliberately writes what the types cannot hold (a wrong type, a
-//! misspelt field) edits text, through [`deliberately_invalid`], which panics when its
-//! pattern is absent.
+//! Typed manifests. An object a test varies (a Namespace's settings, an access model, a push
+//! subscription) is built from the real API types of `gridline-crds` and serialized with
+//! serde_yaml, so a field that does not exist fails to compile and a change cannot silently
+//! miss, as a text edit whose pattern stopped matching would. Only a test that deliberately
+//! writes what the types cannot hold (a wrong type, a misspelt field) edits text, through
+//! [`deliberately_invalid`], which panics when its pattern is absent.
 
 use gridline_crds::attributes::AttributeValue;
 use gridline_crds::types::namespace::{
