@@ -43,8 +43,12 @@ fn a_wrongly_typed_field_names_file_object_and_field_path() {
         "topics.yaml",
         &documents(&[
             topic("orders", "ns1", 7),
-            topic("invoices", "ns1", 7)
-                .replace("eventRetentionInDays: 7", "eventRetentionInDays: seven"),
+            // A string where the type holds a number: only text can say it.
+            manifests::deliberately_invalid(
+                &topic("invoices", "ns1", 7),
+                "eventRetentionInDays: 7",
+                "eventRetentionInDays: seven",
+            ),
         ]),
     );
     let output = run_check(&workspace.manifests());
@@ -135,7 +139,12 @@ fn a_misspelt_field_is_reported_as_unknown() {
     workspace.write("ns.yaml", &namespace("ns1"));
     let file = workspace.write(
         "topics.yaml",
-        &topic("orders", "ns1", 7).replace("eventRetentionInDays", "eventRetentionDays"),
+        // A field the type does not have: only text can say it.
+        &manifests::deliberately_invalid(
+            &topic("orders", "ns1", 7),
+            "eventRetentionInDays",
+            "eventRetentionDays",
+        ),
     );
     let output = run_check(&workspace.manifests());
     let text = stdout(&output);

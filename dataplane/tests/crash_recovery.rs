@@ -19,7 +19,7 @@ const API: &str = "api-version=2024-06-01";
 
 fn manifests() -> String {
     documents(&[
-        namespace("crash").replace("spec:\n", "spec:\n  sasKeys:\n    secretName: crash-keys\n"),
+        namespace_with_keys("crash", "crash-keys"),
         format!(
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: crash-keys\nstringData:\n  key1: {KEY}\n"
         ),

@@ -4,6 +4,7 @@
 
 mod support;
 
+use gridline_crds::types::namespace::TlsVersion;
 use std::net::SocketAddr;
 use std::time::Duration;
 use support::pki::Ca;
@@ -17,20 +18,11 @@ const DEVICES: &str = "devices.gridline.test";
 /// custom domains, each with its certificate, all from `ca`.
 fn workspace(ca: &Ca) -> Workspace {
     let workspace = Workspace::new();
-    let namespace = support::mqtt::tls_namespace("dev", "default-tls", "1.2")
-        .replacen(
-            "spec:\n",
-            &format!(
-                "spec:\n  customDomains:\n    - fullyQualifiedDomainName: {ORDERS}\n      tls:\n        secretName: orders-tls\n    - fullyQualifiedDomainName: {DEVICES}\n      tls:\n        secretName: devices-tls\n"
-            ),
-            1,
-        )
-        .replacen(
-            "    https:\n      enabled: false\n",
-            "    https:\n      enabled: true\n",
-            1,
-        );
-    workspace.write("namespace.yaml", &namespace);
+    let namespace = support::mqtt::tls_namespace_manifest("dev", "default-tls", TlsVersion::Tls12)
+        .custom_domain(ORDERS, "orders-tls")
+        .custom_domain(DEVICES, "devices-tls")
+        .https(true);
+    workspace.write("namespace.yaml", &namespace.yaml());
     workspace.write("access.yaml", &support::mqtt::access("dev"));
     workspace.write(
         "default-tls.yaml",

@@ -32,11 +32,12 @@ fn started(extra: &[&str]) -> (Workspace, Dataplane) {
     workspace.write(
         "namespace.yaml",
         &documents(&[
-            support::mqtt::namespace("dev"),
+            support::mqtt::namespace_manifest("dev")
+                .sas_keys("keys")
+                .yaml(),
             sas_keys_secret("keys", "right-key", "other-key"),
             topic("orders", "dev", 1),
-        ])
-        .replacen("spec:\n", "spec:\n  sasKeys:\n    secretName: keys\n", 1),
+        ]),
     );
     workspace.write("access.yaml", &support::mqtt::access("dev"));
     let dataplane = workspace.start(extra);

@@ -10,26 +10,26 @@ use support::*;
 
 const KEY: &str = "https-test-key";
 
+/// Namespace `dev` with keys and the certificate in Secret `server-tls`, HTTPS on or off; a
+/// topic and a queue subscription.
+fn namespace_documents(https: bool) -> String {
+    documents(&[
+        NamespaceManifest::local("dev")
+            .sas_keys("keys")
+            .tls_secret("server-tls")
+            .https(https)
+            .yaml(),
+        sas_keys_secret("keys", KEY, "unused-second-key"),
+        topic("orders", "dev", 1),
+        queue_subscription("inbox", "orders"),
+    ])
+}
+
 /// A Namespace with keys, a topic and a queue subscription, served over HTTPS with the
 /// certificate in Secret `server-tls`.
 fn https_workspace(certificate: &Identity) -> Workspace {
     let workspace = Workspace::new();
-    let namespace = namespace_with_keys("dev", "keys")
-        .replacen("spec:\n", "spec:\n  tls:\n    secretName: server-tls\n", 1)
-        .replacen(
-            "    https:\n      enabled: false\n",
-            "    https:\n      enabled: true\n",
-            1,
-        );
-    workspace.write(
-        "namespace.yaml",
-        &documents(&[
-            namespace,
-            sas_keys_secret("keys", KEY, "unused-second-key"),
-            topic("orders", "dev", 1),
-            queue_subscription("inbox", "orders"),
-        ]),
-    );
+    workspace.write("namespace.yaml", &namespace_documents(true));
     workspace.write("server-tls.yaml", &certificate.tls_secret("server-tls"));
     workspace
 }
@@ -121,15 +121,7 @@ async fn https_opens_and_closes_with_the_namespaces_listener_setting() {
     let workspace = https_workspace(&certificate);
     let dataplane = workspace.start(&[]);
     let https = dataplane.https_addr();
-    let namespace = std::fs::read_to_string(workspace.manifests().join("namespace.yaml")).unwrap();
-    workspace.write(
-        "namespace.yaml",
-        &namespace.replacen(
-            "    https:\n      enabled: true\n",
-            "    https:\n      enabled: false\n",
-            1,
-        ),
-    );
+    workspace.write("namespace.yaml", &namespace_documents(false));
     let closed = poll_until(Duration::from_secs(10), || async {
         tokio::net::TcpStream::connect(https).await.is_err()
     })

@@ -207,8 +207,12 @@ async fn at_start_up_objects_in_error_are_left_out_and_the_rest_served() {
     workspace.write("all.yaml", &two_topics());
     workspace.write(
         "bad.yaml",
-        &topic("broken", "ns1", 7)
-            .replace("eventRetentionInDays: 7", "eventRetentionInDays: seven"),
+        // A string where the type holds a number: only text can say it.
+        &manifests::deliberately_invalid(
+            &topic("broken", "ns1", 7),
+            "eventRetentionInDays: 7",
+            "eventRetentionInDays: seven",
+        ),
     );
     let dataplane = workspace.start(&[]);
     dataplane.wait_ready().await;

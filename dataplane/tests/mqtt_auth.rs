@@ -4,11 +4,19 @@
 
 mod support;
 
+use gridline_crds::types::client::{ClientCertificateAuthentication, ValidationScheme};
+use gridline_crds::types::namespace::{
+    AlternativeAuthenticationNameSource, ClientAuthentication, TlsVersion,
+};
+use gridline_crds::types::{Client, ClientSpec, State};
 use gridline_dataplane::mqtt::codec::Version;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use support::mqtt::{RawClient, TestPki, access, connect_packet, publish, tls_namespace};
+use support::manifests::AccessModel;
+use support::mqtt::{
+    RawClient, TestPki, access, client_spec, connect_packet, publish, tls_namespace_manifest,
+};
 use support::pki::{Ca, ClientCert, Identity, tls_connect, wss_connect};
 use support::{Dataplane, Workspace};
 
@@ -32,61 +40,67 @@ struct AuthBroker {
 /// One Client per validation scheme, a disabled one, and `thumb-device` accepting the
 /// certificate whose thumbprint is `thumbprint`.
 fn clients(thumbprint: &str) -> String {
-    let client = |name: &str, authentication_name: &str, scheme: &str, extra: &str| {
-        format!(
-            "---
-apiVersion: gridline.dev/v1alpha1
-kind: Client
-metadata:
-  name: {name}
-spec:
-  namespaceRef: {{name: dev}}
-  authenticationName: '{authentication_name}'
-  clientCertificateAuthentication:
-    validationScheme: {scheme}
-{extra}"
+    let client = |name: &str, authentication_name: &str, scheme: ValidationScheme| {
+        Client::new(
+            name,
+            ClientSpec {
+                authentication_name: Some(authentication_name.to_string()),
+                client_certificate_authentication: Some(ClientCertificateAuthentication {
+                    validation_scheme: scheme,
+                    allowed_thumbprints: Vec::new(),
+                }),
+                ..client_spec("dev")
+            },
         )
     };
-    [
+    let mut thumb = client(
+        "thumb-device",
+        "thumb-device",
+        ValidationScheme::ThumbprintMatch,
+    );
+    if let Some(authentication) = thumb.spec.client_certificate_authentication.as_mut() {
+        authentication.allowed_thumbprints = vec![thumbprint.to_string()];
+    }
+    let mut disabled = client(
+        "disabled-device",
+        "disabled-device",
+        ValidationScheme::SubjectMatchesAuthenticationName,
+    );
+    disabled.spec.state = State::Disabled;
+    let clients = vec![
         client(
             "subject-device",
             "subject-device",
-            "SubjectMatchesAuthenticationName",
-            "",
+            ValidationScheme::SubjectMatchesAuthenticationName,
         ),
         client(
             "dns-device",
             "dns-device.example.com",
-            "DnsMatchesAuthenticationName",
-            "",
+            ValidationScheme::DnsMatchesAuthenticationName,
         ),
         client(
             "uri-device",
             "spiffe://example.com/uri-device",
-            "UriMatchesAuthenticationName",
-            "",
+            ValidationScheme::UriMatchesAuthenticationName,
         ),
-        client("ip-device", "10.1.2.3", "IpMatchesAuthenticationName", ""),
+        client(
+            "ip-device",
+            "10.1.2.3",
+            ValidationScheme::IpMatchesAuthenticationName,
+        ),
         client(
             "email-device",
             "email-device@example.com",
-            "EmailMatchesAuthenticationName",
-            "",
+            ValidationScheme::EmailMatchesAuthenticationName,
         ),
-        client(
-            "thumb-device",
-            "thumb-device",
-            "ThumbprintMatch",
-            &format!("    allowedThumbprints: ['{thumbprint}']\n"),
-        ),
-        client(
-            "disabled-device",
-            "disabled-device",
-            "SubjectMatchesAuthenticationName",
-            "  state: Disabled\n",
-        ),
-    ]
-    .concat()
+        thumb,
+        disabled,
+    ];
+    AccessModel {
+        clients,
+        ..AccessModel::default()
+    }
+    .yaml()
 }
 
 /// The TLS listener without the development identity, `client_ca` registered, names from
@@ -97,28 +111,20 @@ fn auth_broker() -> (AuthBroker, Identity) {
     let pki = TestPki::new();
     let client_ca = Ca::new("Gridline client CA");
     let workspace = Workspace::new();
-    let namespace = tls_namespace("dev", "broker-tls", "1.2")
-        .replace(
-            "insecureUsernameAuthentication: true",
-            "insecureUsernameAuthentication: false",
-        )
-        .replacen(
-            "spec:\n",
-            "spec:\n  caCertificates:\n    - name: client-ca\n      secretName: client-ca\n",
-            1,
-        )
+    let namespace = tls_namespace_manifest("dev", "broker-tls", TlsVersion::Tls12)
+        .plaintext_listener(|l| l.insecure_username_authentication = false)
+        .ca_certificate("client-ca", "client-ca")
         // The WSS listener (Event Grid's 443) rides on `https`.
-        .replacen(
-            "    https:\n      enabled: false\n",
-            "    https:\n      enabled: true\n",
-            1,
-        )
-        .replacen(
-            "    state: Enabled\n",
-            "    state: Enabled\n    clientAuthentication:\n      alternativeAuthenticationNameSources: [ClientCertificateDns, ClientCertificateSubject]\n",
-            1,
-        );
-    workspace.write("namespace.yaml", &namespace);
+        .https(true)
+        .topic_spaces(|t| {
+            t.client_authentication = Some(ClientAuthentication {
+                alternative_authentication_name_sources: vec![
+                    AlternativeAuthenticationNameSource::ClientCertificateDns,
+                    AlternativeAuthenticationNameSource::ClientCertificateSubject,
+                ],
+            })
+        });
+    workspace.write("namespace.yaml", &namespace.yaml());
     workspace.write("secret.yaml", &pki.secret("broker-tls"));
     workspace.write("client-ca.yaml", &client_ca.secret("client-ca"));
     workspace.write("access.yaml", &access("dev"));

@@ -2,11 +2,12 @@
 
 mod support;
 
+use gridline_dataplane::mqtt::codec::{Connect, Packet, QoS, Version};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 use support::mqtt::{access, finish, namespace, publish, subscribe};
-use support::{Dataplane, Workspace};
+use support::{Dataplane, Workspace, packets};
 
 const V311: &str = "mqttv311";
 const V5: &str = "mqttv5";
@@ -158,18 +159,18 @@ fn the_will_is_published_when_a_client_vanishes() {
         "dashboard",
         &["-t", "lab/wills", "-C", "1", "-W", "5"],
     );
-    // A raw MQTT 3.1.1 CONNECT with a will, then the socket is dropped without DISCONNECT.
+    // An MQTT 3.1.1 CONNECT with a will, then the socket is dropped without DISCONNECT.
     let mut socket = TcpStream::connect(addr).unwrap();
-    let mut body = Vec::new();
-    body.extend_from_slice(b"\x00\x04MQTT\x04");
-    body.push(0b1000_0110); // username, will (QoS 0), clean session
-    body.extend_from_slice(&60u16.to_be_bytes());
-    for field in [&b"vanishing"[..], b"lab/wills", b"gone", b"sensor-2"] {
-        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
-        body.extend_from_slice(field);
-    }
-    socket.write_all(&[0x10, body.len() as u8]).unwrap();
-    socket.write_all(&body).unwrap();
+    let connect = packets::with_will(
+        packets::connect(Version::V311, "vanishing", "sensor-2"),
+        packets::message("lab/wills", "gone", QoS::AtMostOnce),
+    );
+    socket
+        .write_all(&packets::encode(
+            Version::V311,
+            Packet::Connect(Box::new(connect)),
+        ))
+        .unwrap();
     let mut connack = [0u8; 4];
     socket.read_exact(&mut connack).unwrap();
     assert_eq!(connack, [0x20, 2, 0, 0]);
@@ -208,6 +209,12 @@ fn a_shared_subscription_spreads_messages_across_its_members() {
     assert!(a > 0 && b > 0, "both members get some: {a} and {b}");
 }
 
+/// Malformed on purpose: no packet type starts with 0xF0 and the remaining length never ends.
+const MALFORMED_GARBAGE: &[u8] = b"\xff\xff\xff\xff\xff garbage";
+/// Malformed on purpose: a QoS 1 PUBLISH whose topic length (5) runs past its remaining
+/// length (3).
+const MALFORMED_PUBLISH: &[u8] = b"\x32\x03\x00\x05a";
+
 #[test]
 fn malformed_bytes_and_idle_sockets_do_not_harm_the_listener() {
     let (_w, mut dataplane, addr) = broker();
@@ -215,17 +222,26 @@ fn malformed_bytes_and_idle_sockets_do_not_harm_the_listener() {
     let _idle = TcpStream::connect(addr).unwrap();
     // Garbage: not a CONNECT.
     let mut garbage = TcpStream::connect(addr).unwrap();
-    garbage.write_all(b"\xff\xff\xff\xff\xff garbage").unwrap();
+    garbage.write_all(MALFORMED_GARBAGE).unwrap();
     garbage
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let mut buffer = [0u8; 16];
     assert_eq!(garbage.read(&mut buffer).unwrap_or(0), 0, "closed");
-    // A valid CONNECT followed by a malformed PUBLISH (remaining length past the packet).
+    // A well-formed CONNECT followed by a malformed PUBLISH (remaining length past the
+    // packet). The CONNECT carries no username, as the bytes this test first wrote by hand
+    // decoded (their username flag was unset).
     let mut bad = TcpStream::connect(addr).unwrap();
-    bad.write_all(b"\x10\x18\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x01a\x00\x08sensor-1")
-        .unwrap();
-    bad.write_all(b"\x32\x03\x00\x05a").unwrap();
+    let connect = Connect {
+        username: None,
+        ..packets::connect(Version::V5, "a", "")
+    };
+    bad.write_all(&packets::encode(
+        Version::V5,
+        Packet::Connect(Box::new(connect)),
+    ))
+    .unwrap();
+    bad.write_all(MALFORMED_PUBLISH).unwrap();
     bad.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut received = Vec::new();
     let _ = bad.read_to_end(&mut received);

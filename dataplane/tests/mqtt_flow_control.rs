@@ -3,11 +3,11 @@
 
 mod support;
 
-use gridline_dataplane::mqtt::codec::{Ack, Packet, Publish, QoS, Version, reason};
+use gridline_dataplane::mqtt::codec::{Ack, Packet, QoS, Version, reason};
 use std::num::NonZeroU16;
 use std::time::Duration;
-use support::mqtt::{RawClient, access, connect_packet, message, namespace};
-use support::{Dataplane, Workspace};
+use support::mqtt::{RawClient, access, connect_packet, message, namespace_manifest};
+use support::{Dataplane, Workspace, packets};
 
 /// More than the hard bound of a connected session's queue (10,000): without flow control
 /// some of these would be dropped.
@@ -15,13 +15,9 @@ const MESSAGES: usize = 30_000;
 
 fn broker() -> (Workspace, Dataplane) {
     let workspace = Workspace::new();
-    let ns = namespace("dev").replacen(
-        "  topicSpacesConfiguration:\n    state: Enabled\n",
-        "  topicSpacesConfiguration:\n    state: Enabled\n    maximumMessagesPerSecondPerConnection: 100000\n",
-        1,
-    );
-    assert!(ns.contains("100000"));
-    workspace.write("namespace.yaml", &ns);
+    let ns = namespace_manifest("dev")
+        .topic_spaces(|t| t.maximum_messages_per_second_per_connection = 100_000);
+    workspace.write("namespace.yaml", &ns.yaml());
     workspace.write("access.yaml", &access("dev"));
     let dataplane = workspace.start(&[]);
     (workspace, dataplane)
@@ -51,16 +47,9 @@ async fn a_subscriber_that_stops_reading_loses_no_qos1_message_its_publisher_is_
     assert_eq!(ack.reason, reason::SUCCESS);
     let publishing = tokio::spawn(async move {
         for i in 0..MESSAGES {
-            let packet_id = NonZeroU16::new((i % 60_000 + 1) as u16);
-            publisher
-                .send(Packet::Publish(Box::new(Publish {
-                    dup: false,
-                    packet_id,
-                    topic_alias: None,
-                    subscription_ids: Vec::new(),
-                    message: message("lab/flow", &i.to_string(), QoS::AtLeastOnce),
-                })))
-                .await;
+            let packet_id = (i % 60_000 + 1) as u16;
+            let message = message("lab/flow", &i.to_string(), QoS::AtLeastOnce);
+            publisher.send(packets::publish(packet_id, message)).await;
         }
         let mut acknowledged = 0;
         while acknowledged < MESSAGES {

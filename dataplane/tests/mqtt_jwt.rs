@@ -5,10 +5,11 @@
 mod support;
 
 use bytes::Bytes;
+use gridline_crds::types::namespace::TlsVersion;
 use gridline_dataplane::mqtt::codec::{ConnAck, Packet, Version};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::mqtt::{RawClient, TestPki, access, connect_packet, tls_namespace};
+use support::mqtt::{RawClient, TestPki, access, connect_packet, tls_namespace_manifest};
 use support::pki::{JwtIssuer, tls_connect, wss_connect};
 use support::{Dataplane, Workspace};
 
@@ -30,25 +31,12 @@ fn jwt_broker() -> JwtBroker {
     let pki = TestPki::new();
     let issuer = JwtIssuer::new(ISSUER);
     let workspace = Workspace::new();
-    let namespace = tls_namespace("dev", "broker-tls", "1.2")
-        .replace(
-            "insecureUsernameAuthentication: true",
-            "insecureUsernameAuthentication: false",
-        )
+    let namespace = tls_namespace_manifest("dev", "broker-tls", TlsVersion::Tls12)
+        .plaintext_listener(|l| l.insecure_username_authentication = false)
         // The WSS listener rides on `https`.
-        .replacen(
-            "    https:\n      enabled: false\n",
-            "    https:\n      enabled: true\n",
-            1,
-        )
-        .replacen(
-            "spec:\n",
-            &format!(
-                "spec:\n  jwt:\n    issuers:\n      - issuer: {ISSUER}\n        audiences: [{AUDIENCE}]\n        keysSecretName: jwt-keys\n"
-            ),
-            1,
-        );
-    workspace.write("namespace.yaml", &namespace);
+        .https(true)
+        .jwt_issuer(ISSUER, &[AUDIENCE], "jwt-keys");
+    workspace.write("namespace.yaml", &namespace.yaml());
     workspace.write("secret.yaml", &pki.secret("broker-tls"));
     workspace.write("jwt-keys.yaml", &issuer.secret("jwt-keys"));
     workspace.write("access.yaml", &access("dev"));

@@ -3,26 +3,18 @@
 
 mod support;
 
+use gridline_crds::types::namespace::TopicSpacesConfiguration;
 use gridline_dataplane::mqtt::codec::{Packet, Version, reason};
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::mqtt::{RawClient, SESSIONS_PER_NAME, access, connect_packet, namespace};
+use support::mqtt::{RawClient, access, connect_packet, namespace_manifest};
 use support::{Dataplane, Workspace};
 
-/// The development Namespace with `settings` added under `topicSpacesConfiguration`.
-fn broker(settings: &str) -> (Workspace, Dataplane, SocketAddr) {
+/// The development Namespace with `settings` applied to its `topicSpacesConfiguration`.
+fn broker(settings: fn(&mut TopicSpacesConfiguration)) -> (Workspace, Dataplane, SocketAddr) {
     let workspace = Workspace::new();
-    let mut ns = namespace("dev");
-    if settings.contains("maximumClientSessionsPerAuthenticationName") {
-        ns = ns.replacen(SESSIONS_PER_NAME, "", 1);
-    }
-    let ns = ns.replacen(
-        "  topicSpacesConfiguration:\n    state: Enabled\n",
-        &format!("  topicSpacesConfiguration:\n    state: Enabled\n{settings}"),
-        1,
-    );
-    assert!(ns.contains(settings));
-    workspace.write("namespace.yaml", &ns);
+    let ns = namespace_manifest("dev").topic_spaces(settings);
+    workspace.write("namespace.yaml", &ns.yaml());
     workspace.write("access.yaml", &access("dev"));
     workspace.write("tester.yaml", &tester("Enabled"));
     let dataplane = workspace.start(&[]);
@@ -56,7 +48,7 @@ async fn connect(
 
 #[tokio::test]
 async fn sessions_beyond_the_limit_per_authentication_name_are_refused_with_quota_exceeded() {
-    let (_w, _d, addr) = broker("    maximumClientSessionsPerAuthenticationName: 2\n");
+    let (_w, _d, addr) = broker(|t| t.maximum_client_sessions_per_authentication_name = 2);
     let (_a, ok_a) = connect(addr, Version::V5, "a", "sensor-1").await;
     let (b, ok_b) = connect(addr, Version::V5, "b", "sensor-1").await;
     assert_eq!((ok_a, ok_b), (0, 0));
@@ -80,7 +72,7 @@ async fn sessions_beyond_the_limit_per_authentication_name_are_refused_with_quot
 
 #[tokio::test]
 async fn subscriptions_beyond_the_limit_per_connection_get_quota_exceeded_in_suback() {
-    let (_w, _d, addr) = broker("    maximumSubscriptionsPerConnection: 2\n");
+    let (_w, _d, addr) = broker(|t| t.maximum_subscriptions_per_connection = 2);
     let (mut v5, _) = connect(addr, Version::V5, "s5", "dashboard").await;
     let reasons = v5
         .subscribe(
@@ -105,7 +97,7 @@ async fn subscriptions_beyond_the_limit_per_connection_get_quota_exceeded_in_sub
 
 #[tokio::test]
 async fn a_client_disabled_while_connected_is_disconnected_with_not_authorized() {
-    let (workspace, _d, addr) = broker("");
+    let (workspace, _d, addr) = broker(|_| {});
     let (mut v5, _) = connect(addr, Version::V5, "t5", "tester").await;
     assert_eq!(v5.subscribe(1, None, &[("lab/#", false)]).await, [1]);
     workspace.write("tester.yaml", &tester("Disabled"));
@@ -142,7 +134,7 @@ spec:
 
 #[tokio::test]
 async fn a_subscription_whose_binding_is_removed_stops_receiving() {
-    let (workspace, _d, addr) = broker("");
+    let (workspace, _d, addr) = broker(|_| {});
     workspace.write(
         "probe.yaml",
         &format!(

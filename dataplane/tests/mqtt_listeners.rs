@@ -4,24 +4,20 @@
 
 mod support;
 
+use gridline_crds::types::namespace::TlsVersion;
 use gridline_dataplane::mqtt::codec::{Packet, Version, reason};
 use std::time::Duration;
 use support::Workspace;
-use support::mqtt::{RawClient, TestPki, access, connect_packet, namespace, tls_namespace};
+use support::mqtt::{
+    RawClient, TestPki, access, connect_packet, namespace_manifest, tls_namespace_manifest,
+};
 use support::wss::{OfferedCertificate, tls_connect};
 
 /// The test Namespace with the plaintext listener on or off.
 fn with_plaintext(enabled: bool) -> String {
-    let namespace = namespace("dev");
-    if enabled {
-        namespace
-    } else {
-        namespace.replacen(
-            "    mqttPlaintext:\n",
-            "    mqttPlaintext:\n      enabled: false\n",
-            1,
-        )
-    }
+    namespace_manifest("dev")
+        .plaintext_listener(|l| l.enabled = enabled)
+        .yaml()
 }
 
 /// Until a TCP connection to `addr` is refused (up to 5 s).
@@ -76,12 +72,9 @@ async fn the_plaintext_listener_opens_and_closes_as_the_namespace_enables_and_di
 async fn the_tls_listener_opens_when_the_namespace_enables_it_after_start() {
     let pki = TestPki::new();
     let workspace = Workspace::new();
-    let tls_on = tls_namespace("dev", "broker-tls", "1.2");
-    let tls_off = tls_on.replacen(
-        "    mqttTls:\n      enabled: true\n",
-        "    mqttTls:\n      enabled: false\n",
-        1,
-    );
+    let tls_on = tls_namespace_manifest("dev", "broker-tls", TlsVersion::Tls12);
+    let tls_off = tls_on.clone().mqtt_tls(false).yaml();
+    let tls_on = tls_on.yaml();
     workspace.write("namespace.yaml", &tls_off);
     workspace.write("secret.yaml", &pki.secret("broker-tls"));
     workspace.write("access.yaml", &access("dev"));

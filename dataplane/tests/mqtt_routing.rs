@@ -6,53 +6,73 @@
 
 mod support;
 
+use gridline_crds::attributes::AttributeValue;
+use gridline_crds::types::namespace::{
+    ClientLifecycleEvents, DynamicEnrichment, EnrichmentValueType, RoutingEnrichments,
+    StaticEnrichment, TopicSpacesConfiguration,
+};
+use gridline_crds::types::{Client, ClientSpec, ObjectRef};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::process::Command;
+use support::manifests::AccessModel;
 use support::python::{python_with_sdk, sdk_tests_dir};
 use support::*;
 
 const KEY: &str = "routing-test-key";
 
-/// Namespace `dev` (the name the example access model uses, which `mqtt::access` rewrites
-/// textually) with SAS keys, the broker on, and `settings` added to its
-/// `topicSpacesConfiguration`; Topics `telemetry` and `mqtt-lifecycle` with one queue
-/// subscription each; the example access model.
-fn manifests(settings: &str) -> String {
-    let namespace = mqtt::namespace("dev")
-        .replacen(
-            "spec:\n",
-            "spec:\n  sasKeys:\n    secretName: dev-keys\n",
-            1,
-        )
-        .replacen(
-            mqtt::SESSIONS_PER_NAME,
-            &format!("{}{settings}", mqtt::SESSIONS_PER_NAME),
-            1,
-        );
+/// Namespace `dev` (the name the example access model uses) with SAS keys, the broker on, and
+/// `settings` applied to its `topicSpacesConfiguration`; Topics `telemetry` and
+/// `mqtt-lifecycle` with one queue subscription each; the access model `access`.
+fn manifests(settings: fn(&mut TopicSpacesConfiguration), access: &AccessModel) -> String {
+    let namespace = mqtt::namespace_manifest("dev")
+        .sas_keys("dev-keys")
+        .topic_spaces(settings);
     documents(&[
-        namespace,
+        namespace.yaml(),
         sas_keys_secret("dev-keys", KEY, "unused-second-key"),
         topic("telemetry", "dev", 1),
         topic("mqtt-lifecycle", "dev", 1),
         queue_subscription("all-telemetry", "telemetry"),
         queue_subscription("lifecycle-inbox", "mqtt-lifecycle"),
-        mqtt::access("dev"),
+        access.yaml(),
     ])
 }
 
-const ROUTING: &str = "    routeTopicRef: {name: telemetry}
-    routingEnrichments:
-      static:
-      - {key: site, value: lab, valueType: String}
-      dynamic:
-      - {key: device, value: '${client.authenticationName}'}
-      - {key: floor, value: '${client.attributes.floor}'}
-      - {key: unit, value: '${mqtt.message.userProperties.unit}'}
-      - {key: mqtttopic, value: '${mqtt.message.topicName}'}
-";
+/// [`manifests`] with the example access model.
+fn example_manifests(settings: fn(&mut TopicSpacesConfiguration)) -> String {
+    manifests(settings, &mqtt::access_model("dev"))
+}
 
-const LIFECYCLE: &str = "    clientLifecycleEvents: {topicRef: {name: mqtt-lifecycle}}\n";
+/// Every MQTT message routed to Topic `telemetry`, enriched with a static and four dynamic
+/// attributes.
+fn routing(settings: &mut TopicSpacesConfiguration) {
+    let dynamic = |key: &str, value: &str| DynamicEnrichment {
+        key: key.to_string(),
+        value: value.to_string(),
+    };
+    settings.route_topic_ref = support::manifests::reference("telemetry");
+    settings.routing_enrichments = Some(RoutingEnrichments {
+        static_enrichments: vec![StaticEnrichment {
+            key: "site".to_string(),
+            value: "lab".to_string(),
+            value_type: EnrichmentValueType::String,
+        }],
+        dynamic_enrichments: vec![
+            dynamic("device", "${client.authenticationName}"),
+            dynamic("floor", "${client.attributes.floor}"),
+            dynamic("unit", "${mqtt.message.userProperties.unit}"),
+            dynamic("mqtttopic", "${mqtt.message.topicName}"),
+        ],
+    });
+}
+
+/// Client lifecycle events published to Topic `mqtt-lifecycle`.
+fn lifecycle(settings: &mut TopicSpacesConfiguration) {
+    settings.client_lifecycle_events = Some(ClientLifecycleEvents {
+        topic_ref: ObjectRef::new("mqtt-lifecycle"),
+    });
+}
 
 /// Start the data plane on `manifests`; its workspace, the process and the MQTT address.
 async fn start(manifests: &str) -> (Workspace, Dataplane, SocketAddr) {
@@ -121,7 +141,7 @@ fn published(output: std::process::Output) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mqtt_publishes_arrive_as_cloud_events_with_their_enrichments() {
-    let (_workspace, dataplane, addr) = start(&manifests(ROUTING)).await;
+    let (_workspace, dataplane, addr) = start(&example_manifests(routing)).await;
     published(mqtt::publish(
         addr,
         "mqttv5",
@@ -230,7 +250,7 @@ async fn mqtt_publishes_arrive_as_cloud_events_with_their_enrichments() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_and_client_changes_arrive_as_lifecycle_events() {
-    let (workspace, dataplane, addr) = start(&manifests(LIFECYCLE)).await;
+    let (workspace, dataplane, addr) = start(&example_manifests(lifecycle)).await;
     // A clean DISCONNECT.
     published(mqtt::publish(
         addr,
@@ -250,18 +270,25 @@ async fn sessions_and_client_changes_arrive_as_lifecycle_events() {
 
     // Client changes in local mode: one created, one updated, one deleted.
     let applied = dataplane.metric(APPLIED).await.unwrap_or(0.0);
-    let access = mqtt::access("dev")
-        .replace("    floor: 1\n", "    floor: 4\n")
-        .replace("  name: dashboard\n", "  name: dashboard-2\n");
-    let newcomer = "apiVersion: gridline.dev/v1alpha1
-kind: Client
-metadata:
-  name: newcomer
-spec:
-  namespaceRef: {name: dev}
-  attributes: {type: sensor, floor: 2}
-";
-    let manifests = manifests(LIFECYCLE).replace(&mqtt::access("dev"), &access);
+    let mut access = mqtt::access_model("dev");
+    access.set_integer_attribute("sensor-1", "floor", 4);
+    access.client_mut("dashboard").metadata.name = Some("dashboard-2".to_string());
+    let newcomer = Client::new(
+        "newcomer",
+        ClientSpec {
+            attributes: [
+                (
+                    "type".to_string(),
+                    AttributeValue::String("sensor".to_string()),
+                ),
+                ("floor".to_string(), AttributeValue::Integer(2)),
+            ]
+            .into(),
+            ..mqtt::client_spec("dev")
+        },
+    );
+    let manifests = manifests(lifecycle, &access);
+    let newcomer = support::manifests::to_yaml(&newcomer);
     workspace.write("routed.yaml", &format!("{manifests}---\n{newcomer}"));
     assert!(
         dataplane
@@ -334,7 +361,7 @@ spec:
 #[tokio::test(flavor = "multi_thread")]
 async fn a_take_over_and_a_shutdown_are_reported_with_their_reasons() {
     use gridline_dataplane::mqtt::codec::Version;
-    let (workspace, mut dataplane, addr) = start(&manifests(LIFECYCLE)).await;
+    let (workspace, mut dataplane, addr) = start(&example_manifests(lifecycle)).await;
     let connect = || mqtt::connect_packet(Version::V5, "shared-session", "sensor-1");
     let (_old, ack) = mqtt::RawClient::connect(addr, connect()).await;
     assert_eq!(ack.reason, 0);

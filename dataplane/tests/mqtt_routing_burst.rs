@@ -5,11 +5,10 @@
 
 mod support;
 
-use gridline_dataplane::mqtt::codec::{Packet, Publish, QoS, Version, reason};
+use gridline_dataplane::mqtt::codec::{Packet, QoS, Version, reason};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::num::NonZeroU16;
 use std::time::Duration;
 use support::mqtt::{RawClient, connect_packet, message};
 use support::*;
@@ -25,20 +24,13 @@ const WINDOW: usize = 100;
 /// Namespace `dev` routing into Topic `telemetry` (one queue subscription), the example
 /// access model, no rate limit.
 async fn start() -> (Workspace, Dataplane, SocketAddr) {
-    let namespace = mqtt::namespace("dev")
-        .replacen(
-            "spec:\n",
-            "spec:\n  sasKeys:\n    secretName: dev-keys\n",
-            1,
-        )
-        .replacen(
-            mqtt::SESSIONS_PER_NAME,
-            &format!(
-                "{}    maximumMessagesPerSecondPerConnection: 1000000\n    routeTopicRef: {{name: telemetry}}\n",
-                mqtt::SESSIONS_PER_NAME
-            ),
-            1,
-        );
+    let namespace = mqtt::namespace_manifest("dev")
+        .sas_keys("dev-keys")
+        .topic_spaces(|t| {
+            t.maximum_messages_per_second_per_connection = 1_000_000;
+            t.route_topic_ref = manifests::reference("telemetry");
+        })
+        .yaml();
     let manifests = documents(&[
         namespace,
         sas_keys_secret("dev-keys", KEY, "unused-second-key"),
@@ -55,13 +47,7 @@ async fn start() -> (Workspace, Dataplane, SocketAddr) {
 }
 
 fn publish_packet(topic: &str, qos: QoS, packet_id: u16) -> Packet {
-    Packet::Publish(Box::new(Publish {
-        dup: false,
-        packet_id: NonZeroU16::new(packet_id).filter(|_| qos != QoS::AtMostOnce),
-        topic_alias: None,
-        subscription_ids: Vec::new(),
-        message: message(topic, "{}", qos),
-    }))
+    packets::publish(packet_id, message(topic, "{}", qos))
 }
 
 /// Publisher `index` sends [`MESSAGES_EACH`] QoS 1 messages, one topic each

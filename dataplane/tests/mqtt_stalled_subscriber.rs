@@ -5,12 +5,11 @@
 
 mod support;
 
-use gridline_dataplane::mqtt::codec::{Packet, Publish, QoS, Version, reason};
+use gridline_dataplane::mqtt::codec::{Packet, QoS, Version, reason};
 use std::net::SocketAddr;
-use std::num::NonZeroU16;
 use std::time::Duration;
-use support::mqtt::{RawClient, access, connect_packet, message, namespace};
-use support::{Dataplane, Workspace, poll_until};
+use support::mqtt::{RawClient, access, connect_packet, message, namespace_manifest};
+use support::{Dataplane, Workspace, packets, poll_until};
 use tokio::time::Instant;
 
 /// The subscriber's keep-alive: it is closed 15 s after the socket stops taking bytes.
@@ -24,13 +23,9 @@ const PUBLISHING: Duration = Duration::from_secs(30);
 
 fn broker() -> (Workspace, Dataplane) {
     let workspace = Workspace::new();
-    let ns = namespace("dev").replacen(
-        "  topicSpacesConfiguration:\n    state: Enabled\n",
-        "  topicSpacesConfiguration:\n    state: Enabled\n    maximumMessagesPerSecondPerConnection: 1000000\n",
-        1,
-    );
-    assert!(ns.contains("1000000"));
-    workspace.write("namespace.yaml", &ns);
+    let ns = namespace_manifest("dev")
+        .topic_spaces(|t| t.maximum_messages_per_second_per_connection = 1_000_000);
+    workspace.write("namespace.yaml", &ns.yaml());
     workspace.write("access.yaml", &access("dev"));
     let dataplane = workspace.start(&[]);
     (workspace, dataplane)
@@ -87,15 +82,8 @@ async fn publish_for_a_while(addr: SocketAddr) -> Vec<Duration> {
     while start.elapsed() < PUBLISHING {
         while in_flight < WINDOW {
             next_id = next_id % 60_000 + 1;
-            publisher
-                .send(Packet::Publish(Box::new(Publish {
-                    dup: false,
-                    packet_id: NonZeroU16::new(next_id),
-                    topic_alias: None,
-                    subscription_ids: Vec::new(),
-                    message: message("lab/stall", &payload, QoS::AtLeastOnce),
-                })))
-                .await;
+            let message = message("lab/stall", &payload, QoS::AtLeastOnce);
+            publisher.send(packets::publish(next_id, message)).await;
             in_flight += 1;
         }
         if let Some(Packet::PubAck(ack)) = publisher.next(Duration::from_secs(1)).await {

@@ -3,13 +3,15 @@
 
 mod support;
 
+use gridline_crds::types::namespace::TlsVersion;
+use gridline_dataplane::mqtt::codec::{Packet, Version};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use support::mqtt::{TestPki, access, finish, publish, subscribe, tls_namespace};
+use support::mqtt::{TestPki, access, finish, publish, subscribe, tls_namespace_manifest};
 use support::pki::{Ca, ClientCert};
-use support::{Dataplane, Workspace};
+use support::{Dataplane, Workspace, packets};
 
 const V311: &str = "mqttv311";
 const V5: &str = "mqttv5";
@@ -49,22 +51,14 @@ impl TlsBroker {
     }
 }
 
-fn tls_broker(minimum: &str, development_identity: bool) -> TlsBroker {
+fn tls_broker(minimum: TlsVersion, development_identity: bool) -> TlsBroker {
     let pki = TestPki::new();
     let workspace = Workspace::new();
     let client_ca = Ca::new("Gridline client CA");
-    let mut namespace = tls_namespace("dev", "broker-tls", minimum).replacen(
-        "spec:\n",
-        "spec:\n  caCertificates:\n    - name: client-ca\n      secretName: client-ca\n",
-        1,
-    );
-    if !development_identity {
-        namespace = namespace.replace(
-            "insecureUsernameAuthentication: true",
-            "insecureUsernameAuthentication: false",
-        );
-    }
-    workspace.write("namespace.yaml", &namespace);
+    let namespace = tls_namespace_manifest("dev", "broker-tls", minimum)
+        .ca_certificate("client-ca", "client-ca")
+        .plaintext_listener(|l| l.insecure_username_authentication = development_identity);
+    workspace.write("namespace.yaml", &namespace.yaml());
     workspace.write("secret.yaml", &pki.secret("broker-tls"));
     workspace.write("client-ca.yaml", &client_ca.secret("client-ca"));
     workspace.write("access.yaml", &access("dev"));
@@ -84,7 +78,7 @@ fn tls_broker(minimum: &str, development_identity: bool) -> TlsBroker {
 
 #[test]
 fn tls_clients_of_both_versions_publish_and_subscribe_with_the_namespace_certificate() {
-    let broker = tls_broker("1.2", true);
+    let broker = tls_broker(TlsVersion::Tls12, true);
     for (sub_version, pub_version) in [(V5, V311), (V311, V5)] {
         let sub_args = broker.args_as(
             "dashboard",
@@ -119,7 +113,7 @@ fn tls_clients_of_both_versions_publish_and_subscribe_with_the_namespace_certifi
 
 #[test]
 fn a_client_that_does_not_trust_the_certificate_cannot_connect() {
-    let broker = tls_broker("1.2", true);
+    let broker = tls_broker(TlsVersion::Tls12, true);
     let stranger = TestPki::new();
     let other_ca = broker.cafile.with_file_name("other-ca.pem");
     std::fs::write(&other_ca, &stranger.ca_pem).unwrap();
@@ -176,21 +170,15 @@ async fn rustls_handshake(
         .await
 }
 
-/// A raw MQTT 3.1.1 CONNECT (clean session) with `user` as username and client id.
+/// The bytes of an MQTT 3.1.1 CONNECT (clean session) with `user` as username and client id.
 fn connect_311(user: &str) -> Vec<u8> {
-    let mut body = b"\x00\x04MQTT\x04\x82\x00\x3c".to_vec();
-    for field in [user, user] {
-        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
-        body.extend_from_slice(field.as_bytes());
-    }
-    let mut packet = vec![0x10, body.len() as u8];
-    packet.extend_from_slice(&body);
-    packet
+    let connect = packets::connect(Version::V311, user, user);
+    packets::encode(Version::V311, Packet::Connect(Box::new(connect)))
 }
 
 #[tokio::test]
 async fn minimum_tls_version_1_3_refuses_a_tls_1_2_client() {
-    let broker = tls_broker("1.3", true);
+    let broker = tls_broker(TlsVersion::Tls13, true);
     let ca = std::fs::read_to_string(&broker.cafile).unwrap();
     let old = rustls_handshake(broker.addr, &ca, &[&rustls::version::TLS12], None).await;
     assert!(old.is_err(), "TLS 1.2 refused");
@@ -200,7 +188,7 @@ async fn minimum_tls_version_1_3_refuses_a_tls_1_2_client() {
 
 #[tokio::test]
 async fn tls_1_2_is_accepted_when_the_minimum_is_1_2() {
-    let broker = tls_broker("1.2", true);
+    let broker = tls_broker(TlsVersion::Tls12, true);
     let ca = std::fs::read_to_string(&broker.cafile).unwrap();
     let stream = rustls_handshake(broker.addr, &ca, &[&rustls::version::TLS12], None).await;
     assert!(stream.is_ok(), "{:?}", stream.err());
@@ -209,7 +197,7 @@ async fn tls_1_2_is_accepted_when_the_minimum_is_1_2() {
 #[tokio::test]
 async fn a_client_certificate_is_requested_not_required_and_judged_when_presented() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let broker = tls_broker("1.2", true);
+    let broker = tls_broker(TlsVersion::Tls12, true);
     let ca = std::fs::read_to_string(&broker.cafile).unwrap();
     // Self-signed and unknown to the Namespace: the handshake does not judge it, CONNECT
     // does (X.509 decides when a certificate is presented). Without one the handshake
@@ -245,7 +233,7 @@ async fn a_client_certificate_is_requested_not_required_and_judged_when_presente
 
 #[test]
 fn without_the_development_identity_a_tls_connect_is_refused_with_bad_authentication_method() {
-    let broker = tls_broker("1.2", false);
+    let broker = tls_broker(TlsVersion::Tls12, false);
     let out = publish(
         broker.addr,
         V5,
@@ -259,7 +247,7 @@ fn without_the_development_identity_a_tls_connect_is_refused_with_bad_authentica
 
 #[test]
 fn an_idle_socket_that_never_starts_the_tls_handshake_does_not_stall_the_listener() {
-    let mut broker = tls_broker("1.2", true);
+    let mut broker = tls_broker(TlsVersion::Tls12, true);
     let _idle = TcpStream::connect(broker.addr).unwrap();
     // Half a ClientHello: the handshake starts and stops.
     let mut half = TcpStream::connect(broker.addr).unwrap();

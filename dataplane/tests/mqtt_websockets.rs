@@ -4,8 +4,10 @@
 mod support;
 
 use futures::{SinkExt, StreamExt};
+use gridline_dataplane::mqtt::codec::{Packet, QoS, Version};
 use std::time::Duration;
-use support::mqtt::{access, namespace, publish};
+use support::mqtt::{access, namespace_manifest, publish};
+use support::packets;
 use support::{Dataplane, Workspace};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -15,11 +17,8 @@ type Socket =
 
 fn broker(websockets: bool) -> (Workspace, Dataplane) {
     let workspace = Workspace::new();
-    let mut ns = namespace("dev");
-    if !websockets {
-        ns = ns.replacen("  listeners:\n", "  listeners:\n    websockets: false\n", 1);
-    }
-    workspace.write("namespace.yaml", &ns);
+    let ns = namespace_manifest("dev").websockets(websockets);
+    workspace.write("namespace.yaml", &ns.yaml());
     workspace.write("access.yaml", &access("dev"));
     let dataplane = workspace.start(&[]);
     (workspace, dataplane)
@@ -48,34 +47,15 @@ async fn open(dataplane: &Dataplane, subprotocol: Option<&str>) -> Result<Socket
         .map_err(|e| e.to_string())
 }
 
-/// A raw CONNECT with `user` as username and client id: 3.1.1 (level 4) or 5 (level 5).
-fn connect(user: &str, level: u8) -> Vec<u8> {
-    let mut body = b"\x00\x04MQTT".to_vec();
-    body.extend_from_slice(&[level, 0x82, 0x00, 0x3c]);
-    if level == 5 {
-        body.push(0); // no properties
-    }
-    for field in [user, user] {
-        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
-        body.extend_from_slice(field.as_bytes());
-    }
-    let mut packet = vec![0x10, body.len() as u8];
-    packet.extend_from_slice(&body);
-    packet
+/// The bytes of a CONNECT of `version` with `user` as username and client id.
+fn connect(user: &str, version: Version) -> Vec<u8> {
+    let connect = packets::connect(version, user, user);
+    packets::encode(version, Packet::Connect(Box::new(connect)))
 }
 
-/// SUBSCRIBE (packet id 1, QoS 0) to `filter`.
-fn subscribe(filter: &str, level: u8) -> Vec<u8> {
-    let mut body = vec![0x00, 0x01];
-    if level == 5 {
-        body.push(0);
-    }
-    body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
-    body.extend_from_slice(filter.as_bytes());
-    body.push(0);
-    let mut packet = vec![0x82, body.len() as u8];
-    packet.extend_from_slice(&body);
-    packet
+/// The bytes of a SUBSCRIBE (packet id 1, QoS 0) to `filter`.
+fn subscribe(filter: &str, version: Version) -> Vec<u8> {
+    packets::encode(version, packets::subscribe(1, &[(filter, QoS::AtMostOnce)]))
 }
 
 /// The next binary message's bytes (within 5 s).
@@ -96,7 +76,7 @@ async fn next_bytes(socket: &mut Socket) -> Vec<u8> {
 async fn a_websocket_client_of_either_version_receives_what_a_tcp_client_publishes() {
     let (_w, dataplane) = broker(true);
     let tcp = dataplane.mqtt_addr();
-    for (level, version) in [(4u8, "mqttv311"), (5, "mqttv5")] {
+    for (level, version) in [(Version::V311, "mqttv311"), (Version::V5, "mqttv5")] {
         let mut socket = open(&dataplane, Some("mqtt")).await.unwrap();
         // The CONNECT split across two messages: the bridge carries a byte stream.
         let connect = connect("dashboard", level);

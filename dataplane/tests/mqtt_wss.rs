@@ -4,14 +4,15 @@
 
 mod support;
 
+use gridline_crds::types::namespace::TlsVersion;
 use gridline_dataplane::mqtt::codec::{Packet, QoS, Version};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use support::mqtt::{RawClient, TestPki, access, connect_packet, message, tls_namespace};
+use support::mqtt::{RawClient, TestPki, access, connect_packet, message, tls_namespace_manifest};
 use support::pki::{Ca, ClientCert, Identity};
 use support::wss::{OfferedCertificate, WssClient};
-use support::{Dataplane, Workspace};
+use support::{Dataplane, Workspace, packets};
 
 thread_local! {
     /// The CA the test Namespace trusts for client certificates: over TLS a client proves its
@@ -28,20 +29,10 @@ fn client_identity(user: &str) -> Identity {
 /// The Namespace with its TLS certificate, the client CA and, when `https`, the HTTPS
 /// listener (which carries WSS) on.
 fn wss_namespace(https: bool) -> String {
-    let namespace = tls_namespace("dev", "broker-tls", "1.2").replacen(
-        "spec:\n",
-        "spec:\n  caCertificates:\n    - name: client-ca\n      secretName: client-ca\n",
-        1,
-    );
-    if https {
-        namespace.replacen(
-            "    https:\n      enabled: false\n",
-            "    https:\n      enabled: true\n",
-            1,
-        )
-    } else {
-        namespace
-    }
+    tls_namespace_manifest("dev", "broker-tls", TlsVersion::Tls12)
+        .ca_certificate("client-ca", "client-ca")
+        .https(https)
+        .yaml()
 }
 
 fn wss_broker(https: bool) -> (Workspace, Dataplane, TestPki) {
@@ -84,20 +75,9 @@ async fn a_wss_client_of_either_version_exchanges_messages_with_a_tcp_client() {
     let tcp = dataplane.mqtt_addr();
     for version in [Version::V311, Version::V5] {
         let mut over_wss = connected(wss, &pki, version, "dashboard").await;
-        let subscribe = gridline_dataplane::mqtt::codec::Subscribe {
-            packet_id: std::num::NonZeroU16::new(1).unwrap(),
-            subscription_id: None,
-            filters: vec![(
-                "lab/wss/in".to_string(),
-                gridline_dataplane::mqtt::codec::SubscriptionOptions {
-                    qos: QoS::AtMostOnce,
-                    no_local: false,
-                    retain_as_published: false,
-                    retain_handling: 0,
-                },
-            )],
-        };
-        over_wss.send(Packet::Subscribe(subscribe)).await;
+        over_wss
+            .send(packets::subscribe(1, &[("lab/wss/in", QoS::AtMostOnce)]))
+            .await;
         let suback = over_wss.next(Duration::from_secs(5)).await;
         assert!(matches!(suback, Some(Packet::SubAck(_))), "{suback:?}");
 
@@ -115,15 +95,10 @@ async fn a_wss_client_of_either_version_exchanges_messages_with_a_tcp_client() {
             other => panic!("{version:?}: expected PUBLISH, got {other:?}"),
         }
         over_wss
-            .send(Packet::Publish(Box::new(
-                gridline_dataplane::mqtt::codec::Publish {
-                    dup: false,
-                    packet_id: None,
-                    topic_alias: None,
-                    subscription_ids: Vec::new(),
-                    message: message("lab/wss/out", "from wss", QoS::AtMostOnce),
-                },
-            )))
+            .send(packets::publish(
+                0,
+                message("lab/wss/out", "from wss", QoS::AtMostOnce),
+            ))
             .await;
         let publish = over_tcp.next_publish(Duration::from_secs(5)).await;
         assert_eq!(
@@ -256,17 +231,7 @@ async fn a_half_sent_upgrade_request_does_not_hold_up_the_shutdown() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut retained = message("lab/at-shutdown", "kept", QoS::AtLeastOnce);
     retained.retain = true;
-    client
-        .send(Packet::Publish(Box::new(
-            gridline_dataplane::mqtt::codec::Publish {
-                dup: false,
-                packet_id: std::num::NonZeroU16::new(1),
-                topic_alias: None,
-                subscription_ids: Vec::new(),
-                message: retained,
-            },
-        )))
-        .await;
+    client.send(packets::publish(1, retained)).await;
     assert!(matches!(
         client.next(Duration::from_secs(5)).await,
         Some(Packet::PubAck(_))

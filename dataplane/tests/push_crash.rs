@@ -53,12 +53,10 @@ async fn a_kill_9_during_delivery_loses_nothing() {
         }
     });
     let workspace = Workspace::new();
-    let subscription = webhook_subscription(
-        "hook",
-        &webhook.url("/events"),
-        DEAD_LETTERS,
-        &format!("          maxEventsPerBatch: {PER_REQUEST}\n"),
-    );
+    let subscription = webhook_subscription("hook", &webhook.url("/events"), |push| {
+        dead_lettering(push);
+        push.destination.properties.max_events_per_batch = PER_REQUEST as i32;
+    });
     workspace.write("push.yaml", &[base_manifests(), subscription].join("---\n"));
     let args = ["--test-time-scale", "0.01"];
     let dataplane = workspace.start(&args);

@@ -5,6 +5,10 @@
 
 mod support;
 
+use gridline_crds::types::SecretKeyRef;
+use gridline_crds::types::event_subscription::{
+    DeliveryAttributeMapping, DeliveryAttributeMappingType, DeliveryAttributeProperties, PushInfo,
+};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use support::webhook::*;
@@ -31,28 +35,57 @@ async fn events_are_delivered_after_the_handshake_one_per_request_with_their_hea
     let webhook = Webhook::start().await;
     let secret = "Bearer s3cret-from-a-Secret";
     let inline = "inline-s3cret-value";
-    let headers = format!(
-        "          deliveryAttributeMappings:
-            - name: X-Static
-              type: Static
-              properties: {{value: plain-value}}
-            - name: Authorization
-              type: Static
-              properties: {{secretKeyRef: {{name: hook-secret, key: token}}}}
-            - name: X-Api-Key
-              type: Static
-              properties: {{value: {inline}, isSecret: true}}
-            - name: X-Subject
-              type: Dynamic
-              properties: {{sourceField: subject}}
-"
-    );
+    let mapping = |name: &str, mapping_type, properties| DeliveryAttributeMapping {
+        name: name.to_string(),
+        mapping_type,
+        properties,
+    };
+    let headers = |push: &mut PushInfo| {
+        push.destination.properties.delivery_attribute_mappings = vec![
+            mapping(
+                "X-Static",
+                DeliveryAttributeMappingType::Static,
+                DeliveryAttributeProperties {
+                    value: Some("plain-value".to_string()),
+                    ..Default::default()
+                },
+            ),
+            mapping(
+                "Authorization",
+                DeliveryAttributeMappingType::Static,
+                DeliveryAttributeProperties {
+                    secret_key_ref: Some(SecretKeyRef {
+                        name: "hook-secret".to_string(),
+                        key: "token".to_string(),
+                    }),
+                    ..Default::default()
+                },
+            ),
+            mapping(
+                "X-Api-Key",
+                DeliveryAttributeMappingType::Static,
+                DeliveryAttributeProperties {
+                    value: Some(inline.to_string()),
+                    is_secret: true,
+                    ..Default::default()
+                },
+            ),
+            mapping(
+                "X-Subject",
+                DeliveryAttributeMappingType::Dynamic,
+                DeliveryAttributeProperties {
+                    source_field: Some("subject".to_string()),
+                    ..Default::default()
+                },
+            ),
+        ]
+    };
     let secret_manifest = format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: hook-secret\nstringData:\n  token: {secret}\n"
     );
     let (_workspace, dataplane) = start(&[
         secret_manifest,
-        webhook_subscription("hook", &webhook.url("/events"), "", &headers),
+        webhook_subscription("hook", &webhook.url("/events"), headers),
     ]);
     ready(&dataplane).await;
     let events: Vec<Value> = (0..3).map(|n| event(&format!("e-{n}"), 300)).collect();
@@ -125,8 +158,7 @@ async fn a_refusing_endpoint_receives_nothing_and_the_status_says_why() {
     let (_workspace, dataplane) = start(&[webhook_subscription(
         "hook",
         &webhook.url("/events"),
-        "",
-        "",
+        |_| {},
     )]);
     ready(&dataplane).await;
     publish(&dataplane, &[event("e-0", 200), event("e-1", 200)]).await;
@@ -191,13 +223,15 @@ async fn a_refusing_endpoint_receives_nothing_and_the_status_says_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_respect_both_max_events_and_the_preferred_size() {
     let webhook = Webhook::start().await;
-    let batching = "          maxEventsPerBatch: 10
-          preferredBatchSizeInKilobytes: 4
-";
+    let batching = |push: &mut PushInfo| {
+        push.destination.properties.max_events_per_batch = 10;
+        push.destination
+            .properties
+            .preferred_batch_size_in_kilobytes = 4;
+    };
     let (_workspace, dataplane) = start(&[webhook_subscription(
         "hook",
         &webhook.url("/events"),
-        "",
         batching,
     )]);
     ready(&dataplane).await;
@@ -258,8 +292,7 @@ async fn statuses_no_retry_can_fix_are_dead_lettered_at_once_and_the_others_retr
     let (_workspace, dataplane) = start(&[webhook_subscription(
         "hook",
         &webhook.url("/events"),
-        DEAD_LETTERS,
-        "",
+        dead_lettering,
     )]);
     ready(&dataplane).await;
     let not_retried = [400u16, 401, 403, 404, 414];
@@ -331,8 +364,8 @@ async fn a_stalled_endpoint_does_not_delay_another_subscriptions_deliveries() {
     stalled.reply(Reply::Stall);
     let healthy = Webhook::start().await;
     let (_workspace, dataplane) = start(&[
-        webhook_subscription("stalled", &stalled.url("/events"), "", ""),
-        webhook_subscription("healthy", &healthy.url("/events"), "", ""),
+        webhook_subscription("stalled", &stalled.url("/events"), |_| {}),
+        webhook_subscription("healthy", &healthy.url("/events"), |_| {}),
     ]);
     ready(&dataplane).await;
     assert!(
@@ -386,8 +419,7 @@ async fn a_failing_endpoint_shows_in_the_status_and_metrics() {
     let (_workspace, dataplane) = start(&[webhook_subscription(
         "hook",
         &webhook.url("/events"),
-        "",
-        "",
+        |_| {},
     )]);
     ready(&dataplane).await;
     publish(&dataplane, &[event("e-0", 200)]).await;
@@ -446,8 +478,7 @@ async fn the_request_rate_the_endpoint_allows_is_honoured() {
     let (_workspace, dataplane) = start(&[webhook_subscription(
         "hook",
         &webhook.url("/events"),
-        "",
-        "",
+        |_| {},
     )]);
     dataplane.wait_ready().await;
     assert!(
@@ -475,11 +506,10 @@ async fn the_request_rate_the_endpoint_allows_is_honoured() {
 async fn a_backlog_stored_before_validation_is_delivered_in_full() {
     let webhook = Webhook::start().await;
     webhook.handshake(Handshake::Refuse(403));
-    let batching = "          maxEventsPerBatch: 50\n";
+    let batching = |push: &mut PushInfo| push.destination.properties.max_events_per_batch = 50;
     let (_workspace, dataplane) = start(&[webhook_subscription(
         "hook",
         &webhook.url("/events"),
-        "",
         batching,
     )]);
     ready(&dataplane).await;
@@ -510,11 +540,13 @@ async fn an_https_endpoint_is_trusted_through_the_ca_its_subscription_names() {
     let ca_secret = format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: hook-ca\nstringData:\n  ca.crt: |\n{ca}"
     );
-    let named_ca = "          caCertificateSecretName: hook-ca\n";
+    let named_ca = |push: &mut PushInfo| {
+        push.destination.properties.ca_certificate_secret_name = Some("hook-ca".to_string())
+    };
     let (_workspace, dataplane) = start(&[
         ca_secret,
-        webhook_subscription("trusted", &webhook.url("/events"), "", named_ca),
-        webhook_subscription("system-roots", &webhook.url("/events"), "", ""),
+        webhook_subscription("trusted", &webhook.url("/events"), named_ca),
+        webhook_subscription("system-roots", &webhook.url("/events"), |_| {}),
     ]);
     ready(&dataplane).await;
     publish(&dataplane, &[event("e-0", 200)]).await;

@@ -27,12 +27,13 @@ fn gaps(times: &[Instant]) -> Vec<Duration> {
 async fn failed_attempts_are_retried_on_the_schedule_then_dead_lettered() {
     let webhook = Webhook::start().await;
     webhook.reply(Reply::Status(503));
-    let push = format!("      maxDeliveryCount: 7\n{DEAD_LETTERS}");
     let (_workspace, dataplane) = start(webhook_subscription(
         "hook",
         &webhook.url("/events"),
-        &push,
-        "",
+        |push| {
+            push.max_delivery_count = 7;
+            dead_lettering(push);
+        },
     ));
     dataplane.wait_ready().await;
     publish(&dataplane, &[event("e-0", 200)]).await;
@@ -83,8 +84,7 @@ async fn a_retry_after_longer_than_the_schedule_is_honoured() {
     let (_workspace, dataplane) = start(webhook_subscription(
         "hook",
         &webhook.url("/events"),
-        "",
-        "",
+        |_| {},
     ));
     dataplane.wait_ready().await;
     publish(&dataplane, &[event("e-0", 200)]).await;
@@ -109,8 +109,7 @@ async fn an_endpoint_that_goes_down_gets_its_events_when_it_is_back() {
     let (_workspace, dataplane) = start(webhook_subscription(
         "hook",
         &webhook.url("/events"),
-        "",
-        "",
+        |_| {},
     ));
     dataplane.wait_ready().await;
     assert!(

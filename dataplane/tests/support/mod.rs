@@ -10,6 +10,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use manifests::NamespaceManifest;
+
 /// The binary under test.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_gridline-dataplane");
 
@@ -316,35 +318,16 @@ impl Workspace {
     }
 }
 
-/// A Namespace that needs no certificate: the TLS listeners are off, as in local development.
+/// A Namespace that needs no certificate: the TLS listeners are off, as in local development
+/// ([`NamespaceManifest::local`]).
 pub fn namespace(name: &str) -> String {
-    format!(
-        "apiVersion: gridline.dev/v1alpha1
-kind: Namespace
-metadata:
-  name: {name}
-spec:
-  listeners:
-    mqttTls:
-      enabled: false
-      port: 8883
-    https:
-      enabled: false
-      port: 443
-    http:
-      port: 8080
-"
-    )
+    NamespaceManifest::local(name).yaml()
 }
 
 /// [`namespace`] with shared access keys for the HTTP API, from Secret `secret` (see
 /// [`sas_keys_secret`]).
 pub fn namespace_with_keys(name: &str, secret: &str) -> String {
-    namespace(name).replacen(
-        "spec:\n",
-        &format!("spec:\n  sasKeys:\n    secretName: {secret}\n"),
-        1,
-    )
+    NamespaceManifest::local(name).sas_keys(secret).yaml()
 }
 
 /// A Secret holding a Namespace's `key1` and `key2`.
@@ -430,7 +413,9 @@ pub fn objects_of(kind: &str) -> String {
 pub const APPLIED: &str = "gridline_config_reloads_total{result=\"applied\"}";
 pub const REJECTED: &str = "gridline_config_reloads_total{result=\"rejected\"}";
 
+pub mod manifests;
 pub mod mqtt;
+pub mod packets;
 pub mod paho;
 pub mod pki;
 pub mod python;

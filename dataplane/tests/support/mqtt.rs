@@ -4,70 +4,98 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-/// The line of [`namespace`] that sets the sessions per authentication name.
-pub const SESSIONS_PER_NAME: &str = "    maximumClientSessionsPerAuthenticationName: 100\n";
+use super::NamespaceManifest;
+use super::manifests::AccessModel;
+use gridline_crds::types::namespace::{PlaintextMqttListener, TlsVersion};
+use gridline_crds::types::permission_binding::Permission;
+use gridline_crds::types::{
+    Client, ClientSpec, ObjectRef, PermissionBinding, PermissionBindingSpec, State, TopicSpace,
+    TopicSpaceSpec,
+};
 
-/// A Namespace with the broker on and the development plaintext listener. Tests connect many
-/// clients under one authentication name, often right after another left (the broker may not
-/// have seen that close yet): 100 sessions per name, not the default 1.
-pub fn namespace(name: &str) -> String {
-    super::namespace(name).replacen(
-        "spec:\n",
-        &format!("spec:\n  topicSpacesConfiguration:\n    state: Enabled\n{SESSIONS_PER_NAME}"),
-        1,
-    ) + "    mqttPlaintext:\n      port: 1883\n      insecureUsernameAuthentication: true\n"
+/// Sessions per authentication name in [`namespace`]: tests connect many clients under one
+/// authentication name, often right after another left (the broker may not have seen that
+/// close yet), so 100, not the default 1.
+pub const SESSIONS_PER_NAME: i32 = 100;
+
+/// A Namespace with the broker on and the development plaintext listener (port 1883, the
+/// CONNECT username taken as the authentication name), [`SESSIONS_PER_NAME`] sessions per
+/// name; the TLS listeners off ([`NamespaceManifest::local`]).
+pub fn namespace_manifest(name: &str) -> NamespaceManifest {
+    NamespaceManifest::local(name)
+        .broker_enabled()
+        .topic_spaces(|t| t.maximum_client_sessions_per_authentication_name = SESSIONS_PER_NAME)
+        .mqtt_plaintext(PlaintextMqttListener {
+            enabled: true,
+            port: 1883,
+            insecure_username_authentication: true,
+        })
 }
 
-/// Clients, groups, topic spaces and bindings for Namespace `ns`: the example manifests'
-/// access model (sensors publish under their own name, apps read all telemetry), plus a
-/// disabled client and a `lab` topic space everyone may use.
-pub fn access(ns: &str) -> String {
+/// [`namespace_manifest`] as YAML.
+pub fn namespace(name: &str) -> String {
+    namespace_manifest(name).yaml()
+}
+
+/// The example manifests' access model (`deploy/examples/clients.yaml` and `access.yaml`:
+/// sensors publish under their own name, apps read all telemetry) in Namespace `ns`, plus a
+/// disabled client `retired` and a `lab` topic space everyone may publish and subscribe to.
+pub fn access_model(ns: &str) -> AccessModel {
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/");
     let clients = std::fs::read_to_string(format!("{examples}clients.yaml")).unwrap();
     let access = std::fs::read_to_string(format!("{examples}access.yaml")).unwrap();
-    let extra = format!(
-        "apiVersion: gridline.dev/v1alpha1
-kind: Client
-metadata:
-  name: retired
-spec:
-  namespaceRef: {{name: {ns}}}
-  state: Disabled
----
-apiVersion: gridline.dev/v1alpha1
-kind: TopicSpace
-metadata:
-  name: lab
-spec:
-  namespaceRef: {{name: {ns}}}
-  topicTemplates: ['lab/#']
----
-apiVersion: gridline.dev/v1alpha1
-kind: PermissionBinding
-metadata:
-  name: all-publish-lab
-spec:
-  namespaceRef: {{name: {ns}}}
-  clientGroupName: $all
-  topicSpaceName: lab
-  permission: Publisher
----
-apiVersion: gridline.dev/v1alpha1
-kind: PermissionBinding
-metadata:
-  name: all-read-lab
-spec:
-  namespaceRef: {{name: {ns}}}
-  clientGroupName: $all
-  topicSpaceName: lab
-  permission: Subscriber
-"
-    );
-    format!(
-        "{}\n---\n{}\n---\n{extra}",
-        clients.replace("name: dev", &format!("name: {ns}")),
-        access.replace("name: dev", &format!("name: {ns}")),
-    )
+    let mut model = AccessModel::parse(&clients, ns);
+    model.extend(AccessModel::parse(&access, ns));
+    let namespace_ref = ObjectRef::new(ns);
+    model.clients.push(Client::new(
+        "retired",
+        ClientSpec {
+            state: State::Disabled,
+            ..client_spec(ns)
+        },
+    ));
+    model.topic_spaces.push(TopicSpace::new(
+        "lab",
+        TopicSpaceSpec {
+            namespace_ref: namespace_ref.clone(),
+            description: None,
+            topic_templates: vec!["lab/#".to_string()],
+        },
+    ));
+    for (name, permission) in [
+        ("all-publish-lab", Permission::Publisher),
+        ("all-read-lab", Permission::Subscriber),
+    ] {
+        model.permission_bindings.push(PermissionBinding::new(
+            name,
+            PermissionBindingSpec {
+                namespace_ref: namespace_ref.clone(),
+                description: None,
+                topic_space_name: "lab".to_string(),
+                permission,
+                client_group_name: "$all".to_string(),
+            },
+        ));
+    }
+    model
+}
+
+/// [`access_model`] as YAML.
+pub fn access(ns: &str) -> String {
+    access_model(ns).yaml()
+}
+
+/// A Client of Namespace `ns` with every other field at its default: enabled, named by its
+/// object name, no attributes.
+pub fn client_spec(ns: &str) -> ClientSpec {
+    ClientSpec {
+        namespace_ref: ObjectRef::new(ns),
+        authentication_name: None,
+        description: None,
+        client_certificate_authentication: None,
+        state: State::Enabled,
+        attributes: Default::default(),
+    }
 }
 
 fn base(tool: &str, addr: SocketAddr, version: &str, user: &str) -> Command {
@@ -164,22 +192,18 @@ stringData:
     }
 }
 
-/// [`namespace`] with the TLS listener on, its certificate from Secret `secret`, and
-/// `minimumTlsVersionAllowed: <minimum>`.
-pub fn tls_namespace(name: &str, secret: &str, minimum: &str) -> String {
-    namespace(name)
-        .replacen(
-            "spec:\n",
-            &format!(
-                "spec:\n  tls:\n    secretName: {secret}\n  minimumTlsVersionAllowed: \"{minimum}\"\n"
-            ),
-            1,
-        )
-        .replacen(
-            "    mqttTls:\n      enabled: false\n",
-            "    mqttTls:\n      enabled: true\n",
-            1,
-        )
+/// [`namespace_manifest`] with the MQTT TLS listener on, its certificate from Secret
+/// `secret`, and `minimumTlsVersionAllowed: <minimum>`.
+pub fn tls_namespace_manifest(name: &str, secret: &str, minimum: TlsVersion) -> NamespaceManifest {
+    namespace_manifest(name)
+        .tls_secret(secret)
+        .minimum_tls_version(minimum)
+        .mqtt_tls(true)
+}
+
+/// [`tls_namespace_manifest`] as YAML.
+pub fn tls_namespace(name: &str, secret: &str, minimum: TlsVersion) -> String {
+    tls_namespace_manifest(name, secret, minimum).yaml()
 }
 
 /// A raw MQTT client over the broker's own codec, for what mosquitto's clients cannot express
@@ -193,43 +217,10 @@ pub trait RawStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send
 
 impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> RawStream for S {}
 
-/// A CONNECT of `version` for `client_id` as `user`: clean start, keep-alive 60, no will.
-pub fn connect_packet(
-    version: gridline_dataplane::mqtt::codec::Version,
-    client_id: &str,
-    user: &str,
-) -> gridline_dataplane::mqtt::codec::Connect {
-    gridline_dataplane::mqtt::codec::Connect {
-        version,
-        client_id: client_id.into(),
-        clean_start: true,
-        keep_alive: 60,
-        username: Some(user.into()),
-        password: None,
-        session_expiry_interval: 0,
-        receive_maximum: None,
-        maximum_packet_size: None,
-        topic_alias_maximum: 0,
-        authentication_method: None,
-        authentication_data: None,
-        will: None,
-    }
-}
-
-/// An application message on `topic` at `qos`, no properties.
-pub fn message(
-    topic: &str,
-    payload: &str,
-    qos: gridline_dataplane::mqtt::codec::QoS,
-) -> gridline_dataplane::mqtt::codec::Message {
-    gridline_dataplane::mqtt::codec::Message {
-        topic: topic.into(),
-        payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
-        qos,
-        retain: false,
-        properties: Default::default(),
-    }
-}
+/// The CONNECT and application message most tests start from (see [`super::packets`]).
+// A test binary that uses neither would warn: each binary compiles `support` on its own.
+#[allow(unused_imports)]
+pub use super::packets::{connect as connect_packet, message};
 
 impl RawClient {
     /// Connect and read the CONNACK.
@@ -295,15 +286,11 @@ impl RawClient {
         let filters = filters
             .iter()
             .map(|(filter, no_local)| {
-                (
-                    filter.to_string(),
-                    SubscriptionOptions {
-                        qos: QoS::AtLeastOnce,
-                        no_local: *no_local,
-                        retain_as_published: false,
-                        retain_handling: 0,
-                    },
-                )
+                let options = SubscriptionOptions {
+                    no_local: *no_local,
+                    ..super::packets::options(QoS::AtLeastOnce)
+                };
+                (filter.to_string(), options)
             })
             .collect();
         self.send(Packet::Subscribe(Subscribe {

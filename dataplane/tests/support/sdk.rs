@@ -4,7 +4,7 @@
 //! SDK's venv is `support::python`.
 
 use super::mqtt::TestPki;
-use super::{Dataplane, Workspace, documents, namespace, topic};
+use super::{Dataplane, NamespaceManifest, Workspace, documents, topic};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -40,22 +40,12 @@ pub enum Transport {
 /// (`data.total >= 1000`); topic `dead-letters` read by `dead-letter-inbox`. Over
 /// [`Transport::Https`] the Namespace serves HTTPS with the certificate of Secret `sdk-tls`.
 pub fn manifests(transport: Transport) -> String {
-    let mut namespace = namespace("sdk").replacen(
-        "spec:\n",
-        "spec:\n  sasKeys:\n    secretName: sdk-keys\n",
-        1,
-    );
+    let mut namespace = NamespaceManifest::local("sdk").sas_keys("sdk-keys");
     if transport == Transport::Https {
-        namespace = namespace
-            .replacen("spec:\n", "spec:\n  tls:\n    secretName: sdk-tls\n", 1)
-            .replacen(
-                "    https:\n      enabled: false\n",
-                "    https:\n      enabled: true\n",
-                1,
-            );
+        namespace = namespace.tls_secret("sdk-tls").https(true);
     }
     let docs = vec![
-        namespace,
+        namespace.yaml(),
         format!(
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: sdk-keys\nstringData:\n  key1: {KEY}\n  key2: {SECOND_KEY}\n"
         ),

@@ -15,6 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+use super::manifests::parsed;
+use gridline_crds::types::event_subscription::{
+    DeadLetterDestination, DeadLetterEndpointType, DeadLetterWithResourceIdentity,
+    DeliveryConfiguration, DeliveryMode, PushInfo,
+};
+use gridline_crds::types::{EventSubscription, EventSubscriptionSpec, ObjectRef};
+
 /// How the webhook answers the validation request (`OPTIONS`).
 #[derive(Clone, Debug)]
 pub enum Handshake {
@@ -383,11 +390,10 @@ pub const API: &str = "api-version=2024-06-01";
 /// Topic `orders` and a dead-letter Topic `dead` with a queue subscription `dead-letters`.
 pub fn base_manifests() -> String {
     super::documents(&[
-        super::namespace_with_keys("push", "push-keys").replacen(
-            "  listeners:\n",
-            "  listeners:\n    allowInsecureWebhooks: true\n",
-            1,
-        ),
+        super::NamespaceManifest::local("push")
+            .sas_keys("push-keys")
+            .allow_insecure_webhooks()
+            .yaml(),
         super::sas_keys_secret("push-keys", KEY, "unused-key-2"),
         super::topic("orders", "push", 1),
         super::topic("dead", "push", 1),
@@ -395,40 +401,42 @@ pub fn base_manifests() -> String {
     ])
 }
 
-/// A push subscription of topic `orders`; `extra_push` is YAML indented for `push:`
-/// (e.g. `"      maxDeliveryCount: 3\n"`), `extra_properties` for the webhook's
-/// `properties:`.
+/// A push subscription of topic `orders` delivering to `endpoint`, every setting at its
+/// default but what `settings` changes (e.g. [`dead_lettering`]).
 pub fn webhook_subscription(
     name: &str,
     endpoint: &str,
-    extra_push: &str,
-    extra_properties: &str,
+    settings: impl FnOnce(&mut PushInfo),
 ) -> String {
-    format!(
-        "apiVersion: gridline.dev/v1alpha1
-kind: EventSubscription
-metadata:
-  name: {name}
-spec:
-  topicRef:
-    name: orders
-  deliveryConfiguration:
-    deliveryMode: Push
-    push:
-{extra_push}      destination:
-        endpointType: WebHook
-        properties:
-          endpointUrl: {endpoint}
-{extra_properties}"
-    )
+    let mut push: PushInfo = parsed("destination: {properties: {endpointUrl: set-below}}");
+    push.destination.properties.endpoint_url = endpoint.to_string();
+    settings(&mut push);
+    let subscription = EventSubscription::new(
+        name,
+        EventSubscriptionSpec {
+            topic_ref: ObjectRef::new("orders"),
+            delivery_configuration: DeliveryConfiguration {
+                delivery_mode: DeliveryMode::Push,
+                queue: None,
+                push: Some(push),
+            },
+            event_delivery_schema: Default::default(),
+            filters_configuration: None,
+            expiration_time_utc: None,
+        },
+    );
+    super::manifests::to_yaml(&subscription)
 }
 
-/// `push:` YAML sending dead letters to the `dead` topic.
-pub const DEAD_LETTERS: &str = "      deadLetterDestinationWithResourceIdentity:
-        deadLetterDestination:
-          topicRef:
-            name: dead
-";
+/// Push settings sending dead letters to the `dead` topic.
+pub fn dead_lettering(push: &mut PushInfo) {
+    push.dead_letter_destination_with_resource_identity = Some(DeadLetterWithResourceIdentity {
+        dead_letter_destination: DeadLetterDestination {
+            endpoint_type: DeadLetterEndpointType::Topic,
+            topic_ref: ObjectRef::new("dead"),
+        },
+    });
+}
 
 /// A CloudEvent with `id` and `data` padded to about `bytes` bytes of JSON.
 pub fn event(id: &str, bytes: usize) -> Value {
