@@ -10,6 +10,7 @@ use crate::http::listener::{HttpLimits, HttpServer, Listener, ListenerMetrics, T
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::mqtt;
+use crate::shutdown::Stopper;
 use crate::snapshot::{Applier, ReloadPolicy, SharedSnapshot};
 use crate::store::{EventStore, StoreOptions};
 use crate::tls::ServerTls;
@@ -111,7 +112,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let listener_metrics =
         ListenerMetrics::register(metrics.registry()).context("cannot register HTTP metrics")?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = Stopper::new();
     let state = AppState::new(snapshot.clone(), metrics.clone(), store.clone())
         .context("cannot register the API metrics")?
         .with_shutdown(stop_rx.clone())
@@ -251,7 +252,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     // requests it has (long polls end at once, empty), then the store flushes and closes.
     source_task.abort();
     apply_task.abort();
-    let _ = stop_tx.send(true);
+    stop_tx.stop();
     // Told to stop, the broker ends its connections (MQTT 5: DISCONNECT 0x8B), then the
     // persister writes the final state; give it a moment.
     if !mqtt_task.is_finished()

@@ -17,6 +17,7 @@ use super::rate::RateLimit;
 use super::schedule::{self, Attempt, EventAttempts, Next, RetryPolicy};
 use super::status::{FAILING_AFTER, StatusHandle};
 use super::webhook::Endpoint;
+use crate::shutdown::StopSignal;
 use crate::store::{PushConsumer, PushEvent, PushSettle, PushTake, StoreError};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::futures::Notified;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -109,7 +110,7 @@ struct Completion {
 pub struct Dispatcher {
     shared: Arc<Shared>,
     tuning: PushTuning,
-    stop: watch::Receiver<bool>,
+    stop: StopSignal,
     health: Health,
 }
 
@@ -138,7 +139,7 @@ async fn settler(shared: Arc<Shared>, mut settlements: mpsc::Receiver<Settlement
 }
 
 impl Dispatcher {
-    pub fn new(shared: Shared, tuning: PushTuning, stop: watch::Receiver<bool>) -> Dispatcher {
+    pub fn new(shared: Shared, tuning: PushTuning, stop: StopSignal) -> Dispatcher {
         Dispatcher {
             shared: Arc::new(shared),
             tuning,
@@ -194,12 +195,12 @@ impl Dispatcher {
             ));
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                _ = self.stop.changed() => return Phase::Draining,
+                _ = self.stop.stopped() => return Phase::Draining,
             }
         }
         let answer = tokio::select! {
             answer = self.shared.endpoint.validate() => answer,
-            _ = self.stop.changed() => return Phase::Draining,
+            _ = self.stop.stopped() => return Phase::Draining,
         };
         match answer {
             Ok(validated) => {
@@ -280,7 +281,7 @@ impl Dispatcher {
             let far = Instant::now() + Duration::from_secs(3600);
             tokio::select! {
                 biased;
-                _ = self.stop.changed() => return Phase::Draining,
+                _ = self.stop.stopped() => return Phase::Draining,
                 Some(done) = tasks.join_next() => self.completed(done),
                 event = poll_taking(&mut taking) => match event {
                     TakeEvent::Taken(Ok(events)) => {
@@ -298,7 +299,7 @@ impl Dispatcher {
                         tracing::error!(%error, "cannot take events; trying again in a second");
                         tokio::select! {
                             () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                            _ = self.stop.changed() => return Phase::Draining,
+                            _ = self.stop.stopped() => return Phase::Draining,
                         }
                     }
                     TakeEvent::Notified => taking = Taking::Idle,

@@ -16,6 +16,7 @@ pub use schedule::TimeScale;
 pub use status::StatusBoard;
 pub use status_writer::StatusWriter;
 
+use crate::shutdown::{StopSignal, Stopper};
 use crate::store::{EventStore, PushConsumer};
 use dispatcher::{Dispatcher, Shared};
 use gridline_crds::model::{Delivery, PushDelivery, Snapshot};
@@ -66,7 +67,7 @@ pub enum PushError {
 #[derive(Clone)]
 pub struct PushManager {
     snapshots: Arc<watch::Sender<Option<Arc<Snapshot>>>>,
-    stop: Arc<watch::Sender<bool>>,
+    stop: Stopper,
     task: Arc<parking_lot::Mutex<Option<JoinHandle<()>>>>,
     status: StatusBoard,
 }
@@ -88,7 +89,7 @@ impl PushManager {
             );
         }
         let (snapshots, snapshots_rx) = watch::channel(None);
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = Stopper::new();
         let manager = Manager {
             store,
             client,
@@ -100,7 +101,7 @@ impl PushManager {
         let task = tokio::spawn(manager.run(snapshots_rx, stop_rx));
         Ok(PushManager {
             snapshots: Arc::new(snapshots),
-            stop: Arc::new(stop),
+            stop,
             task: Arc::new(parking_lot::Mutex::new(Some(task))),
             status,
         })
@@ -118,7 +119,7 @@ impl PushManager {
 
     /// Stop every dispatcher: requests in flight get the grace period, then are cut off.
     pub async fn stop(&self) {
-        self.stop.send_replace(true);
+        self.stop.stop();
         let task = self.task.lock().take();
         if let Some(task) = task {
             let _ = task.await;
@@ -132,7 +133,7 @@ type Key = (String, String);
 struct Running {
     push: PushDelivery,
     consumer: PushConsumer,
-    stop: watch::Sender<bool>,
+    stop: Stopper,
     handle: JoinHandle<()>,
 }
 
@@ -150,7 +151,7 @@ impl Manager {
     async fn run(
         mut self,
         mut snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
-        mut stop: watch::Receiver<bool>,
+        stop: StopSignal,
     ) {
         loop {
             tokio::select! {
@@ -163,7 +164,7 @@ impl Manager {
                         self.reconcile(&snapshot).await;
                     }
                 }
-                _ = stop.changed() => break,
+                () = stop.stopped() => break,
             }
         }
         let keys: Vec<Key> = self.running.keys().cloned().collect();
@@ -222,7 +223,7 @@ impl Manager {
         let span = tracing::info_span!("push", %topic, %subscription);
         let metrics = self.metrics.subscription(topic, subscription);
         metrics.healthy.set(1);
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = Stopper::new();
         let endpoint = webhook::Endpoint::new(&push, &self.client);
         let shown = endpoint
             .as_ref()
@@ -256,9 +257,8 @@ impl Manager {
                 status.not_validated("InvalidEndpoint", &message);
                 metrics.validated.set(0);
                 // Nothing to run until the settings change (which replaces this one).
-                let mut stop_rx = stop_rx;
                 tokio::spawn(async move {
-                    let _ = stop_rx.wait_for(|stopped| *stopped).await;
+                    stop_rx.stopped().await;
                     drop((status, metrics));
                 })
             }
@@ -280,7 +280,7 @@ impl Manager {
             .iter()
             .filter_map(|key| self.running.remove(key))
             .map(|running| {
-                running.stop.send_replace(true);
+                running.stop.stop();
                 running.handle
             })
             .collect();

@@ -15,6 +15,7 @@
 //! no longer carries them (a status patch by someone else may have replaced them).
 
 use super::status::{Condition, StatusBoard};
+use crate::shutdown::StopSignal;
 use chrono::SecondsFormat;
 use gridline_crds::types::EventSubscription;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
@@ -22,7 +23,6 @@ use kube::{Client, Resource};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// How often the board is compared with what was written.
 pub const WRITE_INTERVAL: Duration = Duration::from_secs(2);
@@ -59,7 +59,7 @@ impl StatusWriter {
     }
 
     /// Write changes every [`WRITE_INTERVAL`] until `stop` turns true.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, stop: StopSignal) {
         let mut interval = tokio::time::interval(WRITE_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut rechecked = tokio::time::Instant::now();
@@ -73,7 +73,7 @@ impl StatusWriter {
                     }
                     self.write_changes().await
                 }
-                _ = stop.changed() => return,
+                () = stop.stopped() => return,
             }
         }
     }

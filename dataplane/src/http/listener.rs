@@ -15,6 +15,7 @@
 
 use crate::descriptors::ConnectionBudget;
 use crate::log_limit::LogLimiter;
+use crate::shutdown::{StopSignal, Stopper};
 use crate::snapshot::SharedSnapshot;
 use crate::tls::{PeerCertificates, Protocol, ServerTls};
 use axum::Router;
@@ -167,7 +168,7 @@ pub struct HttpServer {
 impl HttpServer {
     /// Accept on `socket` until `stop` turns true; then stop accepting, let connections
     /// finish what they are doing (within a grace period) and return.
-    pub async fn serve(self, socket: TcpListener, mut stop: watch::Receiver<bool>) {
+    pub async fn serve(self, socket: TcpListener, stop: StopSignal) {
         let max = self.limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
         let permits = Arc::new(Semaphore::new(max));
         let server = Arc::new(self);
@@ -175,7 +176,7 @@ impl HttpServer {
         loop {
             let accepted = tokio::select! {
                 accepted = socket.accept() => accepted,
-                _ = stop.wait_for(|stopped| *stopped) => break,
+                _ = stop.stopped() => break,
             };
             let (stream, addr) = match accepted {
                 Ok(accepted) => accepted,
@@ -226,7 +227,7 @@ impl HttpServer {
         stream: TcpStream,
         addr: SocketAddr,
         _permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
-        stop: watch::Receiver<bool>,
+        stop: StopSignal,
     ) {
         let open = self
             .metrics
@@ -287,7 +288,7 @@ impl HttpServer {
 
     /// Serve HTTP/1.1 (with upgrades) on `stream` until the client leaves, a timeout ends it,
     /// or `stop` asks for a graceful end.
-    async fn http<S>(&self, stream: S, peer: Peer, mut stop: watch::Receiver<bool>)
+    async fn http<S>(&self, stream: S, peer: Peer, stop: StopSignal)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -315,7 +316,7 @@ impl HttpServer {
                 }
                 return;
             }
-            _ = stop.wait_for(|stopped| *stopped) => {}
+            _ = stop.stopped() => {}
         }
         connection.as_mut().graceful_shutdown();
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
@@ -379,12 +380,12 @@ pub async fn follow_https(
     server: HttpServer,
     addr: SocketAddr,
     mut changes: watch::Receiver<u64>,
-    mut stop: watch::Receiver<bool>,
+    stop: StopSignal,
 ) -> anyhow::Result<()> {
     let Some(source) = server.tls.clone() else {
         anyhow::bail!("the HTTPS listener needs a TLS source");
     };
-    let mut open: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>, SocketAddr)> = None;
+    let mut open: Option<(Stopper, tokio::task::JoinHandle<()>, SocketAddr)> = None;
     let mut first = true;
     loop {
         let served = source.snapshot.load();
@@ -395,7 +396,7 @@ pub async fn follow_https(
             if wanted && open.is_none() {
                 match crate::listen::bind_announced("https", addr).await {
                     Ok((socket, local)) => {
-                        let (stop_listener, stopped) = watch::channel(false);
+                        let (stop_listener, stopped) = Stopper::new();
                         let task = tokio::spawn(server.clone().serve(socket, stopped));
                         open = Some((stop_listener, task, local));
                     }
@@ -403,7 +404,7 @@ pub async fn follow_https(
                     Err(error) => warn!("{error:#}"),
                 }
             } else if !wanted && let Some((stop_listener, task, local)) = open.take() {
-                let _ = stop_listener.send(true);
+                stop_listener.stop();
                 let _ = task.await;
                 tracing::info!(addr = %local, "https listener closed");
             }
@@ -411,17 +412,17 @@ pub async fn follow_https(
         }
         let changed = tokio::select! {
             changed = changes.changed() => changed.is_ok(),
-            _ = stop.wait_for(|stopped| *stopped) => break,
+            _ = stop.stopped() => break,
         };
         if !changed {
             // No more Snapshots (the applier ended, and the server is ending with its error):
             // keep serving what is open until told to stop, rather than end first and hide why.
-            let _ = stop.wait_for(|stopped| *stopped).await;
+            let _ = stop.stopped().await;
             break;
         }
     }
     if let Some((stop_listener, task, _)) = open {
-        let _ = stop_listener.send(true);
+        stop_listener.stop();
         let _ = task.await;
     }
     Ok(())

@@ -5,6 +5,7 @@ pub mod listener;
 
 use crate::delivery::StatusBoard;
 use crate::metrics::{self, Metrics};
+use crate::shutdown::StopSignal;
 use crate::snapshot::{Readiness, SharedSnapshot};
 use crate::store::EventStore;
 use api::metrics::ApiMetrics;
@@ -19,7 +20,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -28,7 +28,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub store: EventStore,
     pub api: Arc<ApiMetrics>,
-    pub draining: Draining,
+    /// Shutdown began: long polls end (empty), so it does not wait for them.
+    pub draining: StopSignal,
     /// Push subscriptions' delivery status (empty until push delivery is wired in).
     pub push_status: StatusBoard,
 }
@@ -46,7 +47,7 @@ impl AppState {
             metrics,
             store,
             api,
-            draining: Draining::default(),
+            draining: StopSignal::never(),
             push_status: StatusBoard::default(),
         })
     }
@@ -57,27 +58,10 @@ impl AppState {
         self
     }
 
-    /// Long polls end (empty) once `stop` turns true, so shutdown does not wait for them.
-    pub fn with_shutdown(mut self, stop: watch::Receiver<bool>) -> Self {
-        self.draining = Draining(Some(stop));
+    /// Long polls end (empty) once `stop` fires, so shutdown does not wait for them.
+    pub fn with_shutdown(mut self, stop: StopSignal) -> Self {
+        self.draining = stop;
         self
-    }
-}
-
-/// The server is shutting down. Without a signal, never.
-#[derive(Clone, Default)]
-pub struct Draining(Option<watch::Receiver<bool>>);
-
-impl Draining {
-    /// Resolves once shutdown has begun.
-    pub async fn wait(&self) {
-        if let Some(stop) = &self.0 {
-            let mut stop = stop.clone();
-            if stop.wait_for(|stopped| *stopped).await.is_ok() {
-                return;
-            }
-        }
-        std::future::pending::<()>().await;
     }
 }
 
@@ -260,10 +244,10 @@ mod tests {
 
     #[tokio::test]
     async fn draining_resolves_once_shutdown_begins() {
-        let (stop, stopped) = watch::channel(false);
-        let draining = Draining(Some(stopped));
-        let waiting = tokio::spawn(async move { draining.wait().await });
-        stop.send(true).unwrap();
+        let (stop, stopped) = crate::shutdown::Stopper::new();
+        let draining = stopped;
+        let waiting = tokio::spawn(async move { draining.stopped().await });
+        stop.stop();
         tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
             .await
             .unwrap()

@@ -8,6 +8,7 @@ use super::broker::Broker;
 use super::connection::{self, Transport};
 use super::persist;
 use crate::descriptors::ConnectionBudget;
+use crate::shutdown::{StopSignal, Stopper};
 use crate::tls::{Protocol, ServerTls};
 use gridline_crds::model::Snapshot;
 use gridline_crds::types::State;
@@ -89,12 +90,12 @@ pub async fn serve(
     broker: Arc<Broker>,
     tls: Option<Arc<ServerTls>>,
     connections: Connections,
-    mut stop: watch::Receiver<bool>,
+    stop: StopSignal,
 ) {
     loop {
         let (socket, _peer) = tokio::select! {
             accepted = accept(&listener) => accepted,
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.stopped() => return,
         };
         let Some(permit) = connections.open(&broker.metrics) else {
             drop(socket);
@@ -195,7 +196,7 @@ impl Kind {
 
 /// An open listener: its accept loop and how to stop it.
 struct Open {
-    stop: watch::Sender<bool>,
+    stop: Stopper,
     task: JoinHandle<()>,
     addr: SocketAddr,
 }
@@ -212,20 +213,19 @@ pub async fn run_local(
     tls: Arc<ServerTls>,
     websockets: WebSocketConnections,
     budget: Option<ConnectionBudget>,
-    stop: watch::Receiver<bool>,
+    stop: StopSignal,
 ) -> anyhow::Result<()> {
     // Followed from before the first Snapshot is looked at, so none served later is missed.
     let served = broker.snapshot.changes();
     // The first configuration is applied just after start-up.
-    let mut stopped = stop.clone();
     tokio::select! {
         () = broker.snapshot.ready() => {}
-        _ = stopped.wait_for(|s| *s) => return Ok(()),
+        () = stop.stopped() => return Ok(()),
     }
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(follow_snapshot(broker.clone(), served, stop.clone()));
     // The persister outlives the connections: their last changes are in the final state.
-    let (persist_stop, persist_stopped) = watch::channel(false);
+    let (persist_stop, persist_stopped) = Stopper::new();
     let persister = broker.data_dir.clone().map(|dir| {
         let broker = broker.clone();
         tokio::spawn(persist::run(
@@ -262,7 +262,7 @@ pub async fn run_local(
     // Their disconnection events (and routed messages still queued) go before the store
     // closes.
     broker.flush_events(SHUTDOWN_GRACE).await;
-    let _ = persist_stop.send(true);
+    persist_stop.stop();
     if let Some(persister) = persister {
         let _ = persister.await;
     }
@@ -278,7 +278,7 @@ async fn supervise(
     addrs: Addrs,
     tls: &Arc<ServerTls>,
     connections: &HashMap<Kind, Connections>,
-    mut stop: watch::Receiver<bool>,
+    stop: StopSignal,
 ) -> anyhow::Result<()> {
     let mut changes = broker.snapshot_changes.subscribe();
     let mut open: HashMap<Kind, Open> = HashMap::new();
@@ -317,13 +317,13 @@ async fn supervise(
         first = false;
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { break Ok(()) },
-            _ = stop.wait_for(|s| *s) => break Ok(()),
+            _ = stop.stopped() => break Ok(()),
         }
     };
     // Connections first: they get their DISCONNECT while the listeners close.
     broker.close_listeners(|closing| !std::mem::replace(&mut closing.all, true));
     for listener in open.values() {
-        let _ = listener.stop.send(true);
+        listener.stop.stop();
     }
     for (kind, listener) in open {
         close(kind, listener).await;
@@ -339,7 +339,7 @@ fn start(
     tls: &Arc<ServerTls>,
     connections: &HashMap<Kind, Connections>,
 ) -> Open {
-    let (stop, stopped) = watch::channel(false);
+    let (stop, stopped) = Stopper::new();
     let broker = broker.clone();
     let connections = connections
         .get(&kind)
@@ -356,7 +356,7 @@ fn start(
 /// Stop accepting on `listener` and close its socket. Its connections are ended by
 /// `Broker::closing` when the Snapshot turned their kind off, else they stay.
 async fn close(kind: Kind, mut listener: Open) {
-    let _ = listener.stop.send(true);
+    listener.stop.stop();
     if tokio::time::timeout(LISTENER_CLOSE, &mut listener.task)
         .await
         .is_err()
@@ -369,15 +369,11 @@ async fn close(kind: Kind, mut listener: Open) {
 /// Tell connections and the listeners' supervisor when a new Snapshot is served
 /// (`Broker::snapshot_changed`), so that a disabled Client is disconnected, revoked
 /// subscriptions are dropped and listeners follow the Namespace.
-async fn follow_snapshot(
-    broker: Arc<Broker>,
-    mut served: watch::Receiver<u64>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn follow_snapshot(broker: Arc<Broker>, mut served: watch::Receiver<u64>, stop: StopSignal) {
     loop {
         tokio::select! {
             changed = served.changed() => if changed.is_err() { return },
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.stopped() => return,
         }
         broker.snapshot_changed();
     }

@@ -10,12 +10,12 @@
 
 use super::codec::{Message, MessageProperties, QoS, SubscriptionOptions};
 use super::session::{Delivery, Outbound};
+use crate::shutdown::StopSignal;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::watch;
 use tracing::{info, warn};
 
 /// How often the state is written when it changed.
@@ -214,14 +214,14 @@ fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub async fn run(
     current: impl Fn() -> StoredState + Send + 'static,
     data_dir: PathBuf,
-    mut stop: watch::Receiver<bool>,
+    stop: StopSignal,
 ) {
     let path = state_file(&data_dir);
     let mut last: Option<Vec<u8>> = std::fs::read(&path).ok();
     loop {
         let stopping = tokio::select! {
             () = tokio::time::sleep(INTERVAL) => false,
-            _ = stop.wait_for(|s| *s) => true,
+            _ = stop.stopped() => true,
         };
         let bytes = match serde_json::to_vec(&current()) {
             Ok(bytes) => bytes,

@@ -52,7 +52,7 @@ pub async fn receive(
         received = state.store.receive(topic, subscription, max_events, max_wait) => received?,
         // Shutting down: end the long poll as if it had timed out, so the server can stop
         // without waiting up to two minutes for it.
-        () = state.draining.wait() => Vec::new(),
+        () = state.draining.stopped() => Vec::new(),
     };
     debug!(events = events.len(), "received");
     let value = events
