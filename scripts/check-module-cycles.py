@@ -161,7 +161,8 @@ def main():
     failed = False
     for root in roots:
         modules, edges = edges_of(root)
-        for component in cycles(modules, edges):
+        found = cycles(modules, edges)
+        for component in found:
             failed = True
             members = set(component)
             print(f"{root}: import cycle among {', '.join(name(m) for m in component)}")
@@ -169,7 +170,7 @@ def main():
                 for b, where in sorted(edges.get(a, {}).items()):
                     if b in members:
                         print(f"  {name(a)} -> {name(b)}  ({where})")
-        if not failed:
+        if not found:
             print(f"{root}: {len(modules)} modules, no import cycle")
     sys.exit(1 if failed else 0)
 
