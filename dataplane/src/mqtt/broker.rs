@@ -4,11 +4,11 @@
 //! releases the router lock, then enqueues (each enqueue takes one session lock).
 
 use super::authorize::Permissions;
-use super::codec::reason;
 use super::codec::{Message, QoS, SubscriptionOptions};
 use super::metrics::MqttMetrics;
 use super::outbox::Outbox;
 use super::persist::{self, StoredSession, StoredState};
+use super::reason::ReasonCode;
 use super::session::{Attachment, Delivery, Enqueued, PendingWill, QueueLimits, Queued, Session};
 use super::trie::Trie;
 use crate::snapshot::SharedSnapshot;
@@ -199,7 +199,7 @@ impl Broker {
         authentication_name: &str,
         clean_start: bool,
         max_sessions_per_name: usize,
-    ) -> Result<Attached, u8> {
+    ) -> Result<Attached, ReasonCode> {
         let mut router = self.state.lock();
         let existing = router.sessions.get(client_id).cloned();
         let takes_over_own = existing.as_ref().is_some_and(|s| {
@@ -211,7 +211,7 @@ impl Broker {
             .copied()
             .unwrap_or(0);
         if !takes_over_own && connected >= max_sessions_per_name {
-            return Err(reason::QUOTA_EXCEEDED);
+            return Err(ReasonCode::QuotaExceeded);
         }
         router.next_connection_id += 1;
         let attachment = Attachment::new(router.next_connection_id);

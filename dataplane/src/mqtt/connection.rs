@@ -6,11 +6,12 @@ use super::authorize::{Authorizer, Listener};
 use super::broker::{Attached, Broker, NewSubscription, split};
 use super::codec::{
     Ack, Codec, CodecError, ConnAck, Connect, Disconnect, Message, OutgoingPublish, Packet,
-    Publish, QoS, SubAck, Version, encode_publish, reason,
+    Publish, QoS, SubAck, Version, encode_publish,
 };
 use super::lifecycle::DisconnectionReason;
 use super::limits::{NamespaceLimits, RateLimit};
 use super::outbox::Outbox;
+use super::reason::{ReasonCode, is_failure};
 use super::routing::{RouteTicket, RoutedAcks};
 use super::session::{Attachment, Delivery, Expired, MAX_INFLIGHT_OUTGOING, Outbound, Session};
 use super::tls::PeerCertificates;
@@ -95,25 +96,6 @@ type Conn<IO> = Framed<IO, Codec>;
 
 /// `End::Lost` of a connection whose listener closed (server shutdown, listener turned off).
 pub const SHUTTING_DOWN: &str = "server shutting down";
-
-/// Words for a server DISCONNECT's reason code. Sent also because paho-mqtt (2.1) reads a
-/// DISCONNECT's reason code only from a packet longer than 2 bytes, i.e. with properties.
-fn disconnect_reason_string(code: u8) -> &'static str {
-    match code {
-        reason::SERVER_SHUTTING_DOWN => "server shutting down",
-        reason::SESSION_TAKEN_OVER => "session taken over",
-        reason::KEEP_ALIVE_TIMEOUT => "keep-alive timeout",
-        reason::NOT_AUTHORIZED => "not authorized",
-        reason::PACKET_TOO_LARGE => "packet too large",
-        reason::MALFORMED_PACKET => "malformed packet",
-        reason::PROTOCOL_ERROR => "protocol error",
-        reason::TOPIC_NAME_INVALID => "topic name invalid",
-        reason::TOPIC_ALIAS_INVALID => "topic alias invalid",
-        reason::RECEIVE_MAXIMUM_EXCEEDED => "receive maximum exceeded",
-        reason::MAXIMUM_CONNECT_TIME => "maximum connect time",
-        _ => "disconnected by the server",
-    }
-}
 
 /// Topic aliases a client may use towards us (MQTT 5 CONNACK Topic Alias Maximum).
 pub const TOPIC_ALIAS_MAXIMUM: u16 = 10;
@@ -229,7 +211,7 @@ async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(
             broker.metrics.auth.failure(refusal.method, refusal.failure);
             if let Some(suppressed) = broker.refusal_log.allow(refusal.failure.reason()) {
                 let username = truncated(connect.username.as_deref().unwrap_or(""));
-                info!(%username, ?listener, method = refusal.method.label(), reason = refusal.failure.reason(), code = %format_args!("0x{:02X}", refusal.code), suppressed, "CONNECT refused: {}", refusal.failure);
+                info!(%username, ?listener, method = refusal.method.label(), reason = refusal.failure.reason(), code = %format_args!("0x{:02X}", refusal.code.as_u8()), suppressed, "CONNECT refused: {}", refusal.failure);
             }
             refuse_connect(&mut framed, refusal.code, broker, listener).await;
             return None;
@@ -248,7 +230,7 @@ async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(
         Err(code) => {
             if let Some(suppressed) = broker.refusal_log.allow("sessions_per_authentication_name") {
                 let username = truncated(connect.username.as_deref().unwrap_or(""));
-                info!(%username, reason = code, suppressed, "CONNECT refused: sessions per authentication name");
+                info!(%username, reason = code.as_u8(), suppressed, "CONNECT refused: sessions per authentication name");
             }
             refuse_connect(&mut framed, code, broker, listener).await;
             return None;
@@ -290,7 +272,7 @@ fn attach(
     connect: &Connect,
     authentication_name: &str,
     limits: NamespaceLimits,
-) -> Result<(Attached, Option<String>), u8> {
+) -> Result<(Attached, Option<String>), ReasonCode> {
     let (client_id, assigned) = if connect.client_id.is_empty() {
         let id = format!("gridline-{}", random_suffix());
         (id.clone(), Some(id))
@@ -308,27 +290,14 @@ fn attach(
 
 async fn refuse_connect<IO: AsyncRead + AsyncWrite + Unpin>(
     framed: &mut Conn<IO>,
-    code: u8,
+    code: ReasonCode,
     broker: &Broker,
     listener: Listener,
 ) {
-    broker.metrics.connect(listener, &format!("0x{code:02x}"));
-    let _ = framed.send(Packet::ConnAck(connack(code, false))).await;
-}
-
-fn connack(code: u8, session_present: bool) -> ConnAck {
-    ConnAck {
-        session_present,
-        reason: code,
-        reason_string: None,
-        session_expiry_interval: None,
-        receive_maximum: NonZeroU16::MAX,
-        maximum_packet_size: None,
-        assigned_client_id: None,
-        server_keep_alive: None,
-        topic_alias_maximum: 0,
-        authentication_method: None,
-    }
+    broker
+        .metrics
+        .connect(listener, &format!("0x{:02x}", code.as_u8()));
+    let _ = framed.send(Packet::ConnAck(ConnAck::refusal(code))).await;
 }
 
 struct Connection<IO> {
@@ -612,7 +581,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             0 => broker_limits.max_keep_alive_secs,
             asked => asked.min(broker_limits.max_keep_alive_secs),
         };
-        let mut ack = connack(reason::SUCCESS, present);
+        let mut ack = ConnAck::with(ReasonCode::Success, present);
         if connect.version == Version::V5 {
             ack.receive_maximum =
                 NonZeroU16::new(broker_limits.receive_maximum).unwrap_or(NonZeroU16::MIN);
@@ -681,14 +650,18 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         // The four-byte success acknowledgements, the same in 3.1.1 and MQTT 5 (a remaining
         // length of 2 is reason 0x00 without properties): one per QoS 1 message received.
         let short = match &packet {
-            Packet::PubAck(ack) if ack.reason == reason::SUCCESS && ack.reason_string.is_none() => {
+            Packet::PubAck(ack)
+                if ack.reason == ReasonCode::Success && ack.reason_string.is_none() =>
+            {
                 Some((0x40, ack.packet_id))
             }
-            Packet::PubRec(ack) if ack.reason == reason::SUCCESS && ack.reason_string.is_none() => {
+            Packet::PubRec(ack)
+                if ack.reason == ReasonCode::Success && ack.reason_string.is_none() =>
+            {
                 Some((0x50, ack.packet_id))
             }
             Packet::PubComp(ack)
-                if ack.reason == reason::SUCCESS && ack.reason_string.is_none() =>
+                if ack.reason == ReasonCode::Success && ack.reason_string.is_none() =>
             {
                 Some((0x70, ack.packet_id))
             }
@@ -789,7 +762,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         // `checks`).
         let closing = self.broker.closing.borrow().covers(listener);
         if closing {
-            self.disconnect(reason::SERVER_SHUTTING_DOWN).await;
+            self.disconnect(ReasonCode::ServerShuttingDown).await;
             return End::Lost(SHUTTING_DOWN);
         }
         loop {
@@ -903,11 +876,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                         info!(client = %self.session.client_id, stalled_for = ?self.write_stall_timeout(), "the client takes none of its messages: closing");
                         Err(End::Lost(WRITE_STALLED))
                     } else if passed(deadline) {
-                        self.disconnect(reason::KEEP_ALIVE_TIMEOUT).await;
+                        self.disconnect(ReasonCode::KeepAliveTimeout).await;
                         Err(End::Lost("keep-alive timeout"))
                     } else if passed(self.token_deadline()) {
                         info!(client = %self.session.client_id, authentication_name = self.authorizer.authentication_name(), "token expired without re-authentication: disconnecting");
-                        self.disconnect(reason::MAXIMUM_CONNECT_TIME).await;
+                        self.disconnect(ReasonCode::MaximumConnectTime).await;
                         Err(End::Lost("token expired"))
                     } else {
                         if passed(self.paused_until) {
@@ -942,14 +915,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     self.checks.mark_unchanged();
                     let closing = self.broker.closing.borrow().covers(listener);
                     if closing {
-                        self.disconnect(reason::SERVER_SHUTTING_DOWN).await;
+                        self.disconnect(ReasonCode::ServerShuttingDown).await;
                         Err(End::Lost(SHUTTING_DOWN))
                     } else {
                         self.on_snapshot_change().await
                     }
                 }
                 () = kicked.notified() => {
-                    self.disconnect(reason::SESSION_TAKEN_OVER).await;
+                    self.disconnect(ReasonCode::SessionTakenOver).await;
                     Err(End::TakenOver)
                 }
             };
@@ -1056,13 +1029,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
 
     /// A server DISCONNECT (MQTT 5 only; 3.1.1 just closes), written within
     /// `FINAL_WRITE_TIMEOUT`: the connection ends either way.
-    async fn disconnect(&mut self, code: u8) {
+    async fn disconnect(&mut self, code: ReasonCode) {
         if self.version == Version::V5 {
-            let _ = self.send(Packet::Disconnect(Disconnect {
-                reason: code,
-                session_expiry_interval: None,
-                reason_string: Some(disconnect_reason_string(code).into()),
-            }));
+            let _ = self.send(Packet::Disconnect(Disconnect::from_server(code)));
         }
         self.write_within(FINAL_WRITE_TIMEOUT).await;
     }
@@ -1289,7 +1258,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     released = Err(End::Lost(ROUTING_FAILED));
                     break;
                 }
-                ack.reason = code;
+                ack.reason = code.as_u8();
             }
             if let Err(end) = self.send(acknowledgement(qos, ack)) {
                 released = Err(end);
@@ -1309,17 +1278,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 Ok(())
             }
             Packet::PubRec(ack) => {
-                let refused = ack.reason >= 0x80;
+                let refused = is_failure(ack.reason);
                 self.acks
                     .push(Acknowledged::Received(ack.packet_id.get(), refused));
                 Ok(())
             }
             Packet::PubRel(ack) => {
                 let known = self.session.state.lock().on_pubrel(ack.packet_id.get());
-                let mut reply = ok_ack(ack.packet_id);
-                if !known && self.version == Version::V5 {
-                    reply.reason = reason::PACKET_IDENTIFIER_NOT_FOUND;
-                }
+                let code = if !known && self.version == Version::V5 {
+                    ReasonCode::PacketIdentifierNotFound
+                } else {
+                    ReasonCode::Success
+                };
+                let reply = Ack::with(code, ack.packet_id);
                 self.send(Packet::PubComp(reply))
             }
             Packet::PubComp(ack) => {
@@ -1332,9 +1303,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     .iter()
                     .map(|raw| {
                         if self.broker.unsubscribe(&self.session, raw) {
-                            reason::SUCCESS
+                            ReasonCode::Success.as_u8()
                         } else {
-                            reason::NO_SUBSCRIPTION_EXISTED
+                            ReasonCode::NoSubscriptionExisted.as_u8()
                         }
                     })
                     .collect();
@@ -1354,7 +1325,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     }
                 }
                 Err(End::Disconnected {
-                    publish_will: disconnect.reason == reason::DISCONNECT_WITH_WILL,
+                    publish_will: disconnect.reason == ReasonCode::DisconnectWithWill,
                 })
             }
             Packet::Auth {
@@ -1364,7 +1335,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             } => self.on_auth(code, method, data).await,
             // A second CONNECT, or a packet only a server sends.
             _ => {
-                self.disconnect(reason::PROTOCOL_ERROR).await;
+                self.disconnect(ReasonCode::ProtocolError).await;
                 Err(End::Lost("protocol error"))
             }
         }
@@ -1382,8 +1353,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         data: Option<bytes::Bytes>,
     ) -> Result<(), End> {
         let expected = self.token.as_ref().and_then(|token| token.method.clone());
-        if expected.is_none() || method != expected || code != reason::RE_AUTHENTICATE {
-            self.disconnect(reason::PROTOCOL_ERROR).await;
+        if expected.is_none() || method != expected || code != ReasonCode::ReAuthenticate {
+            self.disconnect(ReasonCode::ProtocolError).await;
             return Err(End::Lost("unexpected AUTH"));
         }
         let snapshot = self.broker.snapshot.load();
@@ -1403,7 +1374,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 }
                 debug!(client = %self.session.client_id, expires_at = expiry.expires_at, "re-authenticated");
                 self.send(Packet::Auth {
-                    reason: reason::SUCCESS,
+                    reason: ReasonCode::Success.as_u8(),
                     method: expected,
                     data: None,
                 })
@@ -1411,7 +1382,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             Err(failure) => {
                 auth.failure(super::authenticate::Method::Jwt, failure);
                 info!(client = %self.session.client_id, reason = failure.reason(), "re-authentication refused: {failure}");
-                self.disconnect(reason::NOT_AUTHORIZED).await;
+                self.disconnect(ReasonCode::NotAuthorized).await;
                 Err(End::Lost("re-authentication failed"))
             }
         }
@@ -1435,7 +1406,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         );
         if let Some(alias) = publish.topic_alias {
             if alias.get() > TOPIC_ALIAS_MAXIMUM || self.version == Version::V311 {
-                self.disconnect(reason::TOPIC_ALIAS_INVALID).await;
+                self.disconnect(ReasonCode::TopicAliasInvalid).await;
                 return Err(End::Lost("topic alias over the maximum"));
             }
             if publish.message.topic.is_empty() {
@@ -1448,7 +1419,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     Some(topic) => publish.message.topic = topic.clone(),
                     // MQTT 5 §3.3.4: an alias with no mapping is a protocol error.
                     None => {
-                        self.disconnect(reason::PROTOCOL_ERROR).await;
+                        self.disconnect(ReasonCode::ProtocolError).await;
                         return Err(End::Lost("unknown topic alias"));
                     }
                 }
@@ -1460,11 +1431,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             publish.topic_alias = None;
         }
         if validate_topic_name(&publish.message.topic).is_err() {
-            self.disconnect(reason::TOPIC_NAME_INVALID).await;
+            self.disconnect(ReasonCode::TopicNameInvalid).await;
             return Err(End::Lost("invalid topic name"));
         }
         if publish.message.payload.len() > self.broker.limits.max_payload_bytes {
-            self.disconnect(reason::PACKET_TOO_LARGE).await;
+            self.disconnect(ReasonCode::PacketTooLarge).await;
             return Err(End::Lost("message too large"));
         }
         let Some(packet_id) = publish
@@ -1504,7 +1475,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 (new, state.incoming_qos2.len())
             };
             if count > usize::from(self.broker.limits.receive_maximum) {
-                self.disconnect(reason::RECEIVE_MAXIMUM_EXCEEDED).await;
+                self.disconnect(ReasonCode::ReceiveMaximumExceeded).await;
                 return Err(End::Lost("receive maximum exceeded"));
             }
             if !new {
@@ -1541,7 +1512,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             }
             // 3.1.1 has no way to say no: the message is dropped, the flow completes.
             if self.version == Version::V5 {
-                ack.reason = reason::NOT_AUTHORIZED;
+                ack.reason = ReasonCode::NotAuthorized.as_u8();
                 if qos == QoS::ExactlyOnce {
                     self.session.state.lock().on_pubrel(packet_id.get());
                 }
@@ -1557,7 +1528,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             let (group, filter) = match split(&raw) {
                 Ok(Some(parts)) => parts,
                 _ => {
-                    reasons.push(reason::TOPIC_FILTER_INVALID);
+                    reasons.push(ReasonCode::TopicFilterInvalid.as_u8());
                     continue;
                 }
             };
@@ -1566,7 +1537,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 {
                     info!(client = %truncated(&self.session.client_id), filter = %truncated(&raw), suppressed, "SUBSCRIBE not authorized");
                 }
-                reasons.push(reason::NOT_AUTHORIZED);
+                reasons.push(ReasonCode::NotAuthorized.as_u8());
                 continue;
             }
             let over_limit = {
@@ -1581,7 +1552,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     .limited
                     .with_label_values(&["subscriptions_per_connection"])
                     .inc();
-                reasons.push(reason::QUOTA_EXCEEDED);
+                reasons.push(ReasonCode::QuotaExceeded.as_u8());
                 continue;
             }
             let (_, messages) = self.broker.subscribe(
@@ -1595,7 +1566,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 },
             );
             retained.extend(messages);
-            reasons.push(options.qos.as_u8());
+            reasons.push(options.qos.granted().as_u8());
         }
         self.send(Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
@@ -1624,7 +1595,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if !enabled {
             drop(snapshot);
             info!(client = %self.session.client_id, authentication_name = self.authorizer.authentication_name(), "client disabled or deleted: disconnecting");
-            self.disconnect(reason::NOT_AUTHORIZED).await;
+            self.disconnect(ReasonCode::NotAuthorized).await;
             return Err(End::Lost("client disabled"));
         }
         if self.certificate_authenticated {
@@ -1637,7 +1608,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             if let Err(failure) = rechecked {
                 drop(snapshot);
                 info!(client = %self.session.client_id, authentication_name = self.authorizer.authentication_name(), reason = failure.reason(), "certificate no longer accepted: disconnecting");
-                self.disconnect(reason::NOT_AUTHORIZED).await;
+                self.disconnect(ReasonCode::NotAuthorized).await;
                 return Err(End::Lost("certificate revoked"));
             }
         }
@@ -1733,11 +1704,7 @@ fn acknowledgement(qos: QoS, ack: Ack) -> Packet {
 }
 
 fn ok_ack(packet_id: NonZeroU16) -> Ack {
-    Ack {
-        packet_id,
-        reason: reason::SUCCESS,
-        reason_string: None,
-    }
+    Ack::with(ReasonCode::Success, packet_id)
 }
 
 fn random_suffix() -> String {
@@ -1750,6 +1717,7 @@ fn random_suffix() -> String {
 mod tests {
     use super::*;
     use crate::mqtt::broker::Limits;
+    use crate::mqtt::codec::reason;
     use crate::mqtt::metrics::MqttMetrics;
     use crate::snapshot::SharedSnapshot;
     use gridline_crds::model::Snapshot;

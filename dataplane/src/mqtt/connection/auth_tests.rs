@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::mqtt::broker::Limits;
+use crate::mqtt::codec::reason;
 use crate::mqtt::metrics::MqttMetrics;
 use crate::snapshot::SharedSnapshot;
 use gridline_crds::model::Snapshot;
