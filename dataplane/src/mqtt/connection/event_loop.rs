@@ -51,7 +51,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Established<IO> {
             if let Err(end) = self.flush().await {
                 return end;
             }
-            let paused_until = self.pauses.rate;
             let reading = self.reading();
             if !reading {
                 // The client is not silent: we are not reading. Its keep-alive counts again
@@ -68,7 +67,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Established<IO> {
             let earliest = [
                 deadline,
                 write_deadline,
-                paused_until,
+                self.pauses.rate,
                 self.pauses.subscribers.as_ref().map(|pause| pause.ends),
                 self.token_deadline(),
                 busy_at.map(|at| at + IDLE_BUFFER_RELEASE),

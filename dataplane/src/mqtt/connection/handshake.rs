@@ -77,7 +77,6 @@ pub(super) async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(
 
 /// Authenticate a CONNECT and attach its session: the accepted connection, or the codec
 /// back with the reason code that refuses the client.
-#[allow(clippy::result_large_err)]
 fn accept<IO: AsyncRead + AsyncWrite + Unpin>(
     framed: Conn<IO>,
     broker: &Arc<Broker>,
