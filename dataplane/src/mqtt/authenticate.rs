@@ -17,7 +17,8 @@
 //! Namespace's `clientAuthentication.alternativeAuthenticationNameSources` are tried in order.
 
 use super::authorize::Listener;
-use super::codec::{Connect, reason};
+use super::codec::Connect;
+use super::reason::ReasonCode;
 use crate::auth::AuthFailure;
 use crate::auth::jwt::{JwtVerifier, LEEWAY_SECS};
 use crate::auth::x509::{CaTrust, ClientCertificate};
@@ -93,7 +94,7 @@ impl TokenExpiry {
 /// A refused CONNECT: the reason code to answer with, and what to count and log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Refusal {
-    pub code: u8,
+    pub code: ReasonCode,
     pub method: Method,
     pub failure: AuthFailure,
 }
@@ -110,14 +111,14 @@ impl Refusal {
 
 /// The CONNACK reason code of a failure (MQTT 5 numbering; the codec maps it for 3.1.1:
 /// 0x86 → 4, 0x87/0x8C → 5, 0x88 → 3).
-pub fn connack_code(failure: AuthFailure) -> u8 {
+pub fn connack_code(failure: AuthFailure) -> ReasonCode {
     match failure {
-        AuthFailure::BrokerDisabled => reason::SERVER_UNAVAILABLE,
-        AuthFailure::ListenerClosed | AuthFailure::ClientDisabled => reason::NOT_AUTHORIZED,
+        AuthFailure::BrokerDisabled => ReasonCode::ServerUnavailable,
+        AuthFailure::ListenerClosed | AuthFailure::ClientDisabled => ReasonCode::NotAuthorized,
         AuthFailure::NoCredentials
         | AuthFailure::UnsupportedMethod
-        | AuthFailure::MethodNotConfigured => reason::BAD_AUTHENTICATION_METHOD,
-        _ => reason::BAD_USER_NAME_OR_PASSWORD,
+        | AuthFailure::MethodNotConfigured => ReasonCode::BadAuthenticationMethod,
+        _ => ReasonCode::BadUserNameOrPassword,
     }
 }
 

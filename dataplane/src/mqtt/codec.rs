@@ -11,39 +11,42 @@ use std::num::{NonZeroU16, NonZeroU32};
 use tokio_util::codec::{Decoder, Encoder};
 
 mod publish;
+use super::reason::ReasonCode;
+use super::reason::{connack_reason_of_v311, v311_connack_return_code};
 use publish::write_publish;
 pub use publish::{OutgoingPublish, encode_publish};
 
-/// MQTT reason codes the broker sends (MQTT 5 numbering; 3.1.1 return codes are derived).
+/// The wire bytes of the [`ReasonCode`]s, for code that reads packets as they are decoded
+/// (the `reason` fields of [`Packet`] are the byte a client sent: tests, tools).
 pub mod reason {
-    pub const SUCCESS: u8 = 0x00;
-    pub const DISCONNECT_WITH_WILL: u8 = 0x04;
-    pub const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
-    pub const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
-    pub const UNSPECIFIED_ERROR: u8 = 0x80;
-    pub const MALFORMED_PACKET: u8 = 0x81;
-    pub const PROTOCOL_ERROR: u8 = 0x82;
-    pub const UNSUPPORTED_PROTOCOL_VERSION: u8 = 0x84;
-    pub const CLIENT_IDENTIFIER_NOT_VALID: u8 = 0x85;
-    pub const BAD_USER_NAME_OR_PASSWORD: u8 = 0x86;
-    pub const NOT_AUTHORIZED: u8 = 0x87;
-    pub const SERVER_UNAVAILABLE: u8 = 0x88;
-    pub const SERVER_BUSY: u8 = 0x89;
-    pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
-    pub const BAD_AUTHENTICATION_METHOD: u8 = 0x8C;
-    /// MQTT 5 AUTH: re-authenticate (client) / success (server answers 0x00).
-    pub const RE_AUTHENTICATE: u8 = 0x19;
-    pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
-    pub const SESSION_TAKEN_OVER: u8 = 0x8E;
-    pub const TOPIC_FILTER_INVALID: u8 = 0x8F;
-    pub const TOPIC_NAME_INVALID: u8 = 0x90;
-    pub const PACKET_IDENTIFIER_NOT_FOUND: u8 = 0x92;
-    pub const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
-    pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
-    pub const PACKET_TOO_LARGE: u8 = 0x95;
-    pub const QUOTA_EXCEEDED: u8 = 0x97;
-    pub const QOS_NOT_SUPPORTED: u8 = 0x9B;
-    pub const MAXIMUM_CONNECT_TIME: u8 = 0xA0;
+    use crate::mqtt::reason::ReasonCode;
+    pub const SUCCESS: u8 = ReasonCode::Success.as_u8();
+    pub const DISCONNECT_WITH_WILL: u8 = ReasonCode::DisconnectWithWill.as_u8();
+    pub const NO_MATCHING_SUBSCRIBERS: u8 = ReasonCode::NoMatchingSubscribers.as_u8();
+    pub const NO_SUBSCRIPTION_EXISTED: u8 = ReasonCode::NoSubscriptionExisted.as_u8();
+    pub const UNSPECIFIED_ERROR: u8 = ReasonCode::UnspecifiedError.as_u8();
+    pub const MALFORMED_PACKET: u8 = ReasonCode::MalformedPacket.as_u8();
+    pub const PROTOCOL_ERROR: u8 = ReasonCode::ProtocolError.as_u8();
+    pub const UNSUPPORTED_PROTOCOL_VERSION: u8 = ReasonCode::UnsupportedProtocolVersion.as_u8();
+    pub const CLIENT_IDENTIFIER_NOT_VALID: u8 = ReasonCode::ClientIdentifierNotValid.as_u8();
+    pub const BAD_USER_NAME_OR_PASSWORD: u8 = ReasonCode::BadUserNameOrPassword.as_u8();
+    pub const NOT_AUTHORIZED: u8 = ReasonCode::NotAuthorized.as_u8();
+    pub const SERVER_UNAVAILABLE: u8 = ReasonCode::ServerUnavailable.as_u8();
+    pub const SERVER_BUSY: u8 = ReasonCode::ServerBusy.as_u8();
+    pub const SERVER_SHUTTING_DOWN: u8 = ReasonCode::ServerShuttingDown.as_u8();
+    pub const BAD_AUTHENTICATION_METHOD: u8 = ReasonCode::BadAuthenticationMethod.as_u8();
+    pub const RE_AUTHENTICATE: u8 = ReasonCode::ReAuthenticate.as_u8();
+    pub const KEEP_ALIVE_TIMEOUT: u8 = ReasonCode::KeepAliveTimeout.as_u8();
+    pub const SESSION_TAKEN_OVER: u8 = ReasonCode::SessionTakenOver.as_u8();
+    pub const TOPIC_FILTER_INVALID: u8 = ReasonCode::TopicFilterInvalid.as_u8();
+    pub const TOPIC_NAME_INVALID: u8 = ReasonCode::TopicNameInvalid.as_u8();
+    pub const PACKET_IDENTIFIER_NOT_FOUND: u8 = ReasonCode::PacketIdentifierNotFound.as_u8();
+    pub const RECEIVE_MAXIMUM_EXCEEDED: u8 = ReasonCode::ReceiveMaximumExceeded.as_u8();
+    pub const TOPIC_ALIAS_INVALID: u8 = ReasonCode::TopicAliasInvalid.as_u8();
+    pub const PACKET_TOO_LARGE: u8 = ReasonCode::PacketTooLarge.as_u8();
+    pub const QUOTA_EXCEEDED: u8 = ReasonCode::QuotaExceeded.as_u8();
+    pub const QOS_NOT_SUPPORTED: u8 = ReasonCode::QosNotSupported.as_u8();
+    pub const MAXIMUM_CONNECT_TIME: u8 = ReasonCode::MaximumConnectTime.as_u8();
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,6 +192,65 @@ pub struct Disconnect {
     pub reason_string: Option<String>,
 }
 
+impl ConnAck {
+    /// A CONNACK with this code and nothing else (a refusal, or the base of an acceptance):
+    /// one packet for both versions; a 3.1.1 client is written the nearest return code
+    /// (`reason::v311_connack_return_code`).
+    pub fn with(code: ReasonCode, session_present: bool) -> ConnAck {
+        ConnAck {
+            session_present,
+            reason: code.as_u8(),
+            reason_string: None,
+            session_expiry_interval: None,
+            receive_maximum: NonZeroU16::MAX,
+            maximum_packet_size: None,
+            assigned_client_id: None,
+            server_keep_alive: None,
+            topic_alias_maximum: 0,
+            authentication_method: None,
+        }
+    }
+
+    /// A refused CONNECT's answer (no session is present after a refusal).
+    pub fn refusal(code: ReasonCode) -> ConnAck {
+        ConnAck::with(code, false)
+    }
+}
+
+impl Disconnect {
+    /// The server's DISCONNECT (MQTT 5; a 3.1.1 client is just closed), with the words for
+    /// its code as the reason string.
+    pub fn from_server(code: ReasonCode) -> Disconnect {
+        Disconnect {
+            reason: code.as_u8(),
+            session_expiry_interval: None,
+            reason_string: Some(code.description().into()),
+        }
+    }
+}
+
+impl Ack {
+    /// PUBACK, PUBREC, PUBREL or PUBCOMP of `packet_id` with this code.
+    pub fn with(code: ReasonCode, packet_id: NonZeroU16) -> Ack {
+        Ack {
+            packet_id,
+            reason: code.as_u8(),
+            reason_string: None,
+        }
+    }
+}
+
+impl QoS {
+    /// SUBACK's code for a subscription granted at this QoS.
+    pub fn granted(self) -> ReasonCode {
+        match self {
+            QoS::AtMostOnce => ReasonCode::Success,
+            QoS::AtLeastOnce => ReasonCode::GrantedQos1,
+            QoS::ExactlyOnce => ReasonCode::GrantedQos2,
+        }
+    }
+}
+
 /// Every MQTT control packet, version-neutral.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Packet {
@@ -239,13 +301,13 @@ pub enum CodecError {
 
 impl CodecError {
     /// The reason code a DISCONNECT (or CONNACK) carries for this error.
-    pub fn reason(&self) -> u8 {
+    pub fn reason(&self) -> ReasonCode {
         match self {
-            CodecError::TooLarge { .. } => reason::PACKET_TOO_LARGE,
-            CodecError::UnsupportedProtocol => reason::UNSUPPORTED_PROTOCOL_VERSION,
-            CodecError::NotConnect => reason::PROTOCOL_ERROR,
-            CodecError::InvalidClientId => reason::CLIENT_IDENTIFIER_NOT_VALID,
-            _ => reason::MALFORMED_PACKET,
+            CodecError::TooLarge { .. } => ReasonCode::PacketTooLarge,
+            CodecError::UnsupportedProtocol => ReasonCode::UnsupportedProtocolVersion,
+            CodecError::NotConnect => ReasonCode::ProtocolError,
+            CodecError::InvalidClientId => ReasonCode::ClientIdentifierNotValid,
+            _ => ReasonCode::MalformedPacket,
         }
     }
 }
@@ -437,31 +499,22 @@ fn wire(s: &Option<String>) -> Option<ByteString> {
 
 // ---- MQTT 3.1.1 ----
 
-/// 3.1.1 CONNACK return codes for MQTT 5 reason codes.
+/// The crate's 3.1.1 CONNACK return code for an MQTT 5 reason code (the mapping is
+/// `reason::v311_connack_return_code`'s).
 fn v3_return_code(reason_code: u8) -> v3::ConnectAckReason {
     use v3::ConnectAckReason as R;
-    match reason_code {
-        reason::SUCCESS => R::ConnectionAccepted,
-        reason::UNSUPPORTED_PROTOCOL_VERSION => R::UnacceptableProtocolVersion,
-        reason::CLIENT_IDENTIFIER_NOT_VALID => R::IdentifierRejected,
-        reason::SERVER_UNAVAILABLE | reason::SERVER_BUSY | reason::QUOTA_EXCEEDED => {
-            R::ServiceUnavailable
-        }
-        reason::BAD_USER_NAME_OR_PASSWORD => R::BadUserNameOrPassword,
+    match v311_connack_return_code(reason_code) {
+        0 => R::ConnectionAccepted,
+        1 => R::UnacceptableProtocolVersion,
+        2 => R::IdentifierRejected,
+        3 => R::ServiceUnavailable,
+        4 => R::BadUserNameOrPassword,
         _ => R::NotAuthorized,
     }
 }
 
 fn v5_reason_of_v3(code: v3::ConnectAckReason) -> u8 {
-    use v3::ConnectAckReason as R;
-    match code {
-        R::ConnectionAccepted => reason::SUCCESS,
-        R::UnacceptableProtocolVersion => reason::UNSUPPORTED_PROTOCOL_VERSION,
-        R::IdentifierRejected => reason::CLIENT_IDENTIFIER_NOT_VALID,
-        R::ServiceUnavailable => reason::SERVER_UNAVAILABLE,
-        R::BadUserNameOrPassword => reason::BAD_USER_NAME_OR_PASSWORD,
-        _ => reason::NOT_AUTHORIZED,
-    }
+    connack_reason_of_v311(u8::from(code)).as_u8()
 }
 
 /// PUBACK, PUBREC, PUBREL or PUBCOMP in their four-byte form (a packet id and nothing else:
@@ -487,11 +540,7 @@ fn short_acknowledgement(src: &mut BytesMut) -> Option<Packet> {
 }
 
 fn simple_ack(packet_id: NonZeroU16) -> Ack {
-    Ack {
-        packet_id,
-        reason: reason::SUCCESS,
-        reason_string: None,
-    }
+    Ack::with(ReasonCode::Success, packet_id)
 }
 
 fn from_v3(packet: v3::Packet) -> Packet {
@@ -579,7 +628,7 @@ fn from_v3(packet: v3::Packet) -> Packet {
                 .iter()
                 .map(|s| match s {
                     v3::SubscribeReturnCode::Success(qos) => qos.value(),
-                    v3::SubscribeReturnCode::Failure => reason::UNSPECIFIED_ERROR,
+                    v3::SubscribeReturnCode::Failure => ReasonCode::UnspecifiedError.as_u8(),
                 })
                 .collect(),
             reason_string: None,
@@ -599,7 +648,7 @@ fn from_v3(packet: v3::Packet) -> Packet {
         v3::Packet::PingRequest => Packet::PingReq,
         v3::Packet::PingResponse => Packet::PingResp,
         v3::Packet::Disconnect => Packet::Disconnect(Disconnect {
-            reason: reason::SUCCESS,
+            reason: ReasonCode::Success.as_u8(),
             session_expiry_interval: None,
             reason_string: None,
         }),

@@ -15,6 +15,7 @@ pub mod listeners;
 pub mod metrics;
 pub mod outbox;
 pub mod persist;
+pub mod reason;
 pub mod routing;
 pub mod session;
 pub mod trie;

@@ -7,7 +7,8 @@
 //! (decision)".
 
 use super::cloud_event::{new_event_id, published, rfc3339};
-use super::codec::{Message, reason};
+use super::codec::Message;
+use super::reason::ReasonCode;
 use super::session::Session;
 use crate::snapshot::SharedSnapshot;
 use crate::store::{EventStore, PublishedEvent, StoreError};
@@ -63,7 +64,7 @@ pub struct RoutedAcks {
     /// Set once `failures` has had an entry: lets the connection skip the lock.
     any_failed: AtomicBool,
     /// Failed messages (sequence number, MQTT 5 reason code), in order.
-    failures: parking_lot::Mutex<VecDeque<(u64, u8)>>,
+    failures: parking_lot::Mutex<VecDeque<(u64, ReasonCode)>>,
     session: Arc<Session>,
 }
 
@@ -84,7 +85,7 @@ impl RoutedAcks {
 
     /// The reason code that message `seq` (done) failed with, taken; None when stored.
     /// Called in sequence order.
-    pub fn failure(&self, seq: u64) -> Option<u8> {
+    pub fn failure(&self, seq: u64) -> Option<ReasonCode> {
         if !self.any_failed.load(Ordering::Acquire) {
             return None;
         }
@@ -103,7 +104,7 @@ impl RoutedAcks {
     }
 
     /// Message `seq` is done: stored (`failed` None) or refused with that reason code.
-    fn done(&self, seq: u64, failed: Option<u8>) {
+    fn done(&self, seq: u64, failed: Option<ReasonCode>) {
         if let Some(code) = failed {
             self.failures.lock().push_back((seq, code));
             self.any_failed.store(true, Ordering::Release);
@@ -119,11 +120,11 @@ impl RoutedAcks {
 /// The MQTT 5 reason code of a routed message the store refused: 0x97 quota exceeded when
 /// the disk is full (the client may try later), else 0x80 unspecified error (the Topic is
 /// not served, the store is shutting down or failed).
-pub fn refusal_code(error: &StoreError) -> u8 {
+pub fn refusal_code(error: &StoreError) -> ReasonCode {
     if error.is_storage_full() {
-        reason::QUOTA_EXCEEDED
+        ReasonCode::QuotaExceeded
     } else {
-        reason::UNSPECIFIED_ERROR
+        ReasonCode::UnspecifiedError
     }
 }
 
@@ -223,7 +224,7 @@ impl Routing {
             if let Some(ticket) = routed.ticket {
                 ticket
                     .acks
-                    .done(ticket.seq, Some(reason::UNSPECIFIED_ERROR));
+                    .done(ticket.seq, Some(ReasonCode::UnspecifiedError));
                 ticket.acks.wake();
             }
         }
@@ -275,7 +276,7 @@ async fn run(
 /// A batch's outcome: for each of its messages in order, its ticket and the reason code it
 /// failed with (None: stored).
 struct Appended {
-    outcomes: Vec<(Option<RouteTicket>, Option<u8>)>,
+    outcomes: Vec<(Option<RouteTicket>, Option<ReasonCode>)>,
 }
 
 /// Build and append one batch.
@@ -294,7 +295,7 @@ async fn append_batch(
         metrics.count("failed", batch.len());
         let outcomes = batch
             .into_iter()
-            .map(|routed| (routed.ticket, Some(reason::UNSPECIFIED_ERROR)))
+            .map(|routed| (routed.ticket, Some(ReasonCode::UnspecifiedError)))
             .collect();
         return Appended { outcomes };
     };
@@ -333,7 +334,7 @@ async fn append_batch(
             let failed = if built {
                 refused
             } else {
-                Some(reason::UNSPECIFIED_ERROR)
+                Some(ReasonCode::UnspecifiedError)
             };
             (ticket, failed)
         })
@@ -343,7 +344,7 @@ async fn append_batch(
 
 /// Tell each connection how its routed messages went, in queue order, and wake it once per
 /// run of its messages rather than once per message.
-fn settle(outcomes: impl Iterator<Item = (Option<RouteTicket>, Option<u8>)>) {
+fn settle(outcomes: impl Iterator<Item = (Option<RouteTicket>, Option<ReasonCode>)>) {
     let mut to_wake: Option<Arc<RoutedAcks>> = None;
     for (ticket, failed) in outcomes {
         let Some(ticket) = ticket else {
@@ -679,7 +680,7 @@ mod tests {
         settle(
             [
                 (ticket(1), None),
-                (ticket(2), Some(reason::QUOTA_EXCEEDED)),
+                (ticket(2), Some(ReasonCode::QuotaExceeded)),
                 (None, None),
                 (ticket(3), None),
             ]
@@ -687,7 +688,7 @@ mod tests {
         );
         assert_eq!(acks.finished(), 3);
         assert_eq!(acks.failure(1), None);
-        assert_eq!(acks.failure(2), Some(reason::QUOTA_EXCEEDED));
+        assert_eq!(acks.failure(2), Some(ReasonCode::QuotaExceeded));
         assert_eq!(acks.failure(3), None);
         use futures::FutureExt;
         assert!(session.wake.notified().now_or_never().is_some(), "woken");
@@ -696,12 +697,12 @@ mod tests {
     #[test]
     fn a_full_disk_refuses_with_quota_exceeded_anything_else_with_unspecified_error() {
         let full = StoreError::Io(std::io::Error::from(std::io::ErrorKind::StorageFull));
-        assert_eq!(refusal_code(&full), reason::QUOTA_EXCEEDED);
+        assert_eq!(refusal_code(&full), ReasonCode::QuotaExceeded);
         let failed = StoreError::Io(std::io::Error::other("bad sector"));
-        assert_eq!(refusal_code(&failed), reason::UNSPECIFIED_ERROR);
+        assert_eq!(refusal_code(&failed), ReasonCode::UnspecifiedError);
         assert_eq!(
             refusal_code(&StoreError::TopicNotFound("telemetry".into())),
-            reason::UNSPECIFIED_ERROR
+            ReasonCode::UnspecifiedError
         );
     }
 

@@ -118,7 +118,7 @@ fn jwt_connect(username: &str, method: &str, token: &str) -> Connect {
 fn refused(outcome: Result<Authenticated, Refusal>) -> (u8, &'static str, &'static str) {
     let refusal = outcome.expect_err("refused");
     (
-        refusal.code,
+        refusal.code.as_u8(),
         refusal.method.label(),
         refusal.failure.reason(),
     )

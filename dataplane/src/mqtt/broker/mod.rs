@@ -4,12 +4,12 @@
 //! releases the router lock, then enqueues (each enqueue takes one session lock).
 
 use super::authorize::Permissions;
-use super::codec::reason;
 use super::codec::{Message, QoS, SubscriptionOptions};
 use super::events::EventSink;
 use super::lifecycle::DisconnectionReason;
 use super::metrics::MqttMetrics;
 use super::persist;
+use super::reason::ReasonCode;
 use super::routing::RouteTicket;
 use super::session::{Attachment, PendingWill, QueueLimits, Session};
 use super::trie::Trie;
@@ -252,7 +252,7 @@ impl Broker {
         authentication_name: &str,
         clean_start: bool,
         max_sessions_per_name: usize,
-    ) -> Result<Attached, u8> {
+    ) -> Result<Attached, ReasonCode> {
         let mut router = self.state.lock();
         let existing = router.sessions.get(client_id).cloned();
         let takes_over_own = existing.as_ref().is_some_and(|s| {
@@ -264,7 +264,7 @@ impl Broker {
             .copied()
             .unwrap_or(0);
         if !takes_over_own && connected >= max_sessions_per_name {
-            return Err(reason::QUOTA_EXCEEDED);
+            return Err(ReasonCode::QuotaExceeded);
         }
         router.next_connection_id += 1;
         let attachment = Attachment::new(router.next_connection_id);

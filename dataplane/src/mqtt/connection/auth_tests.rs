@@ -1,10 +1,21 @@
 //! A JWT session at the connection, on tokio's paused clock: the token's deadline and AUTH.
 
-use super::*;
-use crate::mqtt::broker::Limits;
+use super::Transport;
+use super::established::Conn;
+use super::handshake::{Accepted, attach, establish};
+use super::tests::development;
+use crate::mqtt::authenticate::{Authenticated, Method, TokenExpiry};
+use crate::mqtt::broker::{Broker, Limits};
+use crate::mqtt::codec::{Codec, Connect, Packet, Version, reason};
+use crate::mqtt::limits::NamespaceLimits;
 use crate::mqtt::metrics::MqttMetrics;
 use crate::snapshot::SharedSnapshot;
+use futures::{SinkExt, StreamExt};
 use gridline_crds::model::Snapshot;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
 
 const METHOD: &str = "OAUTH2-JWT";
 
@@ -43,22 +54,31 @@ fn connected(
     let task = tokio::spawn(async move {
         let connect = connect();
         let attached = attach(&broker, &connect, "c1", limits).unwrap();
-        let mut connection = Connection::start(
+        let authenticated = match token_expires_in {
+            Some(expires_in) => Authenticated {
+                authentication_name: "c1".into(),
+                method: Method::Jwt,
+                authentication_method: Some(METHOD.into()),
+                token_expiry: Some(TokenExpiry {
+                    expires_at: 0,
+                    remaining: expires_in,
+                }),
+            },
+            None => development("c1"),
+        };
+        let Accepted {
+            mut connection,
+            connack,
+        } = establish(
             server,
             broker,
             connect,
-            "c1".into(),
+            authenticated,
             Transport::Plaintext,
             attached,
             limits,
         );
-        if let Some(expires_in) = token_expires_in {
-            connection.token = Some(Box::new(TokenSession {
-                method: Some(METHOD.into()),
-                deadline: Some(Instant::now() + expires_in),
-            }));
-        }
-        let end = connection.run().await;
+        let end = connection.run(connack).await;
         connection.finish(end).await;
     });
     (Framed::new(client, Codec::new(Version::V5, 1 << 20)), task)
