@@ -4,7 +4,8 @@
 A module is a source file (`a.rs` or `a/mod.rs`). Module A depends on module B when A's code
 names a path into B: `use crate::b::X`, `super::X`, `self::b::X`, or the same paths written
 inline (`crate::b::f()`). Test code is left out (`tests.rs`, `tests/` below a module, and
-inline `#[cfg(test)] mod tests { ... }`): tests may reach anywhere.
+inline `#[cfg(test)] mod tests { ... }`): tests may reach anywhere. A parent's `mod child;`
+is no edge, but its use of the child by bare name (`child::f()`, `use child::X`) is.
 
 Why our own script and not `cargo modules dependencies --acyclic`: cargo-modules builds
 rust-analyzer (a long cold build on CI's two cores) and counts a parent's `mod child;` as an
@@ -20,6 +21,8 @@ import sys
 
 PATH = re.compile(r"\b(crate|super|self)((?:::\w+)+)")
 USE = re.compile(r"\buse\s+([^;]+);", re.S)
+PUB_USE = re.compile(r"\bpub(?:\([^)]*\))?\s+use\s+([^;]+);", re.S)
+CHILD = re.compile(r"^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*;", re.M)
 
 
 def module_of(root, file):
@@ -49,6 +52,7 @@ def strip_comments_and_tests(text):
 
 def expand_use(tree):
     """`a::{b, c::{d, e}}` -> ["a::b", "a::c::d", "a::c::e"]."""
+    tree = re.sub(r"\s+as\s+\w+", "", tree)
     tree = re.sub(r"\s+", "", tree)
     depth, start = 0, 0
     for i, c in enumerate(tree):
@@ -71,10 +75,10 @@ def expand_use(tree):
                             items.append(inner[last:j])
                         last = j + 1
                 return [p for item in items for p in expand_use(prefix + item)]
-    return [re.sub(r"\bas\w+$", "", tree)]
+    return [tree]
 
 
-def resolve(modules, current, path):
+def resolve(modules, current, path, reexports=None):
     segments = path.split("::")
     head, rest = segments[0], segments[1:]
     if head == "crate":
@@ -94,17 +98,42 @@ def resolve(modules, current, path):
         if target + (segment,) in modules:
             target = target + (segment,)
         else:
+            # An item a facade re-exports (`pub use child::Item`) lives in the child: naming
+            # it through the facade is no dependency on the facade's own code.
+            seen = set()
+            while reexports and segment in reexports.get(target, {}) and target not in seen:
+                seen.add(target)
+                target = reexports[target][segment]
             break
     return target
+
+
+def reexports_of(modules, texts):
+    """For each module, the items it re-exports from another module: name -> that module."""
+    found = {}
+    for module, text in texts.items():
+        for m in PUB_USE.finditer(text):
+            for path in expand_use(m.group(1)):
+                segments = path.split("::")
+                if segments[-1] in ("*", "self") or len(segments) < 2:
+                    continue
+                if segments[0] not in ("crate", "super", "self"):
+                    segments = ["self"] + segments
+                owner = resolve(modules, module, "::".join(segments[:-1]))
+                if owner != module and owner + (segments[-1],) not in modules:
+                    found.setdefault(module, {})[segments[-1]] = owner
+    return found
 
 
 def edges_of(root):
     files = sorted(root.rglob("*.rs"))
     modules = {module_of(root, f): f for f in files}
     modules = {m: f for m, f in modules.items() if not is_test(m)}
+    texts = {m: strip_comments_and_tests(f.read_text()) for m, f in modules.items()}
+    reexports = reexports_of(modules, texts)
     edges = {}
     for module, file in modules.items():
-        text = strip_comments_and_tests(file.read_text())
+        text = texts[module]
         references = []
         for m in USE.finditer(text):
             line = text.count("\n", 0, m.start()) + 1
@@ -113,8 +142,15 @@ def edges_of(root):
                     references.append((path, line))
         for m in PATH.finditer(text):
             references.append((m.group(0), text.count("\n", 0, m.start()) + 1))
+        # A child module named by its bare name (`child::X`, `use child::X`), as a parent may.
+        children = [c for c in CHILD.findall(text) if c != "tests"]
+        if children:
+            bare = re.compile(r"(?<![\w:])(" + "|".join(children) + r")((?:::\w+)+)")
+            for m in bare.finditer(text):
+                line = text.count("\n", 0, m.start()) + 1
+                references.append(("self::" + m.group(0), line))
         for path, line in references:
-            target = resolve(modules, module, path)
+            target = resolve(modules, module, path, reexports)
             if target != module and target in modules:
                 edges.setdefault(module, {}).setdefault(target, f"{file}:{line}")
     return modules, edges
