@@ -15,6 +15,29 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
+/// Which listeners are closing (`Broker::closing`): their connections end, MQTT 5 ones with
+/// DISCONNECT 0x8B (server shutting down). `all` at shutdown; one kind when the Snapshot turns
+/// it off (`websocket` covers WebSockets on both HTTP listeners).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Closing {
+    pub all: bool,
+    pub plaintext: bool,
+    pub tls: bool,
+    pub websocket: bool,
+}
+
+impl Closing {
+    /// Whether a connection that came in on `listener` must end.
+    pub fn covers(&self, listener: Listener) -> bool {
+        self.all
+            || match listener {
+                Listener::Plaintext => self.plaintext,
+                Listener::Tls => self.tls,
+                Listener::WebSocket | Listener::SecureWebSocket => self.websocket,
+            }
+    }
+}
+
 /// The connections of one listener: at most `max` at once, and within the process's
 /// connection budget when it has one (beyond either, sockets are closed and counted); at
 /// shutdown, waited for.

@@ -2,7 +2,7 @@
 //! served Snapshot enables and disables them; their accept loops; and the graceful shutdown
 //! of every connection, those over WebSockets (served by the HTTP listeners) included.
 
-use super::accept::{Connections, WebSocketConnections, accept, tls_handshake};
+use super::accept::{Closing, Connections, WebSocketConnections, accept, tls_handshake};
 use super::authorize::Listener;
 use super::broker::Broker;
 use super::connection::{self, Transport};
@@ -34,52 +34,6 @@ pub struct Addrs {
     pub plaintext: SocketAddr,
     /// MQTT over TLS (`--mqtts-addr`).
     pub tls: SocketAddr,
-}
-
-/// Which listeners are closing (`Broker::closing`): their connections end, MQTT 5 ones with
-/// DISCONNECT 0x8B (server shutting down). `all` at shutdown; one kind when the Snapshot turns
-/// it off (`websocket` covers WebSockets on both HTTP listeners).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Closing {
-    pub all: bool,
-    pub plaintext: bool,
-    pub tls: bool,
-    pub websocket: bool,
-}
-
-impl Closing {
-    /// Whether a connection that came in on `listener` must end.
-    pub fn covers(&self, listener: Listener) -> bool {
-        self.all
-            || match listener {
-                Listener::Plaintext => self.plaintext,
-                Listener::Tls => self.tls,
-                Listener::WebSocket | Listener::SecureWebSocket => self.websocket,
-            }
-    }
-
-    /// The listener kinds `snapshot` turns off (all of them with the broker off or no
-    /// Namespace served).
-    fn of(snapshot: &Snapshot) -> Self {
-        let namespace = snapshot.namespace.as_ref();
-        let off =
-            namespace.is_none_or(|n| n.spec.topic_spaces_configuration.state != State::Enabled);
-        let Some(namespace) = namespace else {
-            return Self {
-                all: false,
-                plaintext: true,
-                tls: true,
-                websocket: true,
-            };
-        };
-        let listeners = &namespace.spec.listeners;
-        Self {
-            all: false,
-            plaintext: off || !listeners.mqtt_plaintext.as_ref().is_some_and(|l| l.enabled),
-            tls: off || !listeners.mqtt_tls.enabled,
-            websocket: off || !listeners.websockets,
-        }
-    }
 }
 
 /// Accept connections until `stop`; each goes to its own task at once, where the TLS
@@ -270,6 +224,28 @@ pub async fn run_local(
     supervised
 }
 
+/// The listener kinds `snapshot` turns off (all of them with the broker off or no
+/// Namespace served).
+fn closing_of(snapshot: &Snapshot) -> Closing {
+    let namespace = snapshot.namespace.as_ref();
+    let off = namespace.is_none_or(|n| n.spec.topic_spaces_configuration.state != State::Enabled);
+    let Some(namespace) = namespace else {
+        return Closing {
+            all: false,
+            plaintext: true,
+            tls: true,
+            websocket: true,
+        };
+    };
+    let listeners = &namespace.spec.listeners;
+    Closing {
+        all: false,
+        plaintext: off || !listeners.mqtt_plaintext.as_ref().is_some_and(|l| l.enabled),
+        tls: off || !listeners.mqtt_tls.enabled,
+        websocket: off || !listeners.websockets,
+    }
+}
+
 /// Keep the open listeners what the served Snapshot asks for until `stop`, then close them.
 /// A listener the first Snapshot enables must open (else the data plane fails to start); a
 /// later one that cannot bind is logged and tried again at the next Snapshot change.
@@ -285,7 +261,7 @@ async fn supervise(
     let mut first = true;
     let result = loop {
         let served = broker.snapshot.load();
-        let closing = Closing::of(&served);
+        let closing = closing_of(&served);
         broker.close_listeners(|current| {
             let changed = *current != closing;
             *current = closing;

@@ -32,8 +32,8 @@ use std::path::Path;
 use std::sync::Arc;
 use tracing::info;
 
-pub use accept::{Connections, WebSocketConnections};
-pub use listeners::{Addrs, Closing, run_local, serve};
+pub use accept::{Closing, Connections, WebSocketConnections};
+pub use listeners::{Addrs, run_local, serve};
 
 /// The broker of the served Namespace, its metrics registered in `registry`, its sessions
 /// and retained messages restored from `<data_dir>/mqtt/`. Made before the listeners so

@@ -3,6 +3,7 @@
 //! other way round, and neither across an `.await`. Routing collects the target sessions,
 //! releases the router lock, then enqueues (each enqueue takes one session lock).
 
+use super::accept::Closing;
 use super::authorize::Permissions;
 use super::codec::{Message, QoS, SubscriptionOptions};
 use super::events::EventSink;
@@ -125,9 +126,9 @@ pub struct Broker {
     /// Bumped when the served Snapshot changes ([`Broker::snapshot_changed`]): the listener
     /// supervisor then opens and closes listeners (connections follow `connection_checks`).
     pub snapshot_changes: tokio::sync::watch::Sender<u64>,
-    /// Listeners closing (`mod::Closing`): their connections end with DISCONNECT 0x8B.
+    /// Listeners closing (`accept::Closing`): their connections end with DISCONNECT 0x8B.
     /// Changed through [`Broker::close_listeners`].
-    pub closing: tokio::sync::watch::Sender<super::Closing>,
+    pub closing: tokio::sync::watch::Sender<Closing>,
     /// Bumped when connections must look again: the served Snapshot changed, or listeners
     /// are closing. Connections wait on this one channel for both (one future in every idle
     /// connection's task instead of two: mqtt/README.md "Idle connections").
@@ -154,7 +155,7 @@ pub struct NewSubscription {
 
 impl Broker {
     /// Change which listeners' connections must end, and tell the connections.
-    pub fn close_listeners(&self, modify: impl FnOnce(&mut super::Closing) -> bool) {
+    pub fn close_listeners(&self, modify: impl FnOnce(&mut Closing) -> bool) {
         if self.closing.send_if_modified(modify) {
             self.connection_checks.send_modify(|n| *n += 1);
         }
@@ -174,7 +175,7 @@ impl Broker {
             limits,
             data_dir: None,
             snapshot_changes: tokio::sync::watch::Sender::new(0),
-            closing: tokio::sync::watch::Sender::new(super::Closing::default()),
+            closing: tokio::sync::watch::Sender::new(Closing::default()),
             connection_checks: tokio::sync::watch::Sender::new(0),
             authenticator: Default::default(),
             refusal_log: crate::log_limit::LogLimiters::new(std::time::Duration::from_secs(1)),
