@@ -22,14 +22,11 @@
 //! makes compaction safe while changes keep coming (see `commit.rs`).
 
 use super::log;
-use super::subscription::{EventState, InFlight, SubscriptionState};
+use super::subscription::{EventState, InFlight, SubscriptionId, SubscriptionState};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-
-/// A subscription's number within its topic: what event records and lock tokens name.
-pub type SubscriptionId = u32;
 
 const SNAPSHOT: u8 = 1;
 const UPSERT: u8 = 2;
@@ -84,7 +81,40 @@ fn put_entries(buf: &mut Vec<u8>, entries: &[(u64, InFlight)]) {
     }
 }
 
-pub fn encode_upsert(
+/// The record of entries set by a change of `state` (and its cursor), with the next `seq`.
+pub fn upsert_record(
+    state: &mut SubscriptionState,
+    entries: &[(u64, InFlight)],
+    buf: &mut Vec<u8>,
+) {
+    let seq = state.next_seq();
+    encode_upsert(buf, state.id, seq, state.cursor, entries);
+}
+
+/// The record of entries removed by a change of `state`, with the next `seq`.
+pub fn remove_record(state: &mut SubscriptionState, addresses: &[u64], buf: &mut Vec<u8>) {
+    let seq = state.next_seq();
+    encode_remove(buf, state.id, seq, addresses);
+}
+
+/// The record of `state`'s retirement (after `retire` or `revive`), with the next `seq`.
+pub fn retire_record(state: &mut SubscriptionState, buf: &mut Vec<u8>) {
+    let seq = state.next_seq();
+    encode_retire(buf, state.id, seq, state.retired_at);
+}
+
+/// The record that forgets `state`'s subscription, with the next `seq`.
+pub fn forget_record(state: &mut SubscriptionState, buf: &mut Vec<u8>) {
+    let seq = state.next_seq();
+    encode_forget(buf, state.id, seq);
+}
+
+/// The record of `state` whole (creation and compaction).
+pub fn snapshot_record(state: &SubscriptionState, buf: &mut Vec<u8>) {
+    encode_snapshot(buf, state);
+}
+
+fn encode_upsert(
     buf: &mut Vec<u8>,
     id: SubscriptionId,
     seq: u64,
@@ -97,7 +127,7 @@ pub fn encode_upsert(
     finish(buf, start);
 }
 
-pub fn encode_remove(buf: &mut Vec<u8>, id: SubscriptionId, seq: u64, addresses: &[u64]) {
+fn encode_remove(buf: &mut Vec<u8>, id: SubscriptionId, seq: u64, addresses: &[u64]) {
     let start = begin(buf, REMOVE, id, seq);
     buf.extend_from_slice(
         &u32::try_from(addresses.len())
@@ -110,7 +140,7 @@ pub fn encode_remove(buf: &mut Vec<u8>, id: SubscriptionId, seq: u64, addresses:
     finish(buf, start);
 }
 
-pub fn encode_snapshot(buf: &mut Vec<u8>, state: &SubscriptionState) {
+fn encode_snapshot(buf: &mut Vec<u8>, state: &SubscriptionState) {
     let start = begin(buf, SNAPSHOT, state.id, state.seq);
     let name = state.name.as_bytes();
     buf.extend_from_slice(&u16::try_from(name.len()).unwrap_or(u16::MAX).to_le_bytes());
@@ -125,13 +155,13 @@ pub fn encode_snapshot(buf: &mut Vec<u8>, state: &SubscriptionState) {
 }
 
 /// `retired_at`: `None` when the subscription is served again.
-pub fn encode_retire(buf: &mut Vec<u8>, id: SubscriptionId, seq: u64, retired_at: Option<i64>) {
+fn encode_retire(buf: &mut Vec<u8>, id: SubscriptionId, seq: u64, retired_at: Option<i64>) {
     let start = begin(buf, RETIRE, id, seq);
     buf.extend_from_slice(&retired_at.unwrap_or(0).to_le_bytes());
     finish(buf, start);
 }
 
-pub fn encode_forget(buf: &mut Vec<u8>, id: SubscriptionId, seq: u64) {
+fn encode_forget(buf: &mut Vec<u8>, id: SubscriptionId, seq: u64) {
     let start = begin(buf, FORGET, id, seq);
     finish(buf, start);
 }
@@ -471,13 +501,17 @@ mod tests {
     fn sample_state() -> (SubscriptionState, Vec<u8>) {
         let mut state = SubscriptionState::new(4, "orders-sub".into(), 100, 0);
         let mut buf = Vec::new();
-        state.snapshot_record(&mut buf);
+        snapshot_record(&state, &mut buf);
         state.cursor = 200;
         state.set(100, locked(1, 1000));
         state.set(150, locked(2, 2000));
-        state.upsert_record(&[(100, locked(1, 1000)), (150, locked(2, 2000))], &mut buf);
+        upsert_record(
+            &mut state,
+            &[(100, locked(1, 1000)), (150, locked(2, 2000))],
+            &mut buf,
+        );
         state.remove(100);
-        state.remove_record(&[100], &mut buf);
+        remove_record(&mut state, &[100], &mut buf);
         (state, buf)
     }
 
@@ -504,7 +538,7 @@ mod tests {
         // A compaction snapshot taken after every change, then changes it already holds
         // (queued before the snapshot was taken, written after it).
         let mut buf = Vec::new();
-        state.snapshot_record(&mut buf);
+        snapshot_record(&state, &mut buf);
         encode_upsert(&mut buf, 4, 1, 200, &[(100, locked(1, 1000))]);
         encode_snapshot(
             &mut buf,
@@ -531,7 +565,7 @@ mod tests {
         assert_eq!(states[&4].retired_at, Some(1_000));
 
         let mut compacted = Vec::new();
-        states[&4].snapshot_record(&mut compacted);
+        snapshot_record(&states[&4], &mut compacted);
         let revived = states[&4].seq + 1;
         encode_retire(&mut compacted, 4, revived, None);
         fs::write(&path, &compacted).unwrap();

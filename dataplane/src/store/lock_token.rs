@@ -15,7 +15,7 @@ const ENCODED_BYTES: usize = 1 + 2 + 4 + 8 + 4 + 8;
 pub struct LockToken {
     /// The pod that owns the event (its StatefulSet ordinal); 0 while the store is single-pod.
     pub owner: u16,
-    /// The subscription's id, unique within the store's topic (see `journal::SubscriptionId`).
+    /// The subscription's id, unique within the store's topic (see `subscription::SubscriptionId`).
     pub subscription: u32,
     /// The event's address in its topic log.
     pub address: u64,
@@ -57,6 +57,20 @@ impl LockToken {
             nonce: u64::from_be_bytes(field(19..27).try_into().ok()?),
         })
     }
+}
+
+/// Per-token failures; the HTTP layer turns them into Event Grid's `failedLockTokens` entries.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum LockTokenError {
+    /// Not a token this store issues (malformed). Event Grid code "BadToken".
+    #[error("the lock token is malformed")]
+    Malformed,
+    /// A well-formed token whose lock expired or was already settled. Event Grid code "TokenLost".
+    #[error("the lock for this token was lost: it expired or the event was already settled")]
+    Lost,
+    /// A well-formed token of another subscription.
+    #[error("the lock token does not belong to this subscription")]
+    WrongSubscription,
 }
 
 /// `count` random nonces from one call to the operating system's generator (one syscall per

@@ -34,6 +34,7 @@ use topic::{Subscription, Topic};
 use tracing::Instrument;
 
 pub use gridline_crds::types::namespace::FsyncPolicy;
+pub use lock_token::LockTokenError;
 pub use push::{PushConsumer, PushEvent, PushLease, PushSettle, PushTake};
 pub use subscription::{DeadLetterReason, LastAttempt};
 pub use topic::PUSH_LOCK_DURATION;
@@ -484,20 +485,6 @@ pub struct SettleOutcome {
 pub struct FailedLockToken {
     pub lock_token: String,
     pub error: LockTokenError,
-}
-
-/// Per-token failures; the HTTP layer turns them into Event Grid's `failedLockTokens` entries.
-#[derive(Debug, PartialEq, thiserror::Error)]
-pub enum LockTokenError {
-    /// Not a token this store issues (malformed). Event Grid code "BadToken".
-    #[error("the lock token is malformed")]
-    Malformed,
-    /// A well-formed token whose lock expired or was already settled. Event Grid code "TokenLost".
-    #[error("the lock for this token was lost: it expired or the event was already settled")]
-    Lost,
-    /// A well-formed token of another subscription.
-    #[error("the lock token does not belong to this subscription")]
-    WrongSubscription,
 }
 
 /// Failures of a whole store call.

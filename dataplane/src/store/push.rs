@@ -7,6 +7,7 @@
 //! subscription's journal, at no memory cost per waiting event.
 
 use super::clock::duration_millis;
+use super::journal;
 use super::lock_token::{self, LockToken};
 use super::queue::{self, TakeLimits};
 use super::subscription::{DeadLetterReason, LastAttempt, Lease, SettleAction};
@@ -151,7 +152,7 @@ impl PushConsumer {
                 return Ok(0);
             }
             let mut record = Vec::new();
-            state.upsert_record(&released, &mut record);
+            journal::upsert_record(&mut state, &released, &mut record);
             let commit = self
                 .topic
                 .committer

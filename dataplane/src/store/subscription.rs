@@ -20,10 +20,11 @@
 //! ```
 
 use super::clock::Millis;
-use super::journal::{self, SubscriptionId};
-use super::lock_token::LockToken;
-use crate::store::LockTokenError;
+use super::lock_token::{LockToken, LockTokenError};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// A subscription's number within its topic: what event records and lock tokens name.
+pub type SubscriptionId = u32;
 
 /// One event handed out and not settled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -691,39 +692,10 @@ impl SubscriptionState {
         self.cursor = self.cursor.clamp(start, end);
     }
 
-    /// Next sequence number, for a journal record about to be written.
+    /// Next sequence number, for a journal record about to be written (see `journal.rs`).
     pub fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
-    }
-
-    /// The journal record of entries set by a change (and the cursor).
-    pub fn upsert_record(&mut self, entries: &[(u64, InFlight)], buf: &mut Vec<u8>) {
-        let seq = self.next_seq();
-        journal::encode_upsert(buf, self.id, seq, self.cursor, entries);
-    }
-
-    /// The journal record of entries removed by a change.
-    pub fn remove_record(&mut self, addresses: &[u64], buf: &mut Vec<u8>) {
-        let seq = self.next_seq();
-        journal::encode_remove(buf, self.id, seq, addresses);
-    }
-
-    /// The journal record of the retirement state (after `retire` or `revive`).
-    pub fn retire_record(&mut self, buf: &mut Vec<u8>) {
-        let seq = self.next_seq();
-        journal::encode_retire(buf, self.id, seq, self.retired_at);
-    }
-
-    /// The journal record that forgets this subscription.
-    pub fn forget_record(&mut self, buf: &mut Vec<u8>) {
-        let seq = self.next_seq();
-        journal::encode_forget(buf, self.id, seq);
-    }
-
-    /// The journal record of the whole state (creation and compaction).
-    pub fn snapshot_record(&self, buf: &mut Vec<u8>) {
-        journal::encode_snapshot(buf, self);
     }
 }
 

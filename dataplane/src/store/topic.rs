@@ -4,10 +4,10 @@
 
 use super::clock::{Clock, Millis, duration_millis};
 use super::commit::{CommitResult, Committer};
-use super::journal::{self, Journal, SubscriptionId};
+use super::journal::{self, Journal};
 use super::log::{self, Log};
 use super::metrics::StoreMetrics;
-use super::subscription::{QueuePolicy, SubscriptionState};
+use super::subscription::{QueuePolicy, SubscriptionId, SubscriptionState};
 use super::{FsyncPolicy, PublishedEvent, StoreError};
 use arc_swap::ArcSwap;
 use gridline_crds::model::filter::CompiledFilter;
@@ -157,7 +157,7 @@ impl Topic {
         let snapshot_states = Arc::clone(&states);
         let snapshotter = Box::new(move |buf: &mut Vec<u8>| {
             for state in snapshot_states.read().values() {
-                state.lock().snapshot_record(buf);
+                journal::snapshot_record(&state.lock(), buf);
             }
         });
         let committer = Arc::new(Committer::new(
@@ -254,7 +254,7 @@ impl Topic {
             };
             if changed {
                 let mut record = Vec::new();
-                state.retire_record(&mut record);
+                journal::retire_record(&mut state, &mut record);
                 self.committer.submit_quietly(&record);
             }
         }
@@ -284,7 +284,7 @@ impl Topic {
                 if !due(&state) {
                     return true;
                 }
-                state.forget_record(&mut record);
+                journal::forget_record(&mut state, &mut record);
                 forgotten.push(state.name.clone());
                 false
             });
@@ -326,7 +326,7 @@ impl Topic {
             };
             let state = SubscriptionState::new(id, name.to_string(), end_of_log, owner);
             let mut record = Vec::new();
-            state.snapshot_record(&mut record);
+            journal::snapshot_record(&state, &mut record);
             let state = Arc::new(Mutex::new(state));
             states.insert(id, Arc::clone(&state));
             created = Some(state);
