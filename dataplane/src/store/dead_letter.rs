@@ -3,9 +3,9 @@
 //! through the ordinary publish path (so it is as durable as any publish), as the original
 //! CloudEvent plus extension attributes saying why, when and from where.
 
-use super::PublishedEvent;
 use super::clock::{Millis, rfc3339};
 use super::subscription::{DeadLetterReason, LastAttempt};
+use crate::cloudevents::PublishedEvent;
 use serde_json::Value;
 use serde_json::value::RawValue;
 

@@ -33,6 +33,8 @@ use tokio::sync::Notify;
 use topic::{Subscription, Topic};
 use tracing::Instrument;
 
+/// The event type the CloudEvents parser produces, re-exported for the store's callers.
+pub use crate::cloudevents::PublishedEvent;
 pub use gridline_crds::types::namespace::FsyncPolicy;
 pub use lock_token::LockTokenError;
 pub use push::{PushConsumer, PushEvent, PushLease, PushSettle, PushTake};
@@ -445,15 +447,6 @@ fn recover(inner: &Inner) -> std::io::Result<()> {
         inner.open_topic(&name)?;
     }
     Ok(())
-}
-
-/// One validated CloudEvent, as the HTTP layer parsed it.
-pub struct PublishedEvent {
-    /// The event in structured JSON form (top-level attributes, `data` or `data_base64`):
-    /// what filters evaluate.
-    pub attributes: serde_json::Value,
-    /// The same event serialized as JSON: what is stored and returned by `receive` verbatim.
-    pub json: Box<RawValue>,
 }
 
 /// One event handed out by `receive`, locked for the subscription's lock duration.
