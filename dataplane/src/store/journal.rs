@@ -21,12 +21,13 @@
 //! file. A snapshot carries the `seq` it includes; replay skips records at or below it. That
 //! makes compaction safe while changes keep coming (see `commit.rs`).
 
-use super::log;
+use super::durable_file::{DurableFile, sync_dir};
 use super::subscription::{EventState, InFlight, SubscriptionId, SubscriptionState};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const SNAPSHOT: u8 = 1;
 const UPSERT: u8 = 2;
@@ -305,20 +306,11 @@ fn apply(
     parsed.is_some()
 }
 
-/// The journal file of one topic. Only the committer writes it. Failed writes and fsyncs are
-/// handled as for the log (see `LogWriter`).
+/// The journal file of one topic. Only the committer writes it; failed writes and fsyncs are
+/// handled as for the log (`DurableFile`).
 pub struct Journal {
     path: PathBuf,
-    file: File,
-    length: u64,
-    dirty: bool,
-    /// Where the last successful fsync left the file.
-    synced: u64,
-    sync_failed: bool,
-    /// The file still runs past `length` (a cut failed): cut it before the next append.
-    cut_pending: bool,
-    #[cfg(test)]
-    pub faults: std::sync::Arc<super::log::Faults>,
+    file: DurableFile,
 }
 
 impl Journal {
@@ -362,92 +354,42 @@ impl Journal {
             file.sync_all()?;
         }
         if let Some(dir) = path.parent() {
-            log::sync_dir(dir)?;
+            sync_dir(dir)?;
         }
         let journal = Journal {
             path,
-            file,
-            length: offset as u64,
-            dirty: false,
-            synced: offset as u64,
-            sync_failed: false,
-            cut_pending: false,
-            #[cfg(test)]
-            faults: std::sync::Arc::default(),
+            file: DurableFile::new(Arc::new(file), offset as u64),
         };
         Ok((journal, states))
     }
 
     pub fn len(&self) -> u64 {
-        self.length
+        self.file.len()
     }
 
     /// Append records; on failure nothing of `bytes` stays.
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        if self.cut_pending {
-            self.file.set_len(self.length)?;
-            self.cut_pending = false;
-        }
-        let written = log::write_at(
-            &self.file,
-            bytes,
-            self.length,
-            #[cfg(test)]
-            &self.faults,
-        );
-        if let Err(error) = written {
-            self.cut_back(self.length);
-            return Err(error);
-        }
-        self.length += bytes.len() as u64;
-        self.dirty = true;
-        Ok(())
+        self.file.append(bytes)
     }
 
     /// Forget what was appended from `length` on (a failed round's records).
     pub fn cut_back(&mut self, length: u64) {
-        self.length = length.min(self.length);
-        self.synced = self.synced.min(self.length);
-        self.dirty = true;
-        self.cut_pending = self.file.set_len(self.length).is_err();
+        self.file.cut_back(length);
     }
 
-    /// fsync; after a failed one, write the unsynced bytes again first (see `LogWriter::sync`).
+    /// fsync; after a failed one, the unsynced bytes are written again first.
     pub fn sync(&mut self) -> io::Result<()> {
-        if !self.dirty {
-            return Ok(());
-        }
-        if self.sync_failed {
-            log::rewrite(
-                &self.file,
-                self.synced - self.synced % log::PAGE_BYTES,
-                self.length,
-            )?;
-        }
-        let synced = log::sync_data(
-            &self.file,
-            #[cfg(test)]
-            &self.faults,
-        );
-        match synced {
-            Ok(()) => {
-                self.dirty = false;
-                self.sync_failed = false;
-                self.synced = self.length;
-                Ok(())
-            }
-            Err(error) => {
-                self.sync_failed = true;
-                Err(error)
-            }
-        }
+        self.file.sync()
     }
 
     pub fn is_dirty(&self) -> bool {
-        self.dirty
+        self.file.is_dirty()
+    }
+
+    /// Fail as the log's failure injection says (tests only: a topic's files share one).
+    #[cfg(test)]
+    pub fn share_faults(&mut self, faults: Arc<super::durable_file::Faults>) {
+        self.file.faults = faults;
     }
 
     /// Replace the journal by `snapshot` (the records of every subscription's whole state):
@@ -465,14 +407,11 @@ impl Journal {
         }
         fs::rename(&temporary, &self.path)?;
         if let Some(dir) = self.path.parent() {
-            log::sync_dir(dir)?;
+            sync_dir(dir)?;
         }
-        self.file = OpenOptions::new().read(true).write(true).open(&self.path)?;
-        self.length = snapshot.len() as u64;
-        self.synced = self.length;
-        self.dirty = false;
-        self.sync_failed = false;
-        self.cut_pending = false;
+        let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        self.file
+            .replace_file(Arc::new(file), snapshot.len() as u64);
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 mod clock;
 mod commit;
 mod dead_letter;
+mod durable_file;
 mod journal;
 mod lock_token;
 mod log;
@@ -13,6 +14,7 @@ mod push;
 mod queue;
 mod record;
 mod retention;
+mod segment;
 mod subscription;
 mod topic;
 
@@ -35,10 +37,10 @@ use tracing::Instrument;
 
 /// The event type the CloudEvents parser produces, re-exported for the store's callers.
 pub use crate::cloudevents::PublishedEvent;
+pub use dead_letter::{DeadLetterReason, LastAttempt};
 pub use gridline_crds::types::namespace::FsyncPolicy;
 pub use lock_token::LockTokenError;
 pub use push::{PushConsumer, PushEvent, PushLease, PushSettle, PushTake};
-pub use subscription::{DeadLetterReason, LastAttempt};
 pub use topic::PUSH_LOCK_DURATION;
 
 /// Cheap to clone (Arc inside). One per data-plane process.
@@ -163,7 +165,7 @@ impl Inner {
             let target = trash.join(format!("{name}.{:016x}", u64::from_ne_bytes(nonce)));
             let topics = self.root.join("topics");
             std::fs::rename(topics.join(name), &target)?;
-            log::sync_dir(&topics)?;
+            durable_file::sync_dir(&topics)?;
             self.metrics.forget_topic(name);
             target
         };

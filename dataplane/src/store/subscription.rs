@@ -20,6 +20,7 @@
 //! ```
 
 use super::clock::Millis;
+use super::dead_letter::{DeadLetterReason, LastAttempt};
 use super::lock_token::{LockToken, LockTokenError};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -55,39 +56,6 @@ pub struct QueuePolicy {
     pub max_delivery_count: u32,
     pub time_to_live: Millis,
     pub dead_letter_topic: Option<String>,
-}
-
-/// Why an event leaves a subscription without being acknowledged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeadLetterReason {
-    MaxDeliveryCountExceeded,
-    TimeToLiveExceeded,
-    Rejected,
-    /// Push delivery: the endpoint answered a status that is never retried (SPEC §C).
-    NonRetryableStatus,
-}
-
-impl DeadLetterReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeadLetterReason::MaxDeliveryCountExceeded => "MaxDeliveryCountExceeded",
-            DeadLetterReason::TimeToLiveExceeded => "TimeToLiveExceeded",
-            DeadLetterReason::Rejected => "Rejected",
-            DeadLetterReason::NonRetryableStatus => "NonRetryableStatus",
-        }
-    }
-}
-
-/// Push delivery: what the last delivery attempt of a dead-lettered event ended with. Only
-/// the dispatcher knows it, so only events it gives up on carry it (not those the store
-/// expires on its own).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LastAttempt {
-    /// The HTTP status, when the endpoint answered at all.
-    pub http_status: Option<u16>,
-    /// A short CamelCase word (`TimedOut`, `ServerError`, `NotFound`, ...).
-    pub outcome: &'static str,
-    pub time: Millis,
 }
 
 /// An event that must leave the subscription: dead-lettered (then `finish_dead_letter`) or
