@@ -1,6 +1,7 @@
 //! Lock tokens: opaque to clients, but they carry everything the store needs to find the lock
 //! (subscription, event address, lock generation) plus random bits that make them unguessable,
-//! and an owner field so that a cluster can later route a token to the pod that issued it.
+//! and an owner field (the issuing pod's `PodIdentity::owner`) so that a cluster can route a
+//! token to the pod that owns its event. A store refuses a token of another owner as `Lost`.
 //!
 //! Layout (big-endian, then base64url without padding):
 //! `version u8 | owner u16 | subscription u32 | address u64 | delivery_count u32 | nonce u64`.
@@ -13,7 +14,8 @@ const ENCODED_BYTES: usize = 1 + 2 + 4 + 8 + 4 + 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LockToken {
-    /// The pod that owns the event (its StatefulSet ordinal); 0 while the store is single-pod.
+    /// The pod that owns the event: its owner number (`PodIdentity::owner`, the StatefulSet
+    /// ordinal; 0 for `local`).
     pub owner: u16,
     /// The subscription's id, unique within the store's topic (see `subscription::SubscriptionId`).
     pub subscription: u32,

@@ -21,6 +21,7 @@ mod topic;
 #[cfg(test)]
 mod tests;
 
+use crate::pod::PodIdentity;
 use clock::Clock;
 use gridline_crds::model::Snapshot;
 use metrics::StoreMetrics;
@@ -65,8 +66,6 @@ pub struct StoreTuning {
     pub segment_bytes: u64,
     /// How often the retention pass (TTL sweep, segment deletion) runs.
     pub retention_period: Duration,
-    /// This pod's id in lock tokens (its StatefulSet ordinal, later).
-    pub owner: u16,
     /// The subscription journal is compacted once larger than this (and than 4× its last
     /// compacted size).
     pub journal_compaction_bytes: u64,
@@ -77,7 +76,6 @@ impl Default for StoreTuning {
         StoreTuning {
             segment_bytes: 64 << 20,
             retention_period: Duration::from_secs(60),
-            owner: 0,
             journal_compaction_bytes: 4 << 20,
         }
     }
@@ -95,6 +93,9 @@ pub(crate) struct Inner {
     clock: Clock,
     metrics: Arc<StoreMetrics>,
     tuning: StoreTuning,
+    /// The owner number of the lock tokens this store issues (`PodIdentity::owner`); tokens
+    /// carrying another are refused as lost.
+    owner: u16,
     /// Every topic with files, served or not.
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     fsync_policy: AtomicU8,
@@ -231,6 +232,7 @@ impl Inner {
             name.to_string(),
             self.root.join("topics").join(name),
             &self.tuning,
+            self.owner,
             self.clock,
             Arc::clone(&self.metrics),
         )?;
@@ -252,15 +254,33 @@ fn is_safe_file_name(name: &str) -> bool {
 }
 
 impl EventStore {
-    /// Open (or create) the store and recover every topic log and subscription state on disk.
+    /// Open (or create) the store and recover every topic log and subscription state on disk,
+    /// as the store of a process outside Kubernetes (`PodIdentity::local()`).
     pub async fn open(options: StoreOptions) -> Result<EventStore, StoreError> {
-        Self::open_tuned(options, StoreTuning::default()).await
+        Self::open_as(options, &PodIdentity::local()).await
+    }
+
+    /// [`EventStore::open`] as the store of pod `pod`: its lock tokens carry the pod's owner
+    /// number.
+    pub async fn open_as(
+        options: StoreOptions,
+        pod: &PodIdentity,
+    ) -> Result<EventStore, StoreError> {
+        Self::open_with(options, pod, StoreTuning::default()).await
     }
 
     /// [`EventStore::open`] with non-default tuning.
     #[doc(hidden)]
     pub async fn open_tuned(
         options: StoreOptions,
+        tuning: StoreTuning,
+    ) -> Result<EventStore, StoreError> {
+        Self::open_with(options, &PodIdentity::local(), tuning).await
+    }
+
+    async fn open_with(
+        options: StoreOptions,
+        pod: &PodIdentity,
         tuning: StoreTuning,
     ) -> Result<EventStore, StoreError> {
         let metrics = Arc::new(StoreMetrics::new().map_err(std::io::Error::other)?);
@@ -271,6 +291,7 @@ impl EventStore {
             clock: Clock::new(),
             metrics,
             tuning,
+            owner: pod.owner(),
             topics: RwLock::new(BTreeMap::new()),
             fsync_policy: AtomicU8::new(ALWAYS),
             fsync_interval_ms: AtomicU64::new(100),
@@ -326,7 +347,7 @@ impl EventStore {
                 Ordering::Relaxed,
             );
             let subscriptions: Vec<_> = snapshot.subscriptions_of(name).collect();
-            if let Err(error) = topic.serve(&subscriptions, inner.tuning.owner) {
+            if let Err(error) = topic.serve(&subscriptions, inner.owner) {
                 tracing::error!(topic = %name, %error, "cannot create subscription state");
             }
             topic.is_served.store(true, Ordering::Release);
@@ -334,7 +355,7 @@ impl EventStore {
         for (name, topic) in inner.topics.read().iter() {
             if !snapshot.topics.contains_key(name) && topic.is_served.swap(false, Ordering::AcqRel)
             {
-                let _ = topic.serve(&[], inner.tuning.owner);
+                let _ = topic.serve(&[], inner.owner);
             }
         }
     }

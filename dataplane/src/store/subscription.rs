@@ -148,7 +148,7 @@ pub struct SubscriptionState {
     timers: BTreeSet<(Millis, u64)>,
     /// Matching events after the cursor (best effort, for the pending gauge).
     pub unread_estimate: u64,
-    /// The owner id tokens carry (the pod ordinal).
+    /// The owner number tokens carry (`PodIdentity::owner`); a token of another is refused.
     owner: u16,
     /// When the configuration stopped serving this subscription (journaled). No event
     /// published after that matches it, so once retention has passed since, its state holds
@@ -771,6 +771,17 @@ mod tests {
         let mut guessed = handout.leases[0].token;
         guessed.nonce ^= 1;
         assert_eq!(state.check_lock(&guessed, 0), Err(LockTokenError::Lost));
+    }
+
+    #[test]
+    fn a_token_of_another_owner_is_refused_as_lost() {
+        let mut state = SubscriptionState::new(1, "s".into(), 0, 3);
+        let handout = receive(&mut state, &[event(0, true)], 0, &policy(false));
+        let issued = handout.leases[0].token;
+        assert_eq!(issued.owner, 3);
+        let foreign = LockToken { owner: 4, ..issued };
+        assert_eq!(state.check_lock(&foreign, 0), Err(LockTokenError::Lost));
+        assert!(state.check_lock(&issued, 0).is_ok());
     }
 
     #[test]

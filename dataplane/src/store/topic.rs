@@ -131,6 +131,7 @@ impl Topic {
         name: String,
         dir: PathBuf,
         tuning: &super::StoreTuning,
+        owner: u16,
         clock: Clock,
         metrics: Arc<StoreMetrics>,
     ) -> io::Result<Arc<Topic>> {
@@ -140,7 +141,7 @@ impl Topic {
         };
         let (log, writer) = Log::open(dir.join("segments"), tuning.segment_bytes, report)?;
         let log = Arc::new(log);
-        let (journal, recovered) = Journal::open(journal::path(&dir), tuning.owner)?;
+        let (journal, recovered) = Journal::open(journal::path(&dir), owner)?;
         let (start, end) = (log.start(), log.end());
         let average_record = average_record_bytes(&log);
         let states: Arc<StateTable> = Arc::new(RwLock::new(
