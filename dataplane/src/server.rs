@@ -12,7 +12,7 @@ use crate::metrics::Metrics;
 use crate::mqtt;
 use crate::pod::PodIdentity;
 use crate::snapshot::{Applier, ReloadPolicy, SharedSnapshot};
-use crate::store::{EventStore, StoreOptions};
+use crate::store::{EventStore, Queues, StoreOptions};
 use crate::tls::ServerTls;
 use anyhow::{Context, bail};
 use std::io::Write;
@@ -119,10 +119,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         ListenerMetrics::register(metrics.registry()).context("cannot register HTTP metrics")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let state = AppState::new(snapshot.clone(), metrics.clone(), store.clone())
-        .context("cannot register the API metrics")?
-        .with_shutdown(stop_rx.clone())
-        .with_push_status(push.status());
+    let state = AppState::new(
+        snapshot.clone(),
+        metrics.clone(),
+        Queues::local(store.clone()),
+    )
+    .context("cannot register the API metrics")?
+    .with_shutdown(stop_rx.clone())
+    .with_push_status(push.status());
     // The broker exists before the listeners: the HTTP listener carries MQTT over WebSockets.
     let broker = mqtt::broker(
         snapshot.clone(),

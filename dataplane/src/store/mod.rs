@@ -12,6 +12,7 @@ mod log;
 mod metrics;
 mod push;
 mod queue;
+mod queues;
 mod record;
 mod retention;
 mod segment;
@@ -42,6 +43,7 @@ pub use dead_letter::{DeadLetterReason, LastAttempt};
 pub use gridline_crds::types::namespace::FsyncPolicy;
 pub use lock_token::LockTokenError;
 pub use push::{PushConsumer, PushEvent, PushLease, PushSettle, PushTake};
+pub use queues::Queues;
 pub use topic::PUSH_LOCK_DURATION;
 
 /// Cheap to clone (Arc inside). One per data-plane process.
