@@ -16,6 +16,7 @@ pub mod listen;
 pub mod log_limit;
 pub mod metrics;
 pub mod mqtt;
+pub mod pod;
 pub mod server;
 pub mod shutdown;
 pub mod snapshot;

@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use gridline_dataplane::config::NamespaceSelection;
 use gridline_dataplane::delivery::TimeScale;
+use gridline_dataplane::pod::PodIdentity;
 use gridline_dataplane::server::{RunOptions, SourceOptions};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -63,6 +64,11 @@ struct RunArgs {
     /// Where the event store keeps its data.
     #[arg(long, value_name = "DIR", default_value = "./.data")]
     data_dir: PathBuf,
+    /// This pod's name, a DNS-1123 label (the operator sets POD_NAME from the pod's
+    /// `metadata.name`). The owner number in the lock tokens this pod issues comes from it:
+    /// the StatefulSet ordinal of `<name>-N`, 0 for `local`, else a hash of the name.
+    #[arg(long, value_name = "NAME", env = "POD_NAME", default_value = "local", value_parser = pod_identity)]
+    pod_name: PodIdentity,
     /// Address of the HTTP listener (health, metrics, the Event Grid API). Port 0 picks one;
     /// the address is printed as `http listening on ADDR`.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
@@ -109,6 +115,10 @@ struct RunArgs {
     test_time_scale: Option<TimeScale>,
 }
 
+fn pod_identity(name: &str) -> Result<PodIdentity, String> {
+    PodIdentity::new(name).map_err(|error| error.to_string())
+}
+
 fn time_scale(text: &str) -> Result<TimeScale, String> {
     let factor: f64 = text
         .parse()
@@ -128,6 +138,7 @@ impl RunArgs {
             source,
             selection: NamespaceSelection::from_option(self.namespace),
             data_dir: self.data_dir,
+            pod: self.pod_name,
             http_addr: self.http_addr,
             mqtt_addr: self.mqtt_addr,
             mqtts_addr: self.mqtts_addr,
@@ -186,4 +197,34 @@ fn init_logging(level: Option<&str>) {
         // Colour codes only for a person at a terminal, not in files and log collectors.
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(extra: &[&str]) -> Result<RunArgs, clap::Error> {
+        let args = ["gridline-dataplane", "run", "--manifests", "m"];
+        let cli = Cli::try_parse_from(args.iter().chain(extra))?;
+        match cli.command {
+            Command::Run(args) => Ok(args),
+            Command::Check { .. } => unreachable!("parsed a run command"),
+        }
+    }
+
+    #[test]
+    fn pod_name_sets_the_pod_identity() {
+        let args = run_args(&["--pod-name", "orders-gridline-2"]).unwrap();
+        assert_eq!(args.pod_name.name(), "orders-gridline-2");
+        assert_eq!(args.pod_name.owner(), 2);
+    }
+
+    #[test]
+    fn a_pod_name_that_is_not_a_dns_label_is_refused_with_the_reason() {
+        let error = run_args(&["--pod-name", "Orders_0"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--pod-name"), "{error}");
+        assert!(error.contains("DNS-1123 label"), "{error}");
+    }
 }

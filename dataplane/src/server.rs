@@ -10,9 +10,10 @@ use crate::http::listener::{HttpLimits, HttpServer, Listener, ListenerMetrics, T
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::mqtt;
+use crate::pod::PodIdentity;
 use crate::shutdown::Stopper;
 use crate::snapshot::{Applier, ReloadPolicy, SharedSnapshot};
-use crate::store::{EventStore, StoreOptions};
+use crate::store::{EventStore, Queues, StoreOptions};
 use crate::tls::ServerTls;
 use anyhow::{Context, bail};
 use std::io::Write;
@@ -38,6 +39,8 @@ pub struct RunOptions {
     pub source: SourceOptions,
     pub selection: NamespaceSelection,
     pub data_dir: PathBuf,
+    /// Who this process is among the Namespace's pods (`--pod-name`).
+    pub pod: PodIdentity,
     pub http_addr: SocketAddr,
     pub mqtt_addr: SocketAddr,
     pub mqtts_addr: SocketAddr,
@@ -65,6 +68,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.data_dir)
         .with_context(|| format!("cannot create data dir {}", options.data_dir.display()))?;
     info!(data_dir = %options.data_dir.display(), "data dir ready");
+    info!(pod = %options.pod, owner = options.pod.owner(), "pod identity");
 
     let budget = ConnectionBudget::from_process_limit();
     let mqtt_cap = capped(
@@ -88,10 +92,13 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let snapshot = SharedSnapshot::new();
     // Recovered before anything is served: a publish is acknowledged only once durable, so
     // the store must be whole before the listener opens.
-    let store = EventStore::open(StoreOptions {
-        data_dir: options.data_dir.clone(),
-        metrics: metrics.clone(),
-    })
+    let store = EventStore::open_as(
+        StoreOptions {
+            data_dir: options.data_dir.clone(),
+            metrics: metrics.clone(),
+        },
+        &options.pod,
+    )
     .await
     .context("cannot open the event store")?;
     info!("event store open");
@@ -113,10 +120,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         ListenerMetrics::register(metrics.registry()).context("cannot register HTTP metrics")?;
 
     let (stop_tx, stop_rx) = Stopper::new();
-    let state = AppState::new(snapshot.clone(), metrics.clone(), store.clone())
-        .context("cannot register the API metrics")?
-        .with_shutdown(stop_rx.clone())
-        .with_push_status(push.status());
+    let state = AppState::new(
+        snapshot.clone(),
+        metrics.clone(),
+        Queues::local(store.clone()),
+    )
+    .context("cannot register the API metrics")?
+    .with_shutdown(stop_rx.clone())
+    .with_push_status(push.status());
     // The broker exists before the listeners: the HTTP listener carries MQTT over WebSockets.
     let broker = mqtt::broker(
         snapshot.clone(),
@@ -200,7 +211,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
                 source.client(),
                 source.k8s_namespace(),
                 push.status(),
-                pod_name(),
+                options.pod.name().to_string(),
             );
             tokio::spawn(writer.run(stop_rx.clone()));
             (ConfigSource::Kubernetes(source), ReloadPolicy::ServeValid)
@@ -327,13 +338,6 @@ fn capped(what: &str, configured: Option<usize>, default: usize, budget: usize) 
         Some(configured) => configured,
         None => default,
     }
-}
-
-/// This pod's name (Kubernetes sets HOSTNAME to it), for messages several pods may write.
-fn pod_name() -> String {
-    std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown".to_string())
 }
 
 /// Resolves on SIGINT or SIGTERM (what Kubernetes sends before killing a pod).

@@ -4,8 +4,10 @@
 //! `data`, any other body `data_base64`, an empty body no data. The event is then validated by
 //! the same rules as a structured one, so both modes store the same normal form.
 
-use super::{BASE64, ParseError, Problem, is_attribute_name, media_type, object_text, validate};
-use crate::store::PublishedEvent;
+use super::{
+    BASE64, ParseError, Problem, PublishedEvent, is_attribute_name, media_type, object_text,
+    validate,
+};
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use base64::Engine;

@@ -16,7 +16,6 @@
 
 pub mod binary;
 
-use crate::store::PublishedEvent;
 use base64::Engine;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -24,6 +23,16 @@ use chrono::DateTime;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::fmt;
+
+/// One validated CloudEvent in the normal form (see the module's documentation): what the
+/// store appends to a topic, evaluates filters on and hands back verbatim.
+pub struct PublishedEvent {
+    /// The event in structured JSON form (top-level attributes, `data` or `data_base64`):
+    /// what filters evaluate.
+    pub attributes: serde_json::Value,
+    /// The same event serialized as JSON: what is stored and returned by `receive` verbatim.
+    pub json: Box<RawValue>,
+}
 
 /// The largest event Gridline takes, as serialized JSON (Event Grid: 1 MB).
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;

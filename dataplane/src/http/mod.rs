@@ -7,7 +7,7 @@ use crate::delivery::StatusBoard;
 use crate::metrics::{self, Metrics};
 use crate::shutdown::StopSignal;
 use crate::snapshot::{Readiness, SharedSnapshot};
-use crate::store::EventStore;
+use crate::store::Queues;
 use api::metrics::ApiMetrics;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
@@ -26,7 +26,8 @@ use tokio::net::TcpListener;
 pub struct AppState {
     pub snapshot: SharedSnapshot,
     pub metrics: Arc<Metrics>,
-    pub store: EventStore,
+    /// Publish, receive and settle: the handlers' only way to the store.
+    pub queues: Queues,
     pub api: Arc<ApiMetrics>,
     /// Shutdown began: long polls end (empty), so it does not wait for them.
     pub draining: StopSignal,
@@ -39,13 +40,13 @@ impl AppState {
     pub fn new(
         snapshot: SharedSnapshot,
         metrics: Arc<Metrics>,
-        store: EventStore,
+        queues: Queues,
     ) -> Result<Self, prometheus::Error> {
         let api = Arc::new(ApiMetrics::register(metrics.registry())?);
         Ok(Self {
             snapshot,
             metrics,
-            store,
+            queues,
             api,
             draining: StopSignal::never(),
             push_status: StatusBoard::default(),
@@ -165,7 +166,7 @@ async fn record_request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreOptions;
+    use crate::store::{EventStore, StoreOptions};
     use axum::body::{Body, to_bytes};
     use tower::ServiceExt;
 
@@ -182,7 +183,7 @@ mod tests {
         })
         .await
         .unwrap();
-        let state = AppState::new(snapshot, metrics, store).unwrap();
+        let state = AppState::new(snapshot, metrics, Queues::local(store)).unwrap();
         (router(state.clone()), state, data)
     }
 

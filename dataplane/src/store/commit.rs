@@ -121,7 +121,7 @@ impl Committer {
         #[cfg(test)]
         let journal = {
             let mut journal = journal;
-            journal.faults = Arc::clone(&writer.faults);
+            journal.share_faults(writer.faults());
             journal
         };
         Committer {
@@ -344,8 +344,8 @@ impl Committer {
 
     /// The failure injection shared by the topic's log and journal (tests only).
     #[cfg(test)]
-    pub fn faults(&self) -> Arc<super::log::Faults> {
-        Arc::clone(&self.files.lock().log.faults)
+    pub fn faults(&self) -> Arc<super::durable_file::Faults> {
+        self.files.lock().log.faults()
     }
 
     /// Refuse new work from now on (the topic's files are being deleted).

@@ -3,11 +3,43 @@
 //! through the ordinary publish path (so it is as durable as any publish), as the original
 //! CloudEvent plus extension attributes saying why, when and from where.
 
-use super::PublishedEvent;
 use super::clock::{Millis, rfc3339};
-use super::subscription::{DeadLetterReason, LastAttempt};
+use crate::cloudevents::PublishedEvent;
 use serde_json::Value;
 use serde_json::value::RawValue;
+
+/// Why an event leaves a subscription without being acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeadLetterReason {
+    MaxDeliveryCountExceeded,
+    TimeToLiveExceeded,
+    Rejected,
+    /// Push delivery: the endpoint answered a status that is never retried (SPEC §C).
+    NonRetryableStatus,
+}
+
+impl DeadLetterReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::MaxDeliveryCountExceeded => "MaxDeliveryCountExceeded",
+            DeadLetterReason::TimeToLiveExceeded => "TimeToLiveExceeded",
+            DeadLetterReason::Rejected => "Rejected",
+            DeadLetterReason::NonRetryableStatus => "NonRetryableStatus",
+        }
+    }
+}
+
+/// Push delivery: what the last delivery attempt of a dead-lettered event ended with. Only
+/// the dispatcher knows it, so only events it gives up on carry it (not those the store
+/// expires on its own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LastAttempt {
+    /// The HTTP status, when the endpoint answered at all.
+    pub http_status: Option<u16>,
+    /// A short CamelCase word (`TimedOut`, `ServerError`, `NotFound`, ...).
+    pub outcome: &'static str,
+    pub time: Millis,
+}
 
 /// Facts about one dead-lettered event.
 pub struct DeadLetter<'a> {

@@ -21,15 +21,13 @@
 //! file. A snapshot carries the `seq` it includes; replay skips records at or below it. That
 //! makes compaction safe while changes keep coming (see `commit.rs`).
 
-use super::log;
-use super::subscription::{EventState, InFlight, SubscriptionState};
+use super::durable_file::{DurableFile, sync_dir};
+use super::subscription::{EventState, InFlight, SubscriptionId, SubscriptionState};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-
-/// A subscription's number within its topic: what event records and lock tokens name.
-pub type SubscriptionId = u32;
+use std::sync::Arc;
 
 const SNAPSHOT: u8 = 1;
 const UPSERT: u8 = 2;
@@ -84,7 +82,40 @@ fn put_entries(buf: &mut Vec<u8>, entries: &[(u64, InFlight)]) {
     }
 }
 
-pub fn encode_upsert(
+/// The record of entries set by a change of `state` (and its cursor), with the next `seq`.
+pub fn upsert_record(
+    state: &mut SubscriptionState,
+    entries: &[(u64, InFlight)],
+    buf: &mut Vec<u8>,
+) {
+    let seq = state.next_seq();
+    encode_upsert(buf, state.id, seq, state.cursor, entries);
+}
+
+/// The record of entries removed by a change of `state`, with the next `seq`.
+pub fn remove_record(state: &mut SubscriptionState, addresses: &[u64], buf: &mut Vec<u8>) {
+    let seq = state.next_seq();
+    encode_remove(buf, state.id, seq, addresses);
+}
+
+/// The record of `state`'s retirement (after `retire` or `revive`), with the next `seq`.
+pub fn retire_record(state: &mut SubscriptionState, buf: &mut Vec<u8>) {
+    let seq = state.next_seq();
+    encode_retire(buf, state.id, seq, state.retired_at);
+}
+
+/// The record that forgets `state`'s subscription, with the next `seq`.
+pub fn forget_record(state: &mut SubscriptionState, buf: &mut Vec<u8>) {
+    let seq = state.next_seq();
+    encode_forget(buf, state.id, seq);
+}
+
+/// The record of `state` whole (creation and compaction).
+pub fn snapshot_record(state: &SubscriptionState, buf: &mut Vec<u8>) {
+    encode_snapshot(buf, state);
+}
+
+fn encode_upsert(
     buf: &mut Vec<u8>,
     id: SubscriptionId,
     seq: u64,
@@ -97,7 +128,7 @@ pub fn encode_upsert(
     finish(buf, start);
 }
 
-pub fn encode_remove(buf: &mut Vec<u8>, id: SubscriptionId, seq: u64, addresses: &[u64]) {
+fn encode_remove(buf: &mut Vec<u8>, id: SubscriptionId, seq: u64, addresses: &[u64]) {
     let start = begin(buf, REMOVE, id, seq);
     buf.extend_from_slice(
         &u32::try_from(addresses.len())
@@ -110,7 +141,7 @@ pub fn encode_remove(buf: &mut Vec<u8>, id: SubscriptionId, seq: u64, addresses:
     finish(buf, start);
 }
 
-pub fn encode_snapshot(buf: &mut Vec<u8>, state: &SubscriptionState) {
+fn encode_snapshot(buf: &mut Vec<u8>, state: &SubscriptionState) {
     let start = begin(buf, SNAPSHOT, state.id, state.seq);
     let name = state.name.as_bytes();
     buf.extend_from_slice(&u16::try_from(name.len()).unwrap_or(u16::MAX).to_le_bytes());
@@ -125,13 +156,13 @@ pub fn encode_snapshot(buf: &mut Vec<u8>, state: &SubscriptionState) {
 }
 
 /// `retired_at`: `None` when the subscription is served again.
-pub fn encode_retire(buf: &mut Vec<u8>, id: SubscriptionId, seq: u64, retired_at: Option<i64>) {
+fn encode_retire(buf: &mut Vec<u8>, id: SubscriptionId, seq: u64, retired_at: Option<i64>) {
     let start = begin(buf, RETIRE, id, seq);
     buf.extend_from_slice(&retired_at.unwrap_or(0).to_le_bytes());
     finish(buf, start);
 }
 
-pub fn encode_forget(buf: &mut Vec<u8>, id: SubscriptionId, seq: u64) {
+fn encode_forget(buf: &mut Vec<u8>, id: SubscriptionId, seq: u64) {
     let start = begin(buf, FORGET, id, seq);
     finish(buf, start);
 }
@@ -275,20 +306,11 @@ fn apply(
     parsed.is_some()
 }
 
-/// The journal file of one topic. Only the committer writes it. Failed writes and fsyncs are
-/// handled as for the log (see `LogWriter`).
+/// The journal file of one topic. Only the committer writes it; failed writes and fsyncs are
+/// handled as for the log (`DurableFile`).
 pub struct Journal {
     path: PathBuf,
-    file: File,
-    length: u64,
-    dirty: bool,
-    /// Where the last successful fsync left the file.
-    synced: u64,
-    sync_failed: bool,
-    /// The file still runs past `length` (a cut failed): cut it before the next append.
-    cut_pending: bool,
-    #[cfg(test)]
-    pub faults: std::sync::Arc<super::log::Faults>,
+    file: DurableFile,
 }
 
 impl Journal {
@@ -332,92 +354,42 @@ impl Journal {
             file.sync_all()?;
         }
         if let Some(dir) = path.parent() {
-            log::sync_dir(dir)?;
+            sync_dir(dir)?;
         }
         let journal = Journal {
             path,
-            file,
-            length: offset as u64,
-            dirty: false,
-            synced: offset as u64,
-            sync_failed: false,
-            cut_pending: false,
-            #[cfg(test)]
-            faults: std::sync::Arc::default(),
+            file: DurableFile::new(Arc::new(file), offset as u64),
         };
         Ok((journal, states))
     }
 
     pub fn len(&self) -> u64 {
-        self.length
+        self.file.len()
     }
 
     /// Append records; on failure nothing of `bytes` stays.
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        if self.cut_pending {
-            self.file.set_len(self.length)?;
-            self.cut_pending = false;
-        }
-        let written = log::write_at(
-            &self.file,
-            bytes,
-            self.length,
-            #[cfg(test)]
-            &self.faults,
-        );
-        if let Err(error) = written {
-            self.cut_back(self.length);
-            return Err(error);
-        }
-        self.length += bytes.len() as u64;
-        self.dirty = true;
-        Ok(())
+        self.file.append(bytes)
     }
 
     /// Forget what was appended from `length` on (a failed round's records).
     pub fn cut_back(&mut self, length: u64) {
-        self.length = length.min(self.length);
-        self.synced = self.synced.min(self.length);
-        self.dirty = true;
-        self.cut_pending = self.file.set_len(self.length).is_err();
+        self.file.cut_back(length);
     }
 
-    /// fsync; after a failed one, write the unsynced bytes again first (see `LogWriter::sync`).
+    /// fsync; after a failed one, the unsynced bytes are written again first.
     pub fn sync(&mut self) -> io::Result<()> {
-        if !self.dirty {
-            return Ok(());
-        }
-        if self.sync_failed {
-            log::rewrite(
-                &self.file,
-                self.synced - self.synced % log::PAGE_BYTES,
-                self.length,
-            )?;
-        }
-        let synced = log::sync_data(
-            &self.file,
-            #[cfg(test)]
-            &self.faults,
-        );
-        match synced {
-            Ok(()) => {
-                self.dirty = false;
-                self.sync_failed = false;
-                self.synced = self.length;
-                Ok(())
-            }
-            Err(error) => {
-                self.sync_failed = true;
-                Err(error)
-            }
-        }
+        self.file.sync()
     }
 
     pub fn is_dirty(&self) -> bool {
-        self.dirty
+        self.file.is_dirty()
+    }
+
+    /// Fail as the log's failure injection says (tests only: a topic's files share one).
+    #[cfg(test)]
+    pub fn share_faults(&mut self, faults: Arc<super::durable_file::Faults>) {
+        self.file.faults = faults;
     }
 
     /// Replace the journal by `snapshot` (the records of every subscription's whole state):
@@ -435,14 +407,11 @@ impl Journal {
         }
         fs::rename(&temporary, &self.path)?;
         if let Some(dir) = self.path.parent() {
-            log::sync_dir(dir)?;
+            sync_dir(dir)?;
         }
-        self.file = OpenOptions::new().read(true).write(true).open(&self.path)?;
-        self.length = snapshot.len() as u64;
-        self.synced = self.length;
-        self.dirty = false;
-        self.sync_failed = false;
-        self.cut_pending = false;
+        let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        self.file
+            .replace_file(Arc::new(file), snapshot.len() as u64);
         Ok(())
     }
 }
@@ -471,13 +440,17 @@ mod tests {
     fn sample_state() -> (SubscriptionState, Vec<u8>) {
         let mut state = SubscriptionState::new(4, "orders-sub".into(), 100, 0);
         let mut buf = Vec::new();
-        state.snapshot_record(&mut buf);
+        snapshot_record(&state, &mut buf);
         state.cursor = 200;
         state.set(100, locked(1, 1000));
         state.set(150, locked(2, 2000));
-        state.upsert_record(&[(100, locked(1, 1000)), (150, locked(2, 2000))], &mut buf);
+        upsert_record(
+            &mut state,
+            &[(100, locked(1, 1000)), (150, locked(2, 2000))],
+            &mut buf,
+        );
         state.remove(100);
-        state.remove_record(&[100], &mut buf);
+        remove_record(&mut state, &[100], &mut buf);
         (state, buf)
     }
 
@@ -504,7 +477,7 @@ mod tests {
         // A compaction snapshot taken after every change, then changes it already holds
         // (queued before the snapshot was taken, written after it).
         let mut buf = Vec::new();
-        state.snapshot_record(&mut buf);
+        snapshot_record(&state, &mut buf);
         encode_upsert(&mut buf, 4, 1, 200, &[(100, locked(1, 1000))]);
         encode_snapshot(
             &mut buf,
@@ -531,7 +504,7 @@ mod tests {
         assert_eq!(states[&4].retired_at, Some(1_000));
 
         let mut compacted = Vec::new();
-        states[&4].snapshot_record(&mut compacted);
+        snapshot_record(&states[&4], &mut compacted);
         let revived = states[&4].seq + 1;
         encode_retire(&mut compacted, 4, revived, None);
         fs::write(&path, &compacted).unwrap();

@@ -1,6 +1,7 @@
 //! Lock tokens: opaque to clients, but they carry everything the store needs to find the lock
 //! (subscription, event address, lock generation) plus random bits that make them unguessable,
-//! and an owner field so that a cluster can later route a token to the pod that issued it.
+//! and an owner field (the issuing pod's `PodIdentity::owner`) so that a cluster can route a
+//! token to the pod that owns its event. A store refuses a token of another owner as `Lost`.
 //!
 //! Layout (big-endian, then base64url without padding):
 //! `version u8 | owner u16 | subscription u32 | address u64 | delivery_count u32 | nonce u64`.
@@ -13,9 +14,10 @@ const ENCODED_BYTES: usize = 1 + 2 + 4 + 8 + 4 + 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LockToken {
-    /// The pod that owns the event (its StatefulSet ordinal); 0 while the store is single-pod.
+    /// The pod that owns the event: its owner number (`PodIdentity::owner`, the StatefulSet
+    /// ordinal; 0 for `local`).
     pub owner: u16,
-    /// The subscription's id, unique within the store's topic (see `journal::SubscriptionId`).
+    /// The subscription's id, unique within the store's topic (see `subscription::SubscriptionId`).
     pub subscription: u32,
     /// The event's address in its topic log.
     pub address: u64,
@@ -57,6 +59,20 @@ impl LockToken {
             nonce: u64::from_be_bytes(field(19..27).try_into().ok()?),
         })
     }
+}
+
+/// Per-token failures; the HTTP layer turns them into Event Grid's `failedLockTokens` entries.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum LockTokenError {
+    /// Not a token this store issues (malformed). Event Grid code "BadToken".
+    #[error("the lock token is malformed")]
+    Malformed,
+    /// A well-formed token whose lock expired or was already settled. Event Grid code "TokenLost".
+    #[error("the lock for this token was lost: it expired or the event was already settled")]
+    Lost,
+    /// A well-formed token of another subscription.
+    #[error("the lock token does not belong to this subscription")]
+    WrongSubscription,
 }
 
 /// `count` random nonces from one call to the operating system's generator (one syscall per

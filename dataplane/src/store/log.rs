@@ -14,21 +14,18 @@
 //! `Interval` policy, written).
 
 use super::clock::Millis;
-use super::record::{
-    self, Corruption, EVENT_FIXED_BYTES, EventView, Parsed, RECORD_HEADER_BYTES, parse,
-};
+use super::durable_file::{DurableFile, sync_dir};
+use super::record::{self, Corruption, EventView, Parsed, RECORD_HEADER_BYTES, parse};
+use super::segment::Segment;
 use parking_lot::RwLock;
 use prometheus::IntCounterVec;
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-
-/// Unknown first publish time (an empty segment).
-const NO_TIME: Millis = i64::MIN;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use super::record::encode_event;
 
@@ -80,33 +77,6 @@ impl Record {
     }
 }
 
-pub struct Segment {
-    pub base: u64,
-    file: File,
-    path: PathBuf,
-    /// The first record's publish time, `NO_TIME` while the segment is empty.
-    first_publish_time: AtomicI64,
-    /// The newest record's publish time, known for segments written or scanned by this
-    /// process (`NO_TIME` otherwise: then the next segment's first time bounds it).
-    newest_publish_time: AtomicI64,
-}
-
-impl Segment {
-    fn first_publish_time(&self) -> Option<Millis> {
-        match self.first_publish_time.load(Ordering::Acquire) {
-            NO_TIME => None,
-            time => Some(time),
-        }
-    }
-
-    fn newest_publish_time(&self) -> Option<Millis> {
-        match self.newest_publish_time.load(Ordering::Acquire) {
-            NO_TIME => None,
-            time => Some(time),
-        }
-    }
-}
-
 /// Where a log reports the corrupt ranges it finds.
 pub struct CorruptionReport {
     pub topic: String,
@@ -130,98 +100,8 @@ pub struct Log {
 /// The committer's handle on the active segment. Only one exists per log.
 pub struct LogWriter {
     active: Arc<Segment>,
-    /// Bytes written to the active segment.
-    position: u64,
-    /// Written (or cut) since the last `sync`.
-    dirty: bool,
-    /// Where the active segment's last successful fsync left it.
-    synced: u64,
-    /// The last fsync failed: see `sync`.
-    sync_failed: bool,
-    /// The file still runs past `position` (a cut failed): cut it before the next append.
-    cut_pending: bool,
-    #[cfg(test)]
-    pub faults: Arc<Faults>,
-}
-
-/// Test-only failure injection for the writes and fsyncs of one topic's files (log and
-/// journal share one).
-#[cfg(test)]
-#[derive(Default)]
-pub struct Faults {
-    /// The next write writes half its bytes, then fails with this error (ENOSPC midway).
-    pub write: parking_lot::Mutex<Option<io::ErrorKind>>,
-    /// The next fsync fails with this error.
-    pub sync: parking_lot::Mutex<Option<io::ErrorKind>>,
-}
-
-/// Positioned write of all of `bytes` (failing as a test's `Faults` says).
-pub(super) fn write_at(
-    file: &File,
-    bytes: &[u8],
-    offset: u64,
-    #[cfg(test)] faults: &Faults,
-) -> io::Result<()> {
-    #[cfg(test)]
-    if let Some(kind) = faults.write.lock().take() {
-        file.write_all_at(&bytes[..bytes.len() / 2], offset)?;
-        return Err(kind.into());
-    }
-    file.write_all_at(bytes, offset)
-}
-
-/// fdatasync (failing as a test's `Faults` says).
-pub(super) fn sync_data(file: &File, #[cfg(test)] faults: &Faults) -> io::Result<()> {
-    #[cfg(test)]
-    if let Some(kind) = faults.sync.lock().take() {
-        return Err(kind.into());
-    }
-    file.sync_data()
-}
-
-/// The page size assumed when rewriting after a failed fsync (a multiple of the real one
-/// rewrites a little more, never less).
-pub(super) const PAGE_BYTES: u64 = 4096;
-
-/// Write `file`'s bytes `from..to` again, as they are in the page cache, so that they are dirty
-/// again and the next fsync really writes them.
-pub(super) fn rewrite(file: &File, from: u64, to: u64) -> io::Result<()> {
-    const STEP: u64 = 1 << 20;
-    let mut buffer = Vec::new();
-    let mut at = from;
-    while at < to {
-        let length = (to - at).min(STEP);
-        buffer.resize(length as usize, 0);
-        file.read_exact_at(&mut buffer, at)?;
-        file.write_all_at(&buffer, at)?;
-        at += length;
-    }
-    Ok(())
-}
-
-fn segment_path(dir: &Path, base: u64) -> PathBuf {
-    dir.join(format!("{base:020}.log"))
-}
-
-fn open_segment(path: PathBuf, base: u64, create: bool) -> io::Result<Segment> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .truncate(false)
-        .open(&path)?;
-    Ok(Segment {
-        base,
-        file,
-        path,
-        first_publish_time: AtomicI64::new(NO_TIME),
-        newest_publish_time: AtomicI64::new(NO_TIME),
-    })
-}
-
-/// Make a directory entry (a new or removed file) durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    /// The active segment's file; its length is the bytes written to the segment.
+    file: DurableFile,
 }
 
 impl Log {
@@ -252,7 +132,7 @@ impl Log {
         // becomes active again, so the active segment's newest time is always known.
         while bases.len() > 1 {
             let Some(&last) = bases.last() else { break };
-            let path = segment_path(&dir, last);
+            let path = Segment::path_in(&dir, last);
             if fs::metadata(&path)?.len() > 0 {
                 break;
             }
@@ -262,22 +142,18 @@ impl Log {
         }
         let mut segments = BTreeMap::new();
         for &base in &bases {
-            let segment = open_segment(segment_path(&dir, base), base, false)?;
-            if let Some(time) = read_first_publish_time(&segment.file)? {
-                segment.first_publish_time.store(time, Ordering::Release);
-            }
-            segments.insert(base, Arc::new(segment));
+            segments.insert(base, Arc::new(Segment::open(&dir, base)?));
         }
         let active = match segments.last_key_value() {
             Some((_, segment)) => Arc::clone(segment),
             None => {
-                let segment = Arc::new(open_segment(segment_path(&dir, 0), 0, true)?);
+                let segment = Arc::new(Segment::create(&dir, 0)?);
                 sync_dir(&dir)?;
                 segments.insert(0, Arc::clone(&segment));
                 segment
             }
         };
-        let (position, bad) = recover_active(&active)?;
+        let (position, bad) = active.recover()?;
         let log = Log {
             dir,
             segments: RwLock::new(segments),
@@ -295,14 +171,8 @@ impl Log {
             );
         }
         let writer = LogWriter {
+            file: DurableFile::new(Arc::clone(&active.file), position),
             active,
-            position,
-            dirty: false,
-            synced: position,
-            sync_failed: false,
-            cut_pending: false,
-            #[cfg(test)]
-            faults: Arc::default(),
         };
         Ok((log, writer))
     }
@@ -466,7 +336,7 @@ impl Log {
         segment_end: u64,
     ) -> io::Result<u64> {
         let (offset, end) = (address - segment.base, segment_end - segment.base);
-        let next = record::find_record(&segment.file, offset + 1, end)?.unwrap_or(end);
+        let next = record::find_record(&*segment.file, offset + 1, end)?.unwrap_or(end);
         let mut head = [0u8; RECORD_HEADER_BYTES];
         let head_len = usize::try_from(end - offset).map_or(head.len(), |n| n.min(head.len()));
         segment.file.read_exact_at(&mut head[..head_len], offset)?;
@@ -558,45 +428,16 @@ impl Log {
 impl LogWriter {
     /// The address the next appended byte gets.
     pub fn end(&self) -> u64 {
-        self.active.base + self.position
+        self.active.base + self.file.len()
     }
 
     /// Write encoded records (one or more whole batches) at the end of the active segment.
     /// On failure nothing of `bytes` stays: what part was written is cut off, so the next
     /// append starts at a record boundary.
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        if self.cut_pending {
-            self.active.file.set_len(self.position)?;
-            self.cut_pending = false;
-        }
-        let written = write_at(
-            &self.active.file,
-            bytes,
-            self.position,
-            #[cfg(test)]
-            &self.faults,
-        );
-        if let Err(error) = written {
-            self.cut_back(self.active.base + self.position);
-            return Err(error);
-        }
-        if self.position == 0
-            && let Some(first) = record_times(bytes).next()
-        {
-            self.active
-                .first_publish_time
-                .store(first, Ordering::Release);
-        }
-        if let Some(newest) = record_times(bytes).max() {
-            self.active
-                .newest_publish_time
-                .fetch_max(newest, Ordering::AcqRel);
-        }
-        self.position += bytes.len() as u64;
-        self.dirty = true;
+        let was_empty = self.file.len() == 0;
+        self.file.append(bytes)?;
+        self.active.note_appended(bytes, was_empty);
         Ok(())
     }
 
@@ -604,47 +445,23 @@ impl LogWriter {
     /// exposed): the file is cut there now, or before the next append if the cut fails. The
     /// cut is made durable by the next `sync`.
     pub fn cut_back(&mut self, end: u64) {
-        let position = end.saturating_sub(self.active.base).min(self.position);
-        self.position = position;
-        self.synced = self.synced.min(position);
-        self.dirty = true;
-        self.cut_pending = self.active.file.set_len(position).is_err();
+        self.file.cut_back(end.saturating_sub(self.active.base));
     }
 
-    /// Make every appended byte durable. After a failed fsync the kernel may have marked the
-    /// pages it could not write clean (the "fsyncgate" behaviour of Linux): a later fsync
-    /// would succeed without writing them. So the next attempt first writes everything since
-    /// the last successful fsync again (from its page, as the page cache holds it), and only a
-    /// successful fsync after that counts.
+    /// Make every appended byte durable (see `DurableFile::sync` for what follows a failed
+    /// fsync).
     pub fn sync(&mut self) -> io::Result<()> {
-        if !self.dirty {
-            return Ok(());
-        }
-        let file = &self.active.file;
-        if self.sync_failed {
-            rewrite(file, self.synced - self.synced % PAGE_BYTES, self.position)?;
-        }
-        let synced = sync_data(
-            file,
-            #[cfg(test)]
-            &self.faults,
-        );
-        match synced {
-            Ok(()) => {
-                self.dirty = false;
-                self.sync_failed = false;
-                self.synced = self.position;
-                Ok(())
-            }
-            Err(error) => {
-                self.sync_failed = true;
-                Err(error)
-            }
-        }
+        self.file.sync()
     }
 
     pub fn is_dirty(&self) -> bool {
-        self.dirty
+        self.file.is_dirty()
+    }
+
+    /// The failure injection of this log's files (tests only).
+    #[cfg(test)]
+    pub fn faults(&self) -> Arc<super::durable_file::Faults> {
+        Arc::clone(&self.file.faults)
     }
 
     /// Let readers see everything appended so far.
@@ -656,64 +473,18 @@ impl LogWriter {
     /// fsyncs even under the `Interval` policy, so that only the last segment can have a torn
     /// tail.
     pub fn roll_if_full(&mut self, log: &Log) -> io::Result<()> {
-        if self.position < log.segment_bytes {
+        if self.file.len() < log.segment_bytes {
             return Ok(());
         }
-        self.dirty = true;
-        self.sync()?;
+        self.file.sync_always()?;
         let base = self.end();
-        let segment = Arc::new(open_segment(segment_path(&log.dir, base), base, true)?);
+        let segment = Arc::new(Segment::create(&log.dir, base)?);
         sync_dir(&log.dir)?;
         log.segments.write().insert(base, Arc::clone(&segment));
+        self.file.replace_file(Arc::clone(&segment.file), 0);
         self.active = segment;
-        self.position = 0;
-        self.synced = 0;
-        self.dirty = false;
         Ok(())
     }
-}
-
-/// The publish times of the records in `bytes` (encoded by this process, so not checked).
-fn record_times(bytes: &[u8]) -> impl Iterator<Item = Millis> + '_ {
-    let mut offset = 0usize;
-    std::iter::from_fn(move || {
-        let header = bytes.get(offset..offset + RECORD_HEADER_BYTES + 9)?;
-        let body_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let mut time = [0u8; 8];
-        time.copy_from_slice(&header[RECORD_HEADER_BYTES + 1..]);
-        offset += RECORD_HEADER_BYTES + body_len;
-        Some(i64::from_le_bytes(time))
-    })
-}
-
-/// The publish time of a segment's first valid record (a damaged first record must not give
-/// retention a wrong age), `None` for a segment without one.
-fn read_first_publish_time(file: &File) -> io::Result<Option<Millis>> {
-    let length = file.metadata()?.len();
-    // Usually the first record is whole: read just it. A scan only after damage.
-    let mut head = [0u8; RECORD_HEADER_BYTES + EVENT_FIXED_BYTES];
-    if length < head.len() as u64 {
-        return Ok(None);
-    }
-    file.read_exact_at(&mut head, 0)?;
-    // A length past any record's is refused by `parse` from the header alone.
-    let claimed = (RECORD_HEADER_BYTES as u64
-        + u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]])))
-    .min(length)
-    .min(9 << 20);
-    let mut first_record = vec![0u8; claimed as usize];
-    file.read_exact_at(&mut first_record, 0)?;
-    let first = match parse(&first_record, 0) {
-        Parsed::Event(_) => 0,
-        Parsed::Incomplete(_) | Parsed::Invalid => match record::find_record(file, 1, length)? {
-            Some(first) => first,
-            None => return Ok(None),
-        },
-    };
-    file.read_exact_at(&mut head, first)?;
-    let mut time = [0u8; 8];
-    time.copy_from_slice(&head[RECORD_HEADER_BYTES + 1..RECORD_HEADER_BYTES + 9]);
-    Ok(Some(i64::from_le_bytes(time)))
 }
 
 /// The offset in `bytes` (read at address `start`) of the first record that is not valid,
@@ -732,40 +503,11 @@ fn first_bad_record(bytes: &[u8], start: u64, segment_end: u64) -> Option<usize>
     None
 }
 
-/// Scan the active segment: cut a torn tail (bytes after the last valid record holding no
-/// valid record), and return the valid length and the bad ranges with valid records after
-/// them (to quarantine).
-fn recover_active(segment: &Segment) -> io::Result<(u64, Vec<record::BadRange>)> {
-    let length = segment.file.metadata()?.len();
-    let scan = record::scan(&segment.file, segment.base, length, |view| {
-        segment
-            .newest_publish_time
-            .fetch_max(view.publish_time, Ordering::AcqRel);
-    })?;
-    let valid = scan.records_end;
-    if valid < length {
-        tracing::warn!(
-            segment = %segment.path.display(),
-            kept = valid,
-            cut = length - valid,
-            "cutting a torn tail off the event log"
-        );
-        segment.file.set_len(valid)?;
-        segment.file.sync_all()?;
-    }
-    if valid == 0 {
-        segment.first_publish_time.store(NO_TIME, Ordering::Release);
-        segment
-            .newest_publish_time
-            .store(NO_TIME, Ordering::Release);
-    }
-    Ok((valid, scan.bad))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::metrics::StoreMetrics;
+    use std::path::Path;
 
     fn open_counted(path: &Path, segment_bytes: u64) -> (Log, LogWriter, IntCounterVec) {
         let counter = StoreMetrics::new().unwrap().corrupt_records;
@@ -861,7 +603,7 @@ mod tests {
             log.end()
         };
         // Half a record at the end, as a kill -9 mid-write leaves it.
-        let segment = segment_path(&path, 0);
+        let segment = Segment::path_in(&path, 0);
         let mut partial = Vec::new();
         encode_event(&mut partial, 2, &[7], b"{\"torn\":true}");
         let mut bytes = fs::read(&segment).unwrap();
@@ -883,7 +625,7 @@ mod tests {
             let (log, mut writer) = open(&path, 1 << 20);
             append_events(&mut writer, &log, 4, 1);
         }
-        let segment = segment_path(&path, 0);
+        let segment = Segment::path_in(&path, 0);
         let mut bytes = fs::read(&segment).unwrap();
         let last = bytes.len() - 2;
         bytes[last] ^= 0xff;
@@ -940,7 +682,7 @@ mod tests {
             append_events(&mut writer, &log, 10, 1);
             log.end()
         };
-        let segment = segment_path(&path, 0);
+        let segment = Segment::path_in(&path, 0);
         let offsets = record_offsets(&segment);
         flip(&segment, offsets[4] + 20);
 
@@ -969,7 +711,7 @@ mod tests {
             let (log, mut writer) = open(&path, 1 << 20);
             append_events(&mut writer, &log, 10, 1);
         }
-        let segment = segment_path(&path, 0);
+        let segment = Segment::path_in(&path, 0);
         let offsets = record_offsets(&segment);
         // The length's third byte: the record now claims to run far past the segment's end.
         flip(&segment, offsets[6] + 2);
@@ -990,7 +732,7 @@ mod tests {
             }
             assert!(log.segment_count() > 2);
         }
-        let sealed = segment_path(&path, 0);
+        let sealed = Segment::path_in(&path, 0);
         let offsets = record_offsets(&sealed);
         flip(&sealed, offsets[1] + 2);
         let (log, _writer, counter) = open_counted(&path, 100);
@@ -1040,7 +782,7 @@ mod tests {
             append_events(&mut writer, &log, 3, 1);
             append_events(&mut writer, &log, 3, 2);
         }
-        let segment = segment_path(&path, 0);
+        let segment = Segment::path_in(&path, 0);
         let offsets = record_offsets(&segment);
         let (log, _writer) = open(&path, 1 << 20);
         // Damaged after recovery (a bad sector read later): found by the reader.

@@ -5,20 +5,24 @@
 mod clock;
 mod commit;
 mod dead_letter;
+mod durable_file;
 mod journal;
 mod lock_token;
 mod log;
 mod metrics;
 mod push;
 mod queue;
+mod queues;
 mod record;
 mod retention;
+mod segment;
 mod subscription;
 mod topic;
 
 #[cfg(test)]
 mod tests;
 
+use crate::pod::PodIdentity;
 use clock::Clock;
 use gridline_crds::model::Snapshot;
 use metrics::StoreMetrics;
@@ -33,9 +37,13 @@ use tokio::sync::Notify;
 use topic::{Subscription, Topic};
 use tracing::Instrument;
 
+/// The event type the CloudEvents parser produces, re-exported for the store's callers.
+pub use crate::cloudevents::PublishedEvent;
+pub use dead_letter::{DeadLetterReason, LastAttempt};
 pub use gridline_crds::types::namespace::FsyncPolicy;
+pub use lock_token::LockTokenError;
 pub use push::{PushConsumer, PushEvent, PushLease, PushSettle, PushTake};
-pub use subscription::{DeadLetterReason, LastAttempt};
+pub use queues::Queues;
 pub use topic::PUSH_LOCK_DURATION;
 
 /// Cheap to clone (Arc inside). One per data-plane process.
@@ -60,8 +68,6 @@ pub struct StoreTuning {
     pub segment_bytes: u64,
     /// How often the retention pass (TTL sweep, segment deletion) runs.
     pub retention_period: Duration,
-    /// This pod's id in lock tokens (its StatefulSet ordinal, later).
-    pub owner: u16,
     /// The subscription journal is compacted once larger than this (and than 4× its last
     /// compacted size).
     pub journal_compaction_bytes: u64,
@@ -72,7 +78,6 @@ impl Default for StoreTuning {
         StoreTuning {
             segment_bytes: 64 << 20,
             retention_period: Duration::from_secs(60),
-            owner: 0,
             journal_compaction_bytes: 4 << 20,
         }
     }
@@ -90,6 +95,9 @@ pub(crate) struct Inner {
     clock: Clock,
     metrics: Arc<StoreMetrics>,
     tuning: StoreTuning,
+    /// The owner number of the lock tokens this store issues (`PodIdentity::owner`); tokens
+    /// carrying another are refused as lost.
+    owner: u16,
     /// Every topic with files, served or not.
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     fsync_policy: AtomicU8,
@@ -160,7 +168,7 @@ impl Inner {
             let target = trash.join(format!("{name}.{:016x}", u64::from_ne_bytes(nonce)));
             let topics = self.root.join("topics");
             std::fs::rename(topics.join(name), &target)?;
-            log::sync_dir(&topics)?;
+            durable_file::sync_dir(&topics)?;
             self.metrics.forget_topic(name);
             target
         };
@@ -226,6 +234,7 @@ impl Inner {
             name.to_string(),
             self.root.join("topics").join(name),
             &self.tuning,
+            self.owner,
             self.clock,
             Arc::clone(&self.metrics),
         )?;
@@ -247,15 +256,33 @@ fn is_safe_file_name(name: &str) -> bool {
 }
 
 impl EventStore {
-    /// Open (or create) the store and recover every topic log and subscription state on disk.
+    /// Open (or create) the store and recover every topic log and subscription state on disk,
+    /// as the store of a process outside Kubernetes (`PodIdentity::local()`).
     pub async fn open(options: StoreOptions) -> Result<EventStore, StoreError> {
-        Self::open_tuned(options, StoreTuning::default()).await
+        Self::open_as(options, &PodIdentity::local()).await
+    }
+
+    /// [`EventStore::open`] as the store of pod `pod`: its lock tokens carry the pod's owner
+    /// number.
+    pub async fn open_as(
+        options: StoreOptions,
+        pod: &PodIdentity,
+    ) -> Result<EventStore, StoreError> {
+        Self::open_with(options, pod, StoreTuning::default()).await
     }
 
     /// [`EventStore::open`] with non-default tuning.
     #[doc(hidden)]
     pub async fn open_tuned(
         options: StoreOptions,
+        tuning: StoreTuning,
+    ) -> Result<EventStore, StoreError> {
+        Self::open_with(options, &PodIdentity::local(), tuning).await
+    }
+
+    async fn open_with(
+        options: StoreOptions,
+        pod: &PodIdentity,
         tuning: StoreTuning,
     ) -> Result<EventStore, StoreError> {
         let metrics = Arc::new(StoreMetrics::new().map_err(std::io::Error::other)?);
@@ -266,6 +293,7 @@ impl EventStore {
             clock: Clock::new(),
             metrics,
             tuning,
+            owner: pod.owner(),
             topics: RwLock::new(BTreeMap::new()),
             fsync_policy: AtomicU8::new(ALWAYS),
             fsync_interval_ms: AtomicU64::new(100),
@@ -321,7 +349,7 @@ impl EventStore {
                 Ordering::Relaxed,
             );
             let subscriptions: Vec<_> = snapshot.subscriptions_of(name).collect();
-            if let Err(error) = topic.serve(&subscriptions, inner.tuning.owner) {
+            if let Err(error) = topic.serve(&subscriptions, inner.owner) {
                 tracing::error!(topic = %name, %error, "cannot create subscription state");
             }
             topic.is_served.store(true, Ordering::Release);
@@ -329,7 +357,7 @@ impl EventStore {
         for (name, topic) in inner.topics.read().iter() {
             if !snapshot.topics.contains_key(name) && topic.is_served.swap(false, Ordering::AcqRel)
             {
-                let _ = topic.serve(&[], inner.tuning.owner);
+                let _ = topic.serve(&[], inner.owner);
             }
         }
     }
@@ -446,15 +474,6 @@ fn recover(inner: &Inner) -> std::io::Result<()> {
     Ok(())
 }
 
-/// One validated CloudEvent, as the HTTP layer parsed it.
-pub struct PublishedEvent {
-    /// The event in structured JSON form (top-level attributes, `data` or `data_base64`):
-    /// what filters evaluate.
-    pub attributes: serde_json::Value,
-    /// The same event serialized as JSON: what is stored and returned by `receive` verbatim.
-    pub json: Box<RawValue>,
-}
-
 /// One event handed out by `receive`, locked for the subscription's lock duration.
 pub struct ReceivedEvent {
     pub lock_token: String,
@@ -484,20 +503,6 @@ pub struct SettleOutcome {
 pub struct FailedLockToken {
     pub lock_token: String,
     pub error: LockTokenError,
-}
-
-/// Per-token failures; the HTTP layer turns them into Event Grid's `failedLockTokens` entries.
-#[derive(Debug, PartialEq, thiserror::Error)]
-pub enum LockTokenError {
-    /// Not a token this store issues (malformed). Event Grid code "BadToken".
-    #[error("the lock token is malformed")]
-    Malformed,
-    /// A well-formed token whose lock expired or was already settled. Event Grid code "TokenLost".
-    #[error("the lock for this token was lost: it expired or the event was already settled")]
-    Lost,
-    /// A well-formed token of another subscription.
-    #[error("the lock token does not belong to this subscription")]
-    WrongSubscription,
 }
 
 /// Failures of a whole store call.

@@ -7,9 +7,11 @@
 //! subscription's journal, at no memory cost per waiting event.
 
 use super::clock::duration_millis;
+use super::dead_letter::{DeadLetterReason, LastAttempt};
+use super::journal;
 use super::lock_token::{self, LockToken};
 use super::queue::{self, TakeLimits};
-use super::subscription::{DeadLetterReason, LastAttempt, Lease, SettleAction};
+use super::subscription::{Lease, SettleAction};
 use super::topic::{Mode, Subscription, Topic, wait};
 use super::{Inner, StoreError};
 use std::sync::Arc;
@@ -151,7 +153,7 @@ impl PushConsumer {
                 return Ok(0);
             }
             let mut record = Vec::new();
-            state.upsert_record(&released, &mut record);
+            journal::upsert_record(&mut state, &released, &mut record);
             let commit = self
                 .topic
                 .committer

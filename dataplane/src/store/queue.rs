@@ -5,6 +5,7 @@
 use super::Inner;
 use super::clock::{Millis, duration_millis};
 use super::dead_letter::{DeadLetter, dead_letter_event};
+use super::journal;
 use super::lock_token::{self, LockToken};
 use super::log::{Chunk, Record};
 use super::subscription::{
@@ -117,10 +118,10 @@ fn record_change(
 ) -> Result<Option<oneshot::Receiver<super::commit::CommitResult>>, StoreError> {
     let mut buffer = Vec::new();
     if !upserts.is_empty() || cursor_moved {
-        state.upsert_record(upserts, &mut buffer);
+        journal::upsert_record(state, upserts, &mut buffer);
     }
     if !removes.is_empty() {
-        state.remove_record(removes, &mut buffer);
+        journal::remove_record(state, removes, &mut buffer);
     }
     if buffer.is_empty() {
         return Ok(None);
@@ -273,7 +274,7 @@ pub async fn take_batch<T>(
                 // Only skipped events of other subscriptions: nobody needs to wait for that.
                 if moved {
                     let mut buffer = Vec::new();
-                    state.upsert_record(&[], &mut buffer);
+                    journal::upsert_record(&mut state, &[], &mut buffer);
                     topic.committer.submit_quietly(&buffer);
                 }
             } else {

@@ -7,6 +7,7 @@
 
 use super::Inner;
 use super::clock::Millis;
+use super::journal;
 use super::queue;
 use super::subscription::{Doomed, Handout, NewEvent};
 use super::topic::{Subscription, Topic};
@@ -194,9 +195,9 @@ pub async fn sweep_expired(
                 Vec::new()
             };
             let mut buffer = Vec::new();
-            state.upsert_record(&changed, &mut buffer);
+            journal::upsert_record(&mut state, &changed, &mut buffer);
             if !dropped.is_empty() {
-                state.remove_record(&dropped, &mut buffer);
+                journal::remove_record(&mut state, &dropped, &mut buffer);
             }
             subscription.update_pending(&state);
             let commit = topic
@@ -242,9 +243,9 @@ async fn sweep_waiting(
         let mut buffer = Vec::new();
         if policy.dead_letter_topic.is_none() {
             let dropped: Vec<u64> = handout.doomed.iter().map(|d| d.address).collect();
-            state.remove_record(&dropped, &mut buffer);
+            journal::remove_record(&mut state, &dropped, &mut buffer);
         } else {
-            state.upsert_record(&changed, &mut buffer);
+            journal::upsert_record(&mut state, &changed, &mut buffer);
         }
         subscription.update_pending(&state);
         let commit = topic.committer.submit(&[], &buffer);

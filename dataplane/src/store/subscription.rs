@@ -20,10 +20,12 @@
 //! ```
 
 use super::clock::Millis;
-use super::journal::{self, SubscriptionId};
-use super::lock_token::LockToken;
-use crate::store::LockTokenError;
+use super::dead_letter::{DeadLetterReason, LastAttempt};
+use super::lock_token::{LockToken, LockTokenError};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// A subscription's number within its topic: what event records and lock tokens name.
+pub type SubscriptionId = u32;
 
 /// One event handed out and not settled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,39 +56,6 @@ pub struct QueuePolicy {
     pub max_delivery_count: u32,
     pub time_to_live: Millis,
     pub dead_letter_topic: Option<String>,
-}
-
-/// Why an event leaves a subscription without being acknowledged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeadLetterReason {
-    MaxDeliveryCountExceeded,
-    TimeToLiveExceeded,
-    Rejected,
-    /// Push delivery: the endpoint answered a status that is never retried (SPEC §C).
-    NonRetryableStatus,
-}
-
-impl DeadLetterReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeadLetterReason::MaxDeliveryCountExceeded => "MaxDeliveryCountExceeded",
-            DeadLetterReason::TimeToLiveExceeded => "TimeToLiveExceeded",
-            DeadLetterReason::Rejected => "Rejected",
-            DeadLetterReason::NonRetryableStatus => "NonRetryableStatus",
-        }
-    }
-}
-
-/// Push delivery: what the last delivery attempt of a dead-lettered event ended with. Only
-/// the dispatcher knows it, so only events it gives up on carry it (not those the store
-/// expires on its own).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LastAttempt {
-    /// The HTTP status, when the endpoint answered at all.
-    pub http_status: Option<u16>,
-    /// A short CamelCase word (`TimedOut`, `ServerError`, `NotFound`, ...).
-    pub outcome: &'static str,
-    pub time: Millis,
 }
 
 /// An event that must leave the subscription: dead-lettered (then `finish_dead_letter`) or
@@ -179,7 +148,7 @@ pub struct SubscriptionState {
     timers: BTreeSet<(Millis, u64)>,
     /// Matching events after the cursor (best effort, for the pending gauge).
     pub unread_estimate: u64,
-    /// The owner id tokens carry (the pod ordinal).
+    /// The owner number tokens carry (`PodIdentity::owner`); a token of another is refused.
     owner: u16,
     /// When the configuration stopped serving this subscription (journaled). No event
     /// published after that matches it, so once retention has passed since, its state holds
@@ -691,39 +660,10 @@ impl SubscriptionState {
         self.cursor = self.cursor.clamp(start, end);
     }
 
-    /// Next sequence number, for a journal record about to be written.
+    /// Next sequence number, for a journal record about to be written (see `journal.rs`).
     pub fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
-    }
-
-    /// The journal record of entries set by a change (and the cursor).
-    pub fn upsert_record(&mut self, entries: &[(u64, InFlight)], buf: &mut Vec<u8>) {
-        let seq = self.next_seq();
-        journal::encode_upsert(buf, self.id, seq, self.cursor, entries);
-    }
-
-    /// The journal record of entries removed by a change.
-    pub fn remove_record(&mut self, addresses: &[u64], buf: &mut Vec<u8>) {
-        let seq = self.next_seq();
-        journal::encode_remove(buf, self.id, seq, addresses);
-    }
-
-    /// The journal record of the retirement state (after `retire` or `revive`).
-    pub fn retire_record(&mut self, buf: &mut Vec<u8>) {
-        let seq = self.next_seq();
-        journal::encode_retire(buf, self.id, seq, self.retired_at);
-    }
-
-    /// The journal record that forgets this subscription.
-    pub fn forget_record(&mut self, buf: &mut Vec<u8>) {
-        let seq = self.next_seq();
-        journal::encode_forget(buf, self.id, seq);
-    }
-
-    /// The journal record of the whole state (creation and compaction).
-    pub fn snapshot_record(&self, buf: &mut Vec<u8>) {
-        journal::encode_snapshot(buf, self);
     }
 }
 
@@ -831,6 +771,17 @@ mod tests {
         let mut guessed = handout.leases[0].token;
         guessed.nonce ^= 1;
         assert_eq!(state.check_lock(&guessed, 0), Err(LockTokenError::Lost));
+    }
+
+    #[test]
+    fn a_token_of_another_owner_is_refused_as_lost() {
+        let mut state = SubscriptionState::new(1, "s".into(), 0, 3);
+        let handout = receive(&mut state, &[event(0, true)], 0, &policy(false));
+        let issued = handout.leases[0].token;
+        assert_eq!(issued.owner, 3);
+        let foreign = LockToken { owner: 4, ..issued };
+        assert_eq!(state.check_lock(&foreign, 0), Err(LockTokenError::Lost));
+        assert!(state.check_lock(&issued, 0).is_ok());
     }
 
     #[test]

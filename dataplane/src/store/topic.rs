@@ -4,11 +4,12 @@
 
 use super::clock::{Clock, Millis, duration_millis};
 use super::commit::{CommitResult, Committer};
-use super::journal::{self, Journal, SubscriptionId};
+use super::journal::{self, Journal};
 use super::log::{self, Log};
 use super::metrics::StoreMetrics;
-use super::subscription::{QueuePolicy, SubscriptionState};
-use super::{FsyncPolicy, PublishedEvent, StoreError};
+use super::subscription::{QueuePolicy, SubscriptionId, SubscriptionState};
+use super::{FsyncPolicy, StoreError};
+use crate::cloudevents::PublishedEvent;
 use arc_swap::ArcSwap;
 use gridline_crds::model::filter::CompiledFilter;
 use gridline_crds::model::{CompiledSubscription, Delivery};
@@ -130,6 +131,7 @@ impl Topic {
         name: String,
         dir: PathBuf,
         tuning: &super::StoreTuning,
+        owner: u16,
         clock: Clock,
         metrics: Arc<StoreMetrics>,
     ) -> io::Result<Arc<Topic>> {
@@ -139,7 +141,7 @@ impl Topic {
         };
         let (log, writer) = Log::open(dir.join("segments"), tuning.segment_bytes, report)?;
         let log = Arc::new(log);
-        let (journal, recovered) = Journal::open(journal::path(&dir), tuning.owner)?;
+        let (journal, recovered) = Journal::open(journal::path(&dir), owner)?;
         let (start, end) = (log.start(), log.end());
         let average_record = average_record_bytes(&log);
         let states: Arc<StateTable> = Arc::new(RwLock::new(
@@ -157,7 +159,7 @@ impl Topic {
         let snapshot_states = Arc::clone(&states);
         let snapshotter = Box::new(move |buf: &mut Vec<u8>| {
             for state in snapshot_states.read().values() {
-                state.lock().snapshot_record(buf);
+                journal::snapshot_record(&state.lock(), buf);
             }
         });
         let committer = Arc::new(Committer::new(
@@ -254,7 +256,7 @@ impl Topic {
             };
             if changed {
                 let mut record = Vec::new();
-                state.retire_record(&mut record);
+                journal::retire_record(&mut state, &mut record);
                 self.committer.submit_quietly(&record);
             }
         }
@@ -284,7 +286,7 @@ impl Topic {
                 if !due(&state) {
                     return true;
                 }
-                state.forget_record(&mut record);
+                journal::forget_record(&mut state, &mut record);
                 forgotten.push(state.name.clone());
                 false
             });
@@ -326,7 +328,7 @@ impl Topic {
             };
             let state = SubscriptionState::new(id, name.to_string(), end_of_log, owner);
             let mut record = Vec::new();
-            state.snapshot_record(&mut record);
+            journal::snapshot_record(&state, &mut record);
             let state = Arc::new(Mutex::new(state));
             states.insert(id, Arc::clone(&state));
             created = Some(state);

@@ -350,6 +350,20 @@ mod tests {
     }
 
     #[test]
+    fn the_dataplane_learns_its_pod_name_from_the_downward_api() {
+        let sts = statefulset(&namespace(json!({})), &Options::default());
+        let env = pod(&sts).containers[0].env.as_ref().unwrap();
+        let pod_name = env.iter().find(|e| e.name == "POD_NAME").unwrap();
+        let field = pod_name
+            .value_from
+            .as_ref()
+            .and_then(|source| source.field_ref.as_ref())
+            .map(|selector| selector.field_path.as_str());
+        assert_eq!(field, Some("metadata.name"));
+        assert_eq!(pod_name.value, None);
+    }
+
+    #[test]
     fn probes_hit_the_dataplane_health_endpoints() {
         let sts = statefulset(&namespace(json!({})), &Options::default());
         let container = &pod(&sts).containers[0];

@@ -38,7 +38,7 @@ pub async fn publish(
     let count = events.len();
     if count > 0 {
         state
-            .store
+            .queues
             .publish(topic, events)
             .await
             .map_err(ApiError::publish_failed)?;

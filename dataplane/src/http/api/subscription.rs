@@ -49,7 +49,7 @@ pub async fn receive(
     let max_events = query.max_events()?;
     let max_wait = query.max_wait()?;
     let events = tokio::select! {
-        received = state.store.receive(topic, subscription, max_events, max_wait) => received?,
+        received = state.queues.receive(topic, subscription, max_events, max_wait) => received?,
         // Shutting down: end the long poll as if it had timed out, so the server can stop
         // without waiting up to two minutes for it.
         () = state.draining.stopped() => Vec::new(),
@@ -142,7 +142,7 @@ pub async fn settle(
     }
 
     let outcome = state
-        .store
+        .queues
         .settle(topic, subscription, action, &tokens.lock_tokens)
         .await?;
     debug!(

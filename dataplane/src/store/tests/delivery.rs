@@ -47,6 +47,36 @@ async fn acknowledge_removes_the_event_for_good() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_token_naming_another_pod_is_refused_like_a_stale_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let pod = PodIdentity::new("orders-gridline-1").unwrap();
+    let options = StoreOptions {
+        data_dir: dir.path().to_path_buf(),
+        metrics: Arc::new(Metrics::new().unwrap()),
+    };
+    let store = EventStore::open_as(options, &pod).await.unwrap();
+    store.apply_snapshot(standard(10, false));
+    store.publish(TOPIC, events("e", 1)).await.unwrap();
+    let received = store.poll(TOPIC, SUB, 10).await;
+    let issued = lock_token::LockToken::decode(&received[0].lock_token).unwrap();
+    assert_eq!(issued.owner, 1, "the token names the pod that issued it");
+    let foreign = lock_token::LockToken { owner: 2, ..issued }.encode();
+
+    let refused = store.settle_all(Settle::Acknowledge, &[foreign]).await;
+    succeeded(
+        &store
+            .settle_all(Settle::Acknowledge, &tokens(&received))
+            .await,
+        1,
+    );
+    let stale = store
+        .settle_all(Settle::Acknowledge, &tokens(&received))
+        .await;
+    assert_eq!(refused.failed[0].error, LockTokenError::Lost);
+    assert_eq!(refused.failed[0].error, stale.failed[0].error);
+}
+
+#[tokio::test(start_paused = true)]
 async fn release_makes_the_event_available_again_with_delivery_count_two() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), &standard(10, false)).await;

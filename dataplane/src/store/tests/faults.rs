@@ -36,7 +36,7 @@ fn flip(path: &Path, offset: u64) {
 }
 
 impl EventStore {
-    fn faults(&self) -> Arc<log::Faults> {
+    fn faults(&self) -> Arc<durable_file::Faults> {
         self.inner.topics.read()[TOPIC].committer.faults()
     }
 
