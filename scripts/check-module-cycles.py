@@ -5,7 +5,9 @@ A module is a source file (`a.rs` or `a/mod.rs`). Module A depends on module B w
 names a path into B: `use crate::b::X`, `super::X`, `self::b::X`, or the same paths written
 inline (`crate::b::f()`). Test code is left out (`tests.rs`, `tests/` below a module, and
 inline `#[cfg(test)] mod tests { ... }`): tests may reach anywhere. A parent's `mod child;`
-is no edge, but its use of the child by bare name (`child::f()`, `use child::X`) is.
+is no edge, nor is a re-export (`pub use child::X`): an item named through a facade that
+re-exports it counts as a use of the module that defines it. A parent's use of a child by bare
+name (`child::f()`, `use child::X`) is an edge.
 
 Why our own script and not `cargo modules dependencies --acyclic`: cargo-modules builds
 rust-analyzer (a long cold build on CI's two cores) and counts a parent's `mod child;` as an
@@ -104,6 +106,8 @@ def resolve(modules, current, path, reexports=None):
             while reexports and segment in reexports.get(target, {}) and target not in seen:
                 seen.add(target)
                 target = reexports[target][segment]
+                if target is None:
+                    return None
             break
     return target
 
@@ -118,6 +122,10 @@ def reexports_of(modules, texts):
                 if segments[-1] in ("*", "self") or len(segments) < 2:
                     continue
                 if segments[0] not in ("crate", "super", "self"):
+                    if module + (segments[0],) not in modules:
+                        # Another crate's item: naming it through us is no edge at all.
+                        found.setdefault(module, {})[segments[-1]] = None
+                        continue
                     segments = ["self"] + segments
                 owner = resolve(modules, module, "::".join(segments[:-1]))
                 if owner != module and owner + (segments[-1],) not in modules:
@@ -133,7 +141,8 @@ def edges_of(root):
     reexports = reexports_of(modules, texts)
     edges = {}
     for module, file in modules.items():
-        text = texts[module]
+        # A re-export exposes the item; the facade's own code does not depend on it.
+        text = PUB_USE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), texts[module])
         references = []
         for m in USE.finditer(text):
             line = text.count("\n", 0, m.start()) + 1
@@ -151,7 +160,7 @@ def edges_of(root):
                 references.append(("self::" + m.group(0), line))
         for path, line in references:
             target = resolve(modules, module, path, reexports)
-            if target != module and target in modules:
+            if target is not None and target != module and target in modules:
                 edges.setdefault(module, {}).setdefault(target, f"{file}:{line}")
     return modules, edges
 
