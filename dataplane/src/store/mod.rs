@@ -6,16 +6,20 @@ mod clock;
 mod commit;
 mod dead_letter;
 mod durable_file;
+mod error;
+mod inner;
 mod journal;
 mod lock_token;
 mod log;
 mod metrics;
+mod options;
 mod push;
 mod queue;
 mod queues;
 mod record;
 mod retention;
 mod segment;
+mod settle;
 mod subscription;
 mod topic;
 
@@ -27,232 +31,32 @@ use clock::Clock;
 use gridline_crds::model::Snapshot;
 use metrics::StoreMetrics;
 use parking_lot::RwLock;
-use serde_json::value::RawValue;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
-use topic::{Subscription, Topic};
+
 use tracing::Instrument;
 
 /// The event type the CloudEvents parser produces, re-exported for the store's callers.
 pub use crate::cloudevents::PublishedEvent;
 pub use dead_letter::{DeadLetterReason, LastAttempt};
+pub use error::StoreError;
 pub use gridline_crds::types::namespace::FsyncPolicy;
+pub(crate) use inner::Inner;
+use inner::{ALWAYS, INTERVAL, recover};
 pub use lock_token::LockTokenError;
+pub use options::{StoreOptions, StoreTuning};
 pub use push::{PushConsumer, PushEvent, PushLease, PushSettle, PushTake};
 pub use queues::Queues;
+pub use settle::{FailedLockToken, ReceivedEvent, Settle, SettleOutcome};
 pub use topic::PUSH_LOCK_DURATION;
 
 /// Cheap to clone (Arc inside). One per data-plane process.
 #[derive(Clone)]
 pub struct EventStore {
     inner: Arc<Inner>,
-}
-
-/// Where the store keeps its files and where it registers its metrics.
-pub struct StoreOptions {
-    /// The store owns `<data_dir>/store/`.
-    pub data_dir: PathBuf,
-    /// Store metrics are registered into `metrics.registry()`.
-    pub metrics: Arc<crate::metrics::Metrics>,
-}
-
-/// Knobs that production leaves at their defaults and tests and benchmarks turn.
-#[doc(hidden)]
-#[derive(Clone, Debug)]
-pub struct StoreTuning {
-    /// A log segment is sealed once it holds this many bytes.
-    pub segment_bytes: u64,
-    /// How often the retention pass (TTL sweep, segment deletion) runs.
-    pub retention_period: Duration,
-    /// The subscription journal is compacted once larger than this (and than 4× its last
-    /// compacted size).
-    pub journal_compaction_bytes: u64,
-}
-
-impl Default for StoreTuning {
-    fn default() -> Self {
-        StoreTuning {
-            segment_bytes: 64 << 20,
-            retention_period: Duration::from_secs(60),
-            journal_compaction_bytes: 4 << 20,
-        }
-    }
-}
-
-/// The store's shared state. Lock order (outer first): `lifecycle` → `topics` → a topic's
-/// committer `files` → a topic's `states` → one subscription's state → a committer's
-/// `pending`. None is held across an `.await`.
-pub(crate) struct Inner {
-    /// Held while a Snapshot is applied and while the files of a removed topic or the state of
-    /// a removed subscription are deleted, so that a Snapshot bringing one back never races
-    /// its deletion.
-    lifecycle: parking_lot::Mutex<()>,
-    root: PathBuf,
-    clock: Clock,
-    metrics: Arc<StoreMetrics>,
-    tuning: StoreTuning,
-    /// The owner number of the lock tokens this store issues (`PodIdentity::owner`); tokens
-    /// carrying another are refused as lost.
-    owner: u16,
-    /// Every topic with files, served or not.
-    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    fsync_policy: AtomicU8,
-    fsync_interval_ms: AtomicU64,
-    closing: AtomicBool,
-    /// Wakes long polls and background tasks when the store closes.
-    shutdown: Notify,
-    tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-const ALWAYS: u8 = 0;
-const INTERVAL: u8 = 1;
-
-impl Inner {
-    fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Acquire)
-    }
-
-    fn fsync_policy(&self) -> (FsyncPolicy, Duration) {
-        let policy = match self.fsync_policy.load(Ordering::Relaxed) {
-            INTERVAL => FsyncPolicy::Interval,
-            _ => FsyncPolicy::Always,
-        };
-        let interval = Duration::from_millis(self.fsync_interval_ms.load(Ordering::Relaxed).max(1));
-        (policy, interval)
-    }
-
-    fn all_topics(&self) -> Vec<Arc<Topic>> {
-        self.topics.read().values().cloned().collect()
-    }
-
-    fn served_topics(&self) -> Vec<Arc<Topic>> {
-        self.topics
-            .read()
-            .values()
-            .filter(|t| t.is_served.load(Ordering::Acquire))
-            .cloned()
-            .collect()
-    }
-
-    fn unserved_topics(&self) -> Vec<Arc<Topic>> {
-        self.topics
-            .read()
-            .values()
-            .filter(|t| !t.is_served.load(Ordering::Acquire))
-            .cloned()
-            .collect()
-    }
-
-    /// Delete the files of topic `name` if the configuration still does not serve it.
-    /// Blocking. The directory is first renamed into `trash/` under the lifecycle lock (an
-    /// atomic step a Snapshot cannot interleave with), then removed. Returns whether it was.
-    fn delete_topic_files(&self, name: &str) -> std::io::Result<bool> {
-        let trashed = {
-            let _lifecycle = self.lifecycle.lock();
-            let Some(topic) = self.topics.read().get(name).cloned() else {
-                return Ok(false);
-            };
-            if topic.is_served.load(Ordering::Acquire) {
-                return Ok(false);
-            }
-            self.topics.write().remove(name);
-            topic.committer.refuse_new_work();
-            let trash = self.root.join("trash");
-            std::fs::create_dir_all(&trash)?;
-            let mut nonce = [0u8; 8];
-            getrandom::fill(&mut nonce).map_err(std::io::Error::other)?;
-            let target = trash.join(format!("{name}.{:016x}", u64::from_ne_bytes(nonce)));
-            let topics = self.root.join("topics");
-            std::fs::rename(topics.join(name), &target)?;
-            durable_file::sync_dir(&topics)?;
-            self.metrics.forget_topic(name);
-            target
-        };
-        std::fs::remove_dir_all(&trashed)?;
-        Ok(true)
-    }
-
-    fn topic(&self, name: &str) -> Result<Arc<Topic>, StoreError> {
-        if self.is_closing() {
-            return Err(StoreError::ShuttingDown);
-        }
-        self.topics
-            .read()
-            .get(name)
-            .filter(|t| t.is_served.load(Ordering::Acquire))
-            .cloned()
-            .ok_or_else(|| StoreError::TopicNotFound(name.to_string()))
-    }
-
-    fn queue_subscription(
-        &self,
-        topic: &str,
-        subscription: &str,
-    ) -> Result<(Arc<Topic>, Arc<Subscription>), StoreError> {
-        let found = self.topic(topic)?;
-        let served = found
-            .served
-            .load()
-            .get(subscription)
-            .cloned()
-            .ok_or_else(|| StoreError::SubscriptionNotFound {
-                topic: topic.to_string(),
-                subscription: subscription.to_string(),
-            })?;
-        if !matches!(served.config.load().mode, topic::Mode::Queue) {
-            return Err(StoreError::NotAQueueSubscription {
-                topic: topic.to_string(),
-                subscription: subscription.to_string(),
-            });
-        }
-        Ok((found, served))
-    }
-
-    async fn publish(&self, topic: &str, events: Vec<PublishedEvent>) -> Result<(), StoreError> {
-        if events.is_empty() {
-            self.topic(topic)?;
-            return Ok(());
-        }
-        self.topic(topic)?.publish(&events).await
-    }
-
-    /// The topic's files, opening (or creating) them on first use.
-    fn open_topic(&self, name: &str) -> std::io::Result<Arc<Topic>> {
-        if let Some(topic) = self.topics.read().get(name) {
-            return Ok(Arc::clone(topic));
-        }
-        if !is_safe_file_name(name) {
-            return Err(std::io::Error::other(format!(
-                "topic name {name:?} cannot be a directory name"
-            )));
-        }
-        let topic = Topic::open(
-            name.to_string(),
-            self.root.join("topics").join(name),
-            &self.tuning,
-            self.owner,
-            self.clock,
-            Arc::clone(&self.metrics),
-        )?;
-        Ok(Arc::clone(
-            self.topics.write().entry(name.to_string()).or_insert(topic),
-        ))
-    }
-}
-
-/// Topic names are validated by the CRDs (letters, digits, `-`); this keeps a bad one from
-/// ever naming a path outside the store.
-fn is_safe_file_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 impl EventStore {
@@ -449,89 +253,5 @@ impl EventStore {
     #[doc(hidden)]
     pub async fn run_retention(&self) -> Result<(), StoreError> {
         retention::run_once(&self.inner).await
-    }
-}
-
-/// Open every topic found on disk (served or not: the first Snapshot decides).
-fn recover(inner: &Inner) -> std::io::Result<()> {
-    // A deletion interrupted by a crash: the topic had already left `topics/`.
-    let trash = inner.root.join("trash");
-    if trash.exists() {
-        std::fs::remove_dir_all(&trash)?;
-    }
-    let topics_dir = inner.root.join("topics");
-    std::fs::create_dir_all(&topics_dir)?;
-    for entry in std::fs::read_dir(&topics_dir)? {
-        let entry = entry?;
-        if !entry.file_type()?.is_dir() {
-            continue;
-        }
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        inner.open_topic(&name)?;
-    }
-    Ok(())
-}
-
-/// One event handed out by `receive`, locked for the subscription's lock duration.
-pub struct ReceivedEvent {
-    pub lock_token: String,
-    /// 1 on first delivery.
-    pub delivery_count: u32,
-    pub event: Box<RawValue>,
-}
-
-/// What to do with the events named by lock tokens.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Settle {
-    Acknowledge,
-    Release { delay: Duration },
-    Reject,
-    RenewLock,
-}
-
-/// Which tokens a settle call succeeded and failed for.
-#[derive(Debug, Default, PartialEq)]
-pub struct SettleOutcome {
-    pub succeeded: Vec<String>,
-    pub failed: Vec<FailedLockToken>,
-}
-
-/// One token a settle call failed for, and why.
-#[derive(Debug, PartialEq)]
-pub struct FailedLockToken {
-    pub lock_token: String,
-    pub error: LockTokenError,
-}
-
-/// Failures of a whole store call.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("topic '{0}' not found")]
-    TopicNotFound(String),
-    #[error("event subscription '{subscription}' not found on topic '{topic}'")]
-    SubscriptionNotFound { topic: String, subscription: String },
-    #[error(
-        "event subscription '{subscription}' on topic '{topic}' uses push delivery; receive and settle work on queue subscriptions only"
-    )]
-    NotAQueueSubscription { topic: String, subscription: String },
-    #[error("event subscription '{subscription}' on topic '{topic}' uses queue delivery")]
-    NotAPushSubscription { topic: String, subscription: String },
-    #[error("the store is shutting down")]
-    ShuttingDown,
-    /// Reading or writing failed. A call that writes (publish, receive's locks, settle) stored
-    /// nothing of its own when it fails this way.
-    #[error("storage failure: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-impl StoreError {
-    /// No room to write: the volume is full (ENOSPC), a quota is spent (EDQUOT) or a file-size
-    /// limit is reached (EFBIG). Nothing of the call was stored, and storing works again once
-    /// space is freed. (A failed write reaches callers as `Io` with `ErrorKind::StorageFull`
-    /// for all three.)
-    pub fn is_storage_full(&self) -> bool {
-        matches!(self, StoreError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull)
     }
 }

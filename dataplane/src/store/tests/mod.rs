@@ -16,6 +16,7 @@ use gridline_crds::model::{
     CompiledNamespace, CompiledSubscription, CompiledTopic, Delivery, QueueDelivery,
 };
 use gridline_crds::types::filters::FiltersConfiguration;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::path::Path;
 

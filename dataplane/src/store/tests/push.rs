@@ -3,6 +3,7 @@
 
 use super::*;
 use gridline_crds::model::PushDelivery;
+use serde_json::value::RawValue;
 
 pub(super) const HOOK: &str = "hook";
 
