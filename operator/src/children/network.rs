@@ -1,7 +1,7 @@
 //! The Services in front of a Namespace's pods and the disruption budget that keeps a drain
 //! from taking them all at once.
 
-use super::*;
+use super::conventions::*;
 use gridline_crds::types::Namespace;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};

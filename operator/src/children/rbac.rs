@@ -2,10 +2,11 @@
 //! Gridline objects and Secrets (the data plane's configuration source reflects them) and keep
 //! the membership Leases (DESIGN §5). Nothing else.
 
-use super::*;
+use super::conventions::*;
 use gridline_crds::types::{GROUP, Namespace};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use kube::ResourceExt;
 
 /// The plurals of the seven Gridline kinds.
 pub const GRIDLINE_RESOURCES: [&str; 7] = [

@@ -1,7 +1,7 @@
 //! The StatefulSet of data-plane pods: one volume per pod, because each pod stores the events
 //! published to it.
 
-use super::*;
+use super::conventions::*;
 use crate::options::Options;
 use gridline_crds::types::Namespace;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
 
 /// The StatefulSet `<ns-name>-gridline` serving `ns`.
 pub fn statefulset(ns: &Namespace, options: &Options) -> StatefulSet {

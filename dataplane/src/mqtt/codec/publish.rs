@@ -2,7 +2,7 @@
 //! written straight from the shared, borrowed message into the write buffer (no `Packet`
 //! clone per delivery; 8-15x faster than clone + the crate's encoder, see README.md "Fan-out").
 
-use super::{CodecError, Message, QoS, Version};
+use super::packet::{CodecError, Message, QoS, Version};
 use bytes::{BufMut, BytesMut};
 use std::num::{NonZeroU16, NonZeroU32};
 

@@ -2,6 +2,7 @@
 //! Generated packets hold only what the version can express.
 
 use super::*;
+use bytes::Bytes;
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
