@@ -8,7 +8,7 @@
 //! this source reports no problems of its own.
 
 use super::debounce::next_settled_change;
-use super::{LoadedConfig, Origin};
+use super::loaded::{LoadedConfig, Origin};
 use anyhow::Context;
 use futures::stream::StreamExt;
 use gridline_crds::model::{Kind, ObjectKey, Objects};

@@ -5,8 +5,8 @@
 //! on the old file would never report.
 
 use super::debounce::next_settled_change;
+use super::loaded::{LoadedConfig, Problem};
 use super::manifests::{ManifestFile, SchemaRules, parse_manifests, read_manifests};
-use super::{LoadedConfig, Problem};
 use anyhow::Context;
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};

@@ -7,7 +7,7 @@
 
 use super::cel::CelRules;
 use super::fields::KnownFields;
-use super::{LoadedConfig, Origin, Problem};
+use super::loaded::{LoadedConfig, Origin, Problem};
 use gridline_crds::model::{DEFAULT_K8S_NAMESPACE, Kind, ObjectKey, Objects};
 use gridline_crds::types::{
     Client, ClientGroup, EventSubscription, GROUP, Namespace, PermissionBinding, Topic, TopicSpace,

@@ -2,78 +2,24 @@
 
 pub mod api;
 pub mod listener;
+pub mod request_metrics;
+pub mod state;
 
-use crate::delivery::StatusBoard;
-use crate::metrics::{self, Metrics};
-use crate::shutdown::StopSignal;
-use crate::snapshot::{Readiness, SharedSnapshot};
-use crate::store::Queues;
-use api::metrics::ApiMetrics;
-use axum::extract::{MatchedPath, Request, State};
+use crate::metrics;
+use crate::snapshot::Readiness;
+use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
+use request_metrics::record_request;
 use serde_json::json;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Instant;
 use tokio::net::TcpListener;
 
-/// What the handlers read.
-#[derive(Clone)]
-pub struct AppState {
-    pub snapshot: SharedSnapshot,
-    pub metrics: Arc<Metrics>,
-    /// Publish, receive and settle: the handlers' only way to the store.
-    pub queues: Queues,
-    pub api: Arc<ApiMetrics>,
-    /// Shutdown began: long polls end (empty), so it does not wait for them.
-    pub draining: StopSignal,
-    /// Push subscriptions' delivery status (empty until push delivery is wired in).
-    pub push_status: StatusBoard,
-}
-
-impl AppState {
-    /// Registers the API's metrics into `metrics`' registry, so call it once per registry.
-    pub fn new(
-        snapshot: SharedSnapshot,
-        metrics: Arc<Metrics>,
-        queues: Queues,
-    ) -> Result<Self, prometheus::Error> {
-        let api = Arc::new(ApiMetrics::register(metrics.registry())?);
-        Ok(Self {
-            snapshot,
-            metrics,
-            queues,
-            api,
-            draining: StopSignal::never(),
-            push_status: StatusBoard::default(),
-        })
-    }
-
-    /// Serve push delivery's status at `/status/eventsubscriptions`.
-    pub fn with_push_status(mut self, status: StatusBoard) -> Self {
-        self.push_status = status;
-        self
-    }
-
-    /// Long polls end (empty) once `stop` fires, so shutdown does not wait for them.
-    pub fn with_shutdown(mut self, stop: StopSignal) -> Self {
-        self.draining = stop;
-        self
-    }
-}
-
-/// The metrics label of a response, set by a handler that serves several operations on one
-/// route (the Event Grid API labels by operation name, not by path).
-#[derive(Clone, Copy, Debug)]
-pub struct RouteLabel(pub &'static str);
-
-/// The route label of requests that matched no route: one value for every unknown path, so a
-/// scanner cannot grow the metric without bound.
-const UNMATCHED_ROUTE: &str = "unmatched";
+pub use request_metrics::RouteLabel;
+pub use state::AppState;
 
 /// Every route, with request metrics.
 pub fn router(state: AppState) -> Router {
@@ -140,34 +86,15 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Count each request and time it, labelled by the operation the handler named, else by the
-/// route pattern that matched (never the raw path). The API's paths that name no operation
-/// count as unmatched.
-async fn record_request(
-    State(metrics): State<Arc<Metrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let pattern = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string());
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let route = match (response.extensions().get::<RouteLabel>(), &pattern) {
-        (Some(label), _) => label.0,
-        (None, Some(pattern)) if !pattern.starts_with("/topics/") => pattern.as_str(),
-        _ => UNMATCHED_ROUTE,
-    };
-    metrics.record_http_request(route, response.status().as_u16(), started.elapsed());
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{EventStore, StoreOptions};
+    use crate::metrics::Metrics;
+    use crate::snapshot::SharedSnapshot;
+    use crate::store::{EventStore, Queues, StoreOptions};
     use axum::body::{Body, to_bytes};
+    use axum::extract::Request;
+    use std::sync::Arc;
     use tower::ServiceExt;
 
     /// A router on an empty Snapshot and a store in a temporary folder (kept alive by the

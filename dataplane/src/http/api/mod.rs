@@ -14,6 +14,7 @@
 //! body. Errors are made in [`error`].
 
 pub mod authenticate;
+mod body;
 pub mod error;
 pub mod metrics;
 pub mod path;
@@ -23,22 +24,20 @@ mod subscription;
 #[cfg(test)]
 mod tests;
 
-use super::{AppState, RouteLabel};
+use super::request_metrics::RouteLabel;
+use super::state::AppState;
 use crate::log_limit::truncated;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::header::CONTENT_LENGTH;
-use axum::http::{HeaderMap, Method};
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use error::ApiError;
-use futures::StreamExt;
 use gridline_crds::model::{Delivery, Snapshot};
 use path::{ApiPath, Operation};
 use query::Query;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-/// The largest request body taken (Event Grid: 1 MB per publish request).
-pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+pub use body::MAX_REQUEST_BYTES;
 
 /// Every request under `/topics/`.
 pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
@@ -184,39 +183,4 @@ fn find<'a>(names: impl Iterator<Item = &'a String>, wanted: &str) -> Option<&'a
         .find(|name| **name == wanted)
         .or_else(|| names.iter().find(|name| name.eq_ignore_ascii_case(wanted)))
         .copied()
-}
-
-/// Read a request body of at most [`MAX_REQUEST_BYTES`]; 413 beyond.
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError> {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if let Some(length) = declared
-        && length > MAX_REQUEST_BYTES as u64
-    {
-        return Err(too_large(&length.to_string()));
-    }
-    let mut buffer = Vec::with_capacity(
-        declared
-            .and_then(|length| usize::try_from(length).ok())
-            .unwrap_or(0),
-    );
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|error| {
-            ApiError::bad_request(format!("cannot read the request body: {error}"))
-        })?;
-        if buffer.len() + chunk.len() > MAX_REQUEST_BYTES {
-            return Err(too_large(&format!("over {MAX_REQUEST_BYTES}")));
-        }
-        buffer.extend_from_slice(&chunk);
-    }
-    Ok(buffer)
-}
-
-fn too_large(size: &str) -> ApiError {
-    ApiError::too_large(format!(
-        "the request body is {size} bytes; a request may be at most {MAX_REQUEST_BYTES} bytes (1 MB)"
-    ))
 }

@@ -3,10 +3,10 @@
 //! extension, one event in binary mode. `200 {}` only once the store holds the events durably;
 //! a publish the store could not write is 503 with `Retry-After` (nothing of it was stored).
 
+use super::body::read_body;
 use super::error::ApiError;
-use super::read_body;
 use crate::cloudevents::{self, Mode, binary};
-use crate::http::AppState;
+use crate::http::state::AppState;
 use axum::Json;
 use axum::body::Body;
 use axum::http::HeaderMap;

@@ -4,11 +4,11 @@
 //! token that is not one, `TokenLost` for one whose lock is gone or that this subscription
 //! does not hold).
 
+use super::body::read_body;
 use super::error::ApiError;
 use super::path::Operation;
 use super::query::Query;
-use super::read_body;
-use crate::http::AppState;
+use crate::http::state::AppState;
 use crate::store::{LockTokenError, Settle};
 use axum::Json;
 use axum::body::Body;
