@@ -135,6 +135,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         &options.data_dir,
         Some(store.clone()),
         mqtt_cap,
+        &options.pod,
     )
     .context("cannot register the MQTT metrics")?;
     // WebSockets on the HTTP listeners are bounded, and ended at shutdown, with the others.

@@ -6,6 +6,7 @@
 //! messages cannot crowd these out). See README.md, "Lifecycle events".
 
 use super::cloud_event::{new_event_id, published, rfc3339};
+use super::session::CONNECTION_COUNT_BITS;
 use crate::snapshot::SharedSnapshot;
 use crate::store::EventStore;
 use chrono::{DateTime, Utc};
@@ -203,7 +204,9 @@ impl Sequence {
     }
 
     pub fn connected(self, connection_id: u64) -> u64 {
-        self.base.saturating_add(connection_id).saturating_mul(2)
+        // The pod's owner number above the count is left out: it would swamp the clock.
+        let count = connection_id & ((1 << CONNECTION_COUNT_BITS) - 1);
+        self.base.saturating_add(count).saturating_mul(2)
     }
 
     pub fn disconnected(self, connection_id: u64) -> u64 {
@@ -649,6 +652,8 @@ mod tests {
         assert!(sequence.connected(old) < sequence.disconnected(old));
         // The old connection's end is numbered below the connection that took over.
         assert!(sequence.disconnected(old) < sequence.connected(new));
+        let on_another_pod = crate::mqtt::session::connection_id(7, 1);
+        assert!(sequence.connected(on_another_pod) < sequence.connected(old));
         let restarted = Sequence::starting_now();
         assert!(restarted.connected(0) > sequence.disconnected(u32::MAX.into()));
     }

@@ -45,14 +45,16 @@ pub fn broker(
     data_dir: &Path,
     store: Option<crate::store::EventStore>,
     max_connections_per_listener: usize,
+    pod: &crate::pod::PodIdentity,
 ) -> anyhow::Result<Arc<Broker>> {
     let metrics = MqttMetrics::register(registry)?;
     let limits = Limits {
         max_connections: max_connections_per_listener,
         ..Limits::default()
     };
-    let mut broker =
-        Broker::new(snapshot.clone(), metrics, limits).persisting_in(data_dir.to_path_buf());
+    let mut broker = Broker::new(snapshot.clone(), metrics, limits)
+        .on_pod(pod)
+        .persisting_in(data_dir.to_path_buf());
     if let Some(store) = store {
         broker.events = Some(events::EventSink::start(store, snapshot, registry)?);
     }

@@ -179,6 +179,15 @@ pub struct Queued {
     pub subscription_ids: Vec<NonZeroU32>,
 }
 
+/// Bits of a connection id that count connections on one pod; the pod's owner number is
+/// above them, so that ids stay unique when sessions move between pods.
+pub const CONNECTION_COUNT_BITS: u32 = 48;
+
+/// The id of the `count`th connection attached on the pod with `owner` number.
+pub fn connection_id(owner: u16, count: u64) -> u64 {
+    (u64::from(owner) << CONNECTION_COUNT_BITS) | (count & ((1 << CONNECTION_COUNT_BITS) - 1))
+}
+
 /// The connection currently attached to a session.
 #[derive(Clone, Debug)]
 pub struct Attachment {

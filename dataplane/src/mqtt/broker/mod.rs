@@ -12,7 +12,7 @@ use super::metrics::MqttMetrics;
 use super::persist;
 use super::reason::ReasonCode;
 use super::routing::RouteTicket;
-use super::session::{Attachment, PendingWill, QueueLimits, Session};
+use super::session::{Attachment, PendingWill, QueueLimits, Session, connection_id};
 use super::trie::Trie;
 use crate::snapshot::SharedSnapshot;
 use gridline_crds::model::topic::TopicFilter;
@@ -89,7 +89,9 @@ struct RouterState {
     retained: BTreeMap<String, Message>,
     /// Round-robin position of each share (group, filter).
     share_turn: HashMap<(String, String), usize>,
-    next_connection_id: u64,
+    /// Connections attached so far here; a connection's id is this count under the pod's
+    /// owner number (`connection_id`).
+    connections_attached: u64,
     /// Sessions with a connection attached, per authentication name (the Namespace's
     /// `maximumClientSessionsPerAuthenticationName` bounds it).
     connected_by_name: HashMap<String, usize>,
@@ -142,6 +144,8 @@ pub struct Broker {
     /// Routed messages and client lifecycle events for the store (`events.rs`); None
     /// without a store.
     pub events: Option<EventSink>,
+    /// This pod's owner number (`PodIdentity::owner`), in every connection id it gives.
+    pod_owner: u16,
 }
 
 /// A subscription request, already parsed and authorized.
@@ -180,6 +184,7 @@ impl Broker {
             authenticator: Default::default(),
             refusal_log: crate::log_limit::LogLimiters::new(std::time::Duration::from_secs(1)),
             events: None,
+            pod_owner: 0,
         }
     }
 
@@ -233,6 +238,12 @@ impl Broker {
         }
     }
 
+    /// Number this pod's connections under `pod`'s owner number (default: 0, `local`).
+    pub fn on_pod(mut self, pod: &crate::pod::PodIdentity) -> Self {
+        self.pod_owner = pod.owner();
+        self
+    }
+
     /// Keep sessions and retained messages under `<data_dir>/mqtt/` (see `persist`).
     pub fn persisting_in(mut self, data_dir: std::path::PathBuf) -> Self {
         self.data_dir = Some(data_dir);
@@ -267,8 +278,9 @@ impl Broker {
         if !takes_over_own && connected >= max_sessions_per_name {
             return Err(ReasonCode::QuotaExceeded);
         }
-        router.next_connection_id += 1;
-        let attachment = Attachment::new(router.next_connection_id);
+        router.connections_attached += 1;
+        let attachment =
+            Attachment::new(connection_id(self.pod_owner, router.connections_attached));
         let mut ended_wills: Vec<(Message, String)> = Vec::new();
         let (session, present) = match existing {
             Some(session) if session.authentication_name == authentication_name => (session, true),

@@ -335,3 +335,16 @@ async fn a_paused_publisher_is_woken_when_the_session_drains() {
         .expect("woken")
         .unwrap();
 }
+
+#[test]
+fn connection_ids_carry_the_pods_owner_number_above_the_count() {
+    let id = connection_id(3, 5);
+    assert_eq!(id >> CONNECTION_COUNT_BITS, 3);
+    assert_eq!(id & ((1 << CONNECTION_COUNT_BITS) - 1), 5);
+    assert_ne!(
+        connection_id(3, 5),
+        connection_id(4, 5),
+        "unique across pods"
+    );
+    assert_eq!(connection_id(0, 5), 5, "the local pod's ids are the count");
+}
