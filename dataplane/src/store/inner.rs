@@ -8,14 +8,14 @@ use super::metrics::StoreMetrics;
 use super::options::StoreTuning;
 use super::topic::{self, Subscription, Topic};
 use crate::cloudevents::PublishedEvent;
+use crate::shutdown::{StopSignal, Stopper};
 use gridline_crds::types::namespace::FsyncPolicy;
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// The store's shared state. Lock order (outer first): `lifecycle` → `topics` → a topic's
 /// committer `files` → a topic's `states` → one subscription's state → a committer's
@@ -36,9 +36,9 @@ pub(crate) struct Inner {
     pub(super) topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     pub(super) fsync_policy: AtomicU8,
     pub(super) fsync_interval_ms: AtomicU64,
-    pub(super) closing: AtomicBool,
-    /// Wakes long polls and background tasks when the store closes.
-    pub(super) shutdown: Notify,
+    /// Sent by `EventStore::close`; long polls and background tasks watch `stopped`.
+    pub(super) stopper: Stopper,
+    pub(super) stopped: StopSignal,
     pub(super) tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -47,7 +47,7 @@ pub(super) const INTERVAL: u8 = 1;
 
 impl Inner {
     pub(super) fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Acquire)
+        self.stopped.is_stopped()
     }
 
     pub(super) fn fsync_policy(&self) -> (FsyncPolicy, Duration) {

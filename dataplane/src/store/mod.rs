@@ -27,15 +27,15 @@ mod topic;
 mod tests;
 
 use crate::pod::PodIdentity;
+use crate::shutdown::Stopper;
 use clock::Clock;
 use gridline_crds::model::Snapshot;
 use metrics::StoreMetrics;
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::Notify;
 
 use tracing::Instrument;
 
@@ -91,6 +91,7 @@ impl EventStore {
     ) -> Result<EventStore, StoreError> {
         let metrics = Arc::new(StoreMetrics::new().map_err(std::io::Error::other)?);
         metrics.register(options.metrics.registry());
+        let (stopper, stopped) = Stopper::new();
         let inner = Arc::new(Inner {
             lifecycle: parking_lot::Mutex::new(()),
             root: options.data_dir.join("store"),
@@ -101,8 +102,8 @@ impl EventStore {
             topics: RwLock::new(BTreeMap::new()),
             fsync_policy: AtomicU8::new(ALWAYS),
             fsync_interval_ms: AtomicU64::new(100),
-            closing: AtomicBool::new(false),
-            shutdown: Notify::new(),
+            stopper,
+            stopped,
             tasks: parking_lot::Mutex::new(Vec::new()),
         });
         let recovering = Arc::clone(&inner);
@@ -237,8 +238,7 @@ impl EventStore {
     /// Flush and stop (graceful shutdown): new calls fail with `ShuttingDown`, long polls
     /// return, queued writes finish and everything is fsynced.
     pub async fn close(&self) {
-        self.inner.closing.store(true, Ordering::Release);
-        self.inner.shutdown.notify_waiters();
+        self.inner.stopper.stop();
         for topic in self.inner.all_topics() {
             topic.committer.close().await;
         }

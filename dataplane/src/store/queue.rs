@@ -41,10 +41,9 @@ pub async fn receive(
     loop {
         // Registered before looking, so a publish between the look and the wait wakes us.
         let notified = subscription.notify.notified();
-        let shutdown = inner.shutdown.notified();
+        let shutdown = inner.stopped.stopped();
         tokio::pin!(notified, shutdown);
         notified.as_mut().enable();
-        shutdown.as_mut().enable();
         if inner.is_closing() {
             return Err(StoreError::ShuttingDown);
         }

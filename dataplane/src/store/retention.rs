@@ -30,9 +30,8 @@ pub async fn fsync_task(inner: Weak<Inner>) {
         let Some(store) = inner.upgrade() else { return };
         let (policy, interval) = store.fsync_policy();
         {
-            let shutdown = store.shutdown.notified();
+            let shutdown = store.stopped.stopped();
             tokio::pin!(shutdown);
-            shutdown.as_mut().enable();
             if store.is_closing() {
                 return;
             }
@@ -62,9 +61,8 @@ pub async fn retention_task(inner: Weak<Inner>, period: Duration) {
     loop {
         let Some(store) = inner.upgrade() else { return };
         {
-            let shutdown = store.shutdown.notified();
+            let shutdown = store.stopped.stopped();
             tokio::pin!(shutdown);
-            shutdown.as_mut().enable();
             if store.is_closing() {
                 return;
             }
