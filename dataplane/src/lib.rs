@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod check;
 pub mod cloudevents;
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod descriptors;

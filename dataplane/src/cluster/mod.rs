@@ -1,0 +1,9 @@
+//! Several pods acting as one Namespace (DESIGN §5): who the members are (`members`,
+//! `membership`), the links between them (`link`), and the timing both obey (`timing`).
+//!
+//! Everything above this module (the MQTT broker, the store's queues) reads the member set as a
+//! watch channel and talks to peers through [`link::PeerLinks`]; nothing here knows MQTT or
+//! events.
+
+pub mod members;
+pub mod timing;
