@@ -14,6 +14,8 @@ pub mod limits;
 pub mod listeners;
 pub mod metrics;
 pub mod outbox;
+pub mod peer_service;
+pub mod peers;
 pub mod persist;
 pub mod reason;
 pub mod routing;

@@ -3,11 +3,13 @@
 //! enqueue, each under its session's lock) and into the retained store.
 
 use super::{
-    Broker, NewSubscription, Published, RouterState, Subscriber, WAKE_AT_ONCE_UP_TO, split,
+    Broker, NewSubscription, Origin, Published, RouterState, Subscriber, WAKE_AT_ONCE_UP_TO, split,
 };
 use crate::mqtt::codec::{Message, QoS};
 use crate::mqtt::metrics::MqttMetrics;
 use crate::mqtt::outbox::Outbox;
+use crate::mqtt::peers::ForwardPlan;
+use crate::mqtt::peers::wire::RetainedUpdate;
 use crate::mqtt::session::{Delivery, Enqueued, Queued, Session};
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -33,6 +35,10 @@ impl Broker {
             .is_some();
         if !existed {
             self.metrics.subscriptions.inc();
+            router
+                .interest
+                .add((new.share_group.clone(), new.filter.as_str().to_string()));
+            self.note_interest(&router);
         }
         // Retained messages go to new, non-shared subscriptions (retain handling 0 and 1).
         let send_retained = new.share_group.is_none()
@@ -66,7 +72,19 @@ impl Broker {
     /// Remove a subscription by the filter the client wrote; whether it existed.
     pub fn unsubscribe(&self, session: &Arc<Session>, raw: &str) -> bool {
         let mut router = self.state.lock();
-        Self::unsubscribe_locked(&mut router, session, raw, &self.metrics)
+        let removed = Self::unsubscribe_locked(&mut router, session, raw, &self.metrics);
+        self.note_interest(&router);
+        removed
+    }
+
+    /// Tell `mqtt::peer_service` when this pod's interest changed.
+    pub(super) fn note_interest(&self, router: &RouterState) {
+        let version = router.interest.version();
+        self.interest_changes.send_if_modified(|told| {
+            let changed = *told != version;
+            *told = version;
+            changed
+        });
     }
 
     pub(super) fn unsubscribe_locked(
@@ -78,12 +96,13 @@ impl Broker {
         let Ok(Some((group, filter))) = split(raw) else {
             return false;
         };
-        let removed = router
-            .trie
-            .remove(&filter, &(group, session.client_id.clone()))
-            .is_some();
+        let key = (group, session.client_id.clone());
+        let removed = router.trie.remove(&filter, &key).is_some();
         if removed {
             metrics.subscriptions.dec();
+            router
+                .interest
+                .remove(&(key.0, filter.as_str().to_string()));
         }
         let mut state = session.state.lock();
         state.subscriptions.remove(raw);
@@ -108,12 +127,38 @@ impl Broker {
         publisher: &str,
         outbox: &mut Outbox,
     ) -> Published {
+        self.publish_from(message, publisher, outbox, Origin::Here { acks: None })
+    }
+
+    /// [`Broker::publish_batched`] from `origin`: a message published here also goes to the
+    /// peers with matching interest; one forwarded by a peer only to this pod's sessions.
+    pub fn publish_from(
+        &self,
+        message: Message,
+        publisher: &str,
+        outbox: &mut Outbox,
+        origin: Origin<'_>,
+    ) -> Published {
         // Made before the router lock is taken: with many publishers, every instruction under
         // it is waited for by the others (100 → 1 lost a fifth of its rate to an allocation and
         // the deliveries built under it).
         let message = Arc::new(message);
+        // The peers' interest is read under its own lock, before the router's.
+        let remote = match (origin, &self.peers) {
+            (Origin::Here { .. }, Some(peers)) => Some(peers.targets(&message.topic)),
+            _ => None,
+        };
+        let (deliver_plain, chosen_shares) = match origin {
+            Origin::Here { .. } => (true, None),
+            Origin::Peer { plain, shares } => (plain, Some(shares)),
+        };
+        let mut plan = remote
+            .as_ref()
+            .map(ForwardPlan::from_targets)
+            .unwrap_or_default();
         let mut router = self.state.lock();
-        if message.retain {
+        let mut retained_update = None;
+        if message.retain && chosen_shares.is_none() {
             let had = if message.payload.is_empty() {
                 router.retained.remove(&*message.topic).is_some()
             } else {
@@ -126,6 +171,12 @@ impl Broker {
                 (false, false) => self.metrics.retained.inc(),
                 (true, true) => self.metrics.retained.dec(),
                 _ => {}
+            }
+            if let Some(peers) = &self.peers {
+                retained_update = Some(RetainedUpdate {
+                    version: peers.retained_here(&message.topic),
+                    message: Message::clone(&message),
+                });
             }
         }
         // One copy per session (the highest QoS of its matching filters, every matching
@@ -140,7 +191,7 @@ impl Broker {
             &message.topic,
             |(group, client_id), subscriber| match group {
                 None => {
-                    if !(subscriber.options.no_local && client_id == publisher) {
+                    if deliver_plain && !(subscriber.options.no_local && client_id == publisher) {
                         direct.push(Target::of(subscriber));
                     }
                 }
@@ -168,6 +219,31 @@ impl Broker {
         let mut targets = direct;
         let shared = !shares.is_empty();
         for ((group, filter), members) in shares {
+            if let Some(chosen) = chosen_shares
+                && !chosen.iter().any(|(g, f)| g == group && f == filter)
+            {
+                continue;
+            }
+            // A share with members on other pods too: its one delivery goes to a pod in
+            // turn, this one among them.
+            let elsewhere = remote.as_ref().and_then(|remote| {
+                remote
+                    .shares
+                    .iter()
+                    .find(|((g, f), _)| g == group && f == filter)
+                    .map(|(_, pods)| pods)
+            });
+            let turn = share_turn
+                .entry((group.to_string(), filter.to_string()))
+                .or_insert(0);
+            if let Some(pods) = elsewhere {
+                let at = *turn % (pods.len() + 1);
+                if at > 0 {
+                    *turn = turn.wrapping_add(1);
+                    plan.share(&pods[at - 1], (group.to_string(), filter.to_string()));
+                    continue;
+                }
+            }
             // Prefer connected members, in turn.
             let connected: Vec<&Subscriber> = members
                 .iter()
@@ -179,11 +255,21 @@ impl Broker {
             } else {
                 connected
             };
-            let turn = share_turn
-                .entry((group.to_string(), filter.to_string()))
-                .or_insert(0);
             targets.push(Target::of(pool[*turn % pool.len()]));
             *turn = turn.wrapping_add(1);
+        }
+        // Shares with members only on other pods.
+        if let Some(remote) = &remote {
+            for ((group, filter), pods) in &remote.shares {
+                if state.interest.holds(&(Some(group.clone()), filter.clone())) {
+                    continue;
+                }
+                let turn = share_turn
+                    .entry((group.clone(), filter.clone()))
+                    .or_insert(0);
+                plan.share(&pods[*turn % pods.len()], (group.clone(), filter.clone()));
+                *turn = turn.wrapping_add(1);
+            }
         }
         if shared {
             // The outbox merges targets in address order.
@@ -199,6 +285,8 @@ impl Broker {
                     .into_iter()
                     .map(|target| (target.session, target.how.queued(&message))),
             );
+            drop(router);
+            self.forward(&message, plan, retained_update, origin, &mut outcome);
             return outcome;
         }
         // At most `WAKE_AT_ONCE_UP_TO`: on the stack, no allocation per message; the
@@ -215,7 +303,77 @@ impl Broker {
                 Enqueued::QueuedCongested => outcome.congested.push(session),
             }
         }
+        self.forward(&message, plan, retained_update, origin, &mut outcome);
         outcome
+    }
+
+    /// After the router lock: the message to the pods of `plan`, a retained update to every
+    /// peer.
+    fn forward(
+        &self,
+        message: &Message,
+        plan: ForwardPlan,
+        retained_update: Option<RetainedUpdate>,
+        origin: Origin<'_>,
+        outcome: &mut Published,
+    ) {
+        let Some(peers) = &self.peers else {
+            return;
+        };
+        if let Some(update) = retained_update {
+            peers.broadcast_retained(vec![update]);
+        }
+        if plan.is_empty() {
+            return;
+        }
+        let ticket = match origin {
+            Origin::Here { acks: Some(acks) } if message.qos != QoS::AtMostOnce => {
+                let ticket = acks.open(plan.pods.len() as u32);
+                outcome.forwarded = Some(ticket.seq);
+                Some(ticket)
+            }
+            _ => None,
+        };
+        peers.forward(message, plan, ticket);
+    }
+
+    /// A peer's retained updates: each newer than what this pod has replaces it (an empty
+    /// payload clears the topic). Nothing is delivered: subscribers got the message through
+    /// forwarding.
+    pub fn apply_retained(&self, updates: Vec<RetainedUpdate>) {
+        let Some(peers) = &self.peers else {
+            return;
+        };
+        let mut router = self.state.lock();
+        for update in updates {
+            let topic = update.message.topic.to_string();
+            if !peers.retained_from_peer(&topic, &update.version) {
+                continue;
+            }
+            if update.message.payload.is_empty() {
+                router.retained.remove(&topic);
+            } else {
+                router.retained.insert(topic, update.message);
+            }
+        }
+        self.metrics.retained.set(router.retained.len() as i64);
+    }
+
+    /// Every retained message held here, with its version: what a peer whose link just came
+    /// up is sent.
+    pub fn retained_updates(&self) -> Vec<RetainedUpdate> {
+        let Some(peers) = &self.peers else {
+            return Vec::new();
+        };
+        let router = self.state.lock();
+        router
+            .retained
+            .values()
+            .map(|message| RetainedUpdate {
+                version: peers.retained_version(&message.topic),
+                message: message.clone(),
+            })
+            .collect()
     }
 }
 

@@ -9,6 +9,8 @@ use super::codec::{Message, QoS, SubscriptionOptions};
 use super::events::EventSink;
 use super::lifecycle::DisconnectionReason;
 use super::metrics::MqttMetrics;
+use super::peers::Peers;
+use super::peers::interest::{InterestChange, LocalInterest};
 use super::persist;
 use super::reason::ReasonCode;
 use super::routing::RouteTicket;
@@ -95,6 +97,8 @@ struct RouterState {
     /// Sessions with a connection attached, per authentication name (the Namespace's
     /// `maximumClientSessionsPerAuthenticationName` bounds it).
     connected_by_name: HashMap<String, usize>,
+    /// The filters the trie holds, counted, with the changes the peers are still to hear of.
+    interest: LocalInterest,
 }
 
 impl RouterState {
@@ -146,6 +150,14 @@ pub struct Broker {
     pub events: Option<EventSink>,
     /// This pod's owner number (`PodIdentity::owner`), in every connection id it gives.
     pod_owner: u16,
+    /// The other pods of the Namespace (None: this pod is alone).
+    pub peers: Option<Arc<Peers>>,
+    /// The version of this pod's interest (`LocalInterest::version`), sent when it changes:
+    /// `mqtt::peer_service` tells the peers.
+    pub interest_changes: tokio::sync::watch::Sender<u64>,
+    /// The interest version every connected peer has acknowledged: a SUBACK waits for it, so
+    /// that a message published anywhere after the SUBACK reaches the new subscription.
+    pub interest_told: tokio::sync::watch::Sender<u64>,
 }
 
 /// A subscription request, already parsed and authorized.
@@ -185,6 +197,9 @@ impl Broker {
             refusal_log: crate::log_limit::LogLimiters::new(std::time::Duration::from_secs(1)),
             events: None,
             pod_owner: 0,
+            peers: None,
+            interest_changes: tokio::sync::watch::Sender::new(0),
+            interest_told: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -242,6 +257,33 @@ impl Broker {
     pub fn on_pod(mut self, pod: &crate::pod::PodIdentity) -> Self {
         self.pod_owner = pod.owner();
         self
+    }
+
+    /// Forward to and take messages from the Namespace's other pods.
+    pub fn with_peers(mut self, peers: Arc<Peers>) -> Self {
+        self.peers = Some(peers);
+        self
+    }
+
+    /// This pod's interest changes not yet told to the peers, and the version they bring.
+    pub fn take_interest_changes(&self) -> (Vec<InterestChange>, u64) {
+        self.state.lock().interest.take_pending()
+    }
+
+    /// All of this pod's interest and its version (for a peer whose link just came up).
+    pub fn all_interest(&self) -> (Vec<super::peers::interest::Interest>, u64) {
+        self.state.lock().interest.all()
+    }
+
+    /// Wait (at most `within`) until every connected peer knows this pod's interest as it is
+    /// now. Alone, at once.
+    pub async fn interest_settled(&self, within: Duration) {
+        if self.peers.is_none() {
+            return;
+        }
+        let version = self.state.lock().interest.version();
+        let mut told = self.interest_told.subscribe();
+        let _ = tokio::time::timeout(within, told.wait_for(|v| *v >= version)).await;
     }
 
     /// Keep sessions and retained messages under `<data_dir>/mqtt/` (see `persist`).
@@ -320,6 +362,7 @@ impl Broker {
         for raw in filters {
             Self::unsubscribe_locked(&mut router, &session, &raw, &self.metrics);
         }
+        self.note_interest(&router);
         let mut state = session.state.lock();
         if let Some(will) = state.pending_will.take()
             && clean_start
@@ -449,6 +492,7 @@ impl Broker {
             state.pending_will.take()
         };
         Self::remove_locked(&mut router, session, &self.metrics);
+        self.note_interest(&router);
         drop(router);
         if let Some(will) = will {
             self.publish_will(
@@ -478,6 +522,27 @@ impl Broker {
 pub struct Published {
     /// Connected sessions that are behind: the publisher should pause until they drain.
     pub congested: Vec<Arc<Session>>,
+    /// The message's number among its connection's forwarded ones (`ForwardAcks`): its
+    /// acknowledgement waits until the pods it went to have queued it.
+    pub forwarded: Option<u64>,
+}
+
+/// Where a message being published comes from.
+#[derive(Clone, Copy)]
+pub enum Origin<'a> {
+    /// Published on this pod (by a client or as a will): delivered to this pod's sessions and
+    /// forwarded to the peers with matching interest. `acks`: the publishing connection's,
+    /// for a QoS 1/2 message whose acknowledgement waits for the peers.
+    Here {
+        acks: Option<&'a Arc<super::peers::acks::ForwardAcks>>,
+    },
+    /// Forwarded by a peer: delivered to this pod's plain subscriptions when `plain`, and to
+    /// one member of each share listed (the peer chose this pod for them); never forwarded
+    /// on, never stored as retained (retained updates travel on their own).
+    Peer {
+        plain: bool,
+        shares: &'a [(String, String)],
+    },
 }
 
 /// `(share group, filter)` of a subscription as the client wrote it.

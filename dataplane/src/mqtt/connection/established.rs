@@ -10,6 +10,7 @@ use crate::mqtt::lifecycle::DisconnectionReason;
 use crate::mqtt::limits::{NamespaceLimits, RateLimit};
 use crate::mqtt::metrics::MqttMetrics;
 use crate::mqtt::outbox::Outbox;
+use crate::mqtt::peers::acks::ForwardAcks;
 use crate::mqtt::routing::RoutedAcks;
 use crate::mqtt::session::{Attachment, Session};
 use std::collections::VecDeque;
@@ -190,10 +191,13 @@ pub(super) struct TokenSession {
 }
 
 /// QoS 1/2 acknowledgements of this connection held back, in the order their PUBLISH came,
-/// while one of them waits for its routed message to be stored (acknowledgements go out in
-/// order, MQTT §4.6). Allocated at the first routed message.
+/// while one of them waits for its routed message to be stored or for the pods it was
+/// forwarded to (acknowledgements go out in order, MQTT §4.6). Allocated at the first routed
+/// or forwarded message.
 pub(super) struct HeldAcks {
     pub(super) routed: Arc<RoutedAcks>,
+    /// Messages forwarded to other pods, whose acknowledgements wait for those pods.
+    pub(super) forwarded: Arc<ForwardAcks>,
     /// The routing sequence number of this connection's last routed message.
     pub(super) last_routed: u64,
     pub(super) waiting: VecDeque<HeldAck>,
@@ -204,6 +208,8 @@ pub(super) struct HeldAck {
     pub(super) ack: Ack,
     /// The routed message it waits for.
     pub(super) routed: Option<u64>,
+    /// The forwarded message it waits for.
+    pub(super) forwarded: Option<u64>,
 }
 
 /// Outgoing message counts, added to the metrics once per write instead of per message: a

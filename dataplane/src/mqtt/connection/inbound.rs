@@ -8,7 +8,7 @@ use super::established::{
 use super::outbound::ok_ack;
 use crate::log_limit::truncated;
 use crate::mqtt::authenticate::Method;
-use crate::mqtt::broker::{NewSubscription, split};
+use crate::mqtt::broker::{NewSubscription, Origin, split};
 use crate::mqtt::codec::{Ack, Packet, Publish, QoS, SubAck, Subscribe, Version};
 use crate::mqtt::reason::{ReasonCode, is_failure};
 use crate::mqtt::session::Delivery;
@@ -18,6 +18,9 @@ use std::num::NonZeroU32;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{debug, info};
+
+/// Longest a SUBACK waits for the other pods to hear of the new subscription.
+const INTEREST_SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Established<IO> {
     /// Handle the packets that already sit in the read buffer (a pipelining client sends
@@ -253,7 +256,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Established<IO> {
                 return Err(End::Lost("receive maximum exceeded"));
             }
             if !new {
-                return self.acknowledge(qos, ok_ack(packet_id), None);
+                return self.acknowledge(qos, ok_ack(packet_id), None, None);
             }
         }
         let allowed = self
@@ -262,6 +265,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Established<IO> {
             .can_publish(&publish.message.topic);
         let mut ack = ok_ack(packet_id);
         let mut routed = None;
+        let mut forwarded = None;
         if allowed {
             // Acknowledged once the routed copy is stored (mqtt/README.md "Routing").
             if self.broker.routes(&publish.message) {
@@ -273,11 +277,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Established<IO> {
                     Some(ticket),
                 );
             }
-            let published = self.broker.publish_batched(
+            // Clustered: the acknowledgement also waits for the pods it is forwarded to.
+            let acks = self
+                .broker
+                .peers
+                .is_some()
+                .then(|| self.held_acks().forwarded.clone());
+            let published = self.broker.publish_from(
                 publish.message,
                 &self.session.client_id,
                 &mut self.outbox,
+                Origin::Here {
+                    acks: acks.as_ref(),
+                },
             );
+            forwarded = published.forwarded;
             self.pause_for(published.congested);
         } else {
             self.broker.metrics.drop_message("not_authorized");
@@ -292,7 +306,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Established<IO> {
                 }
             }
         }
-        self.acknowledge(qos, ack, routed)
+        self.acknowledge(qos, ack, routed, forwarded)
     }
 
     async fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), End> {
@@ -342,6 +356,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Established<IO> {
             retained.extend(messages);
             reasons.push(options.qos.granted().as_u8());
         }
+        // Clustered: a message published on any pod after the SUBACK must reach the new
+        // subscription, so the other pods hear of it first (bounded: a peer that does not
+        // answer is soon out of the member set).
+        self.broker.interest_settled(INTEREST_SETTLE_LIMIT).await;
         self.send(Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
             reasons,

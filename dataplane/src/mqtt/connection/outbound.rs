@@ -11,6 +11,7 @@ use crate::mqtt::broker::Broker;
 use crate::mqtt::codec::{
     Ack, CodecError, Disconnect, OutgoingPublish, Packet, QoS, Version, encode_publish,
 };
+use crate::mqtt::peers::acks::ForwardAcks;
 use crate::mqtt::reason::ReasonCode;
 use crate::mqtt::routing::{RouteTicket, RoutedAcks};
 use crate::mqtt::session::{Delivery, Expired, Outbound, Session, SessionState};
@@ -312,17 +313,23 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Established<IO> {
         }
     }
 
-    /// A ticket for the next routed message of this connection: its acknowledgement waits
-    /// until the routing task has stored it.
-    pub(super) fn route_ticket(&mut self) -> RouteTicket {
+    /// This connection's held acknowledgements, made at the first that may wait.
+    pub(super) fn held_acks(&mut self) -> &mut HeldAcks {
         let session = &self.session;
-        let held = self.held.get_or_insert_with(|| {
+        self.held.get_or_insert_with(|| {
             Box::new(HeldAcks {
                 routed: Arc::new(RoutedAcks::new(session.clone())),
+                forwarded: Arc::new(ForwardAcks::new(session.clone())),
                 last_routed: 0,
                 waiting: VecDeque::new(),
             })
-        });
+        })
+    }
+
+    /// A ticket for the next routed message of this connection: its acknowledgement waits
+    /// until the routing task has stored it.
+    pub(super) fn route_ticket(&mut self) -> RouteTicket {
+        let held = self.held_acks();
         held.last_routed += 1;
         RouteTicket {
             acks: held.routed.clone(),
@@ -337,10 +344,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Established<IO> {
         qos: QoS,
         ack: Ack,
         routed: Option<u64>,
+        forwarded: Option<u64>,
     ) -> Result<(), End> {
         match &mut self.held {
-            Some(held) if routed.is_some() || !held.waiting.is_empty() => {
-                held.waiting.push_back(HeldAck { qos, ack, routed });
+            Some(held) if routed.is_some() || forwarded.is_some() || !held.waiting.is_empty() => {
+                held.waiting.push_back(HeldAck {
+                    qos,
+                    ack,
+                    routed,
+                    forwarded,
+                });
                 Ok(())
             }
             _ => self.send(acknowledgement(qos, ack)),
@@ -355,20 +368,27 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Established<IO> {
             return Ok(());
         };
         let finished = held.routed.finished();
+        let forwarded_finished = held.forwarded.finished();
         let mut released = Ok(());
         while let Some(front) = held.waiting.front() {
-            if front.routed.is_some_and(|seq| seq > finished) {
+            if front.routed.is_some_and(|seq| seq > finished)
+                || front.forwarded.is_some_and(|seq| seq > forwarded_finished)
+            {
                 break;
             }
             let Some(HeldAck {
                 qos,
                 mut ack,
                 routed,
+                forwarded,
             }) = held.waiting.pop_front()
             else {
                 break;
             };
-            if let Some(code) = routed.and_then(|seq| held.routed.failure(seq)) {
+            let failed = routed
+                .and_then(|seq| held.routed.failure(seq))
+                .or_else(|| forwarded.and_then(|seq| held.forwarded.failure(seq)));
+            if let Some(code) = failed {
                 if qos == QoS::ExactlyOnce {
                     // The exchange ends here: a resend is a new message, routed again.
                     self.session.state.lock().on_pubrel(ack.packet_id.get());

@@ -1,0 +1,233 @@
+//! The MQTT service of the peer links, wired to the broker: what peers send becomes broker
+//! calls (`serve_inbound`), and this pod's interest and retained messages reach the peers
+//! (`tell_peers`): all of it when a link comes up, the changes as they happen.
+//!
+//! Above both `broker` and `peers` (which know nothing of each other's insides).
+
+use super::broker::{Broker, Origin};
+use super::outbox::Outbox;
+use super::peers::interest::{Interest, InterestChange};
+use super::peers::wire::{Forward, PeerMqtt};
+use super::peers::{Peers, TransportError};
+use crate::shutdown::StopSignal;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+/// A body a peer sent to the MQTT service, and how to answer it when it is a request.
+pub struct PeerInbound {
+    pub from: Arc<str>,
+    pub body: Bytes,
+    pub reply: Option<PeerReply>,
+}
+
+/// Answers a peer's request: a body, or an error message.
+pub type PeerReply = Box<dyn FnOnce(Result<Bytes, String>) + Send>;
+
+/// The peers a link is up to, each with the link's generation: a new link to the same pod
+/// (it restarted, or the link dropped and came back) has a new number, and is told
+/// everything again.
+pub type ConnectedPeers = watch::Receiver<Arc<BTreeMap<Arc<str>, u64>>>;
+
+/// Turn what peers send into broker calls, until `inbound` closes or `stop`.
+pub async fn serve_inbound(
+    broker: Arc<Broker>,
+    mut inbound: mpsc::Receiver<PeerInbound>,
+    stop: StopSignal,
+) {
+    let Some(peers) = broker.peers.clone() else {
+        return;
+    };
+    loop {
+        let received = tokio::select! {
+            received = inbound.recv() => received,
+            _ = stop.stopped() => return,
+        };
+        let Some(PeerInbound { from, body, reply }) = received else {
+            return;
+        };
+        let answer = match PeerMqtt::decode(body) {
+            Ok(body) => {
+                handle(&broker, &peers, &from, body);
+                Ok(Bytes::new())
+            }
+            Err(error) => {
+                if let Some(suppressed) = broker.refusal_log.allow("peer_body_refused") {
+                    warn!(peer = %from, %error, suppressed, "MQTT body from a peer refused");
+                }
+                Err(error.to_string())
+            }
+        };
+        if let Some(reply) = reply {
+            reply(answer);
+        }
+    }
+}
+
+fn handle(broker: &Broker, peers: &Peers, from: &Arc<str>, body: PeerMqtt) {
+    match body {
+        PeerMqtt::Interest {
+            full,
+            added,
+            removed,
+        } => {
+            debug!(peer = %from, full, added = added.len(), removed = removed.len(), "peer interest");
+            peers.on_interest(from, full, added, removed);
+        }
+        PeerMqtt::Forward(Forward {
+            plain,
+            shares,
+            message,
+        }) => {
+            let mut outbox = Outbox::default();
+            broker.metrics.message_in(message.qos);
+            // Queued here before the answer goes back: the publisher's acknowledgement waits
+            // for it. A subscriber that is behind is the peer's concern no more than a local
+            // one's: its queue bound drops what it cannot take.
+            broker.publish_from(
+                message,
+                "",
+                &mut outbox,
+                Origin::Peer {
+                    plain,
+                    shares: &shares,
+                },
+            );
+            outbox.deliver(broker.limits.queue, &broker.metrics);
+        }
+        PeerMqtt::Retained(updates) => broker.apply_retained(updates),
+    }
+}
+
+/// Keep every connected peer told of this pod's interest and retained messages, until
+/// `stop`. Sets `broker.interest_told` to the interest version every connected peer has
+/// acknowledged.
+pub async fn tell_peers(broker: Arc<Broker>, mut connected: ConnectedPeers, stop: StopSignal) {
+    let Some(peers) = broker.peers.clone() else {
+        return;
+    };
+    let mut interest_changes = broker.interest_changes.subscribe();
+    let mut known: Arc<BTreeMap<Arc<str>, u64>> = Arc::new(BTreeMap::new());
+    loop {
+        // Links first: a peer that just came up is told everything, which covers the
+        // changes made meanwhile.
+        let now = connected.borrow_and_update().clone();
+        let new: Vec<Arc<str>> = now
+            .iter()
+            .filter(|(pod, generation)| known.get(*pod) != Some(generation))
+            .map(|(pod, _)| pod.clone())
+            .collect();
+        for (pod, _) in known.iter().filter(|(pod, _)| !now.contains_key(*pod)) {
+            info!(peer = %pod, "peer link down: its MQTT interest is forgotten");
+            peers.forget(pod);
+        }
+        for pod in known
+            .iter()
+            .filter(|(pod, g)| now.get(*pod).is_some_and(|n| n != *g))
+        {
+            // The same pod on a new link: what it told before may be stale.
+            peers.forget(pod.0);
+        }
+        known = now;
+        for pod in &new {
+            tell_everything(&broker, &peers, pod).await;
+        }
+        let (changes, version) = broker.take_interest_changes();
+        if !changes.is_empty() {
+            let (added, removed) = net(changes);
+            let body = PeerMqtt::Interest {
+                full: false,
+                added,
+                removed,
+            }
+            .encode();
+            match body {
+                Ok(body) => {
+                    let requests = known
+                        .keys()
+                        .map(|pod| (pod.clone(), peers.transport().request(pod, body.clone())));
+                    for (pod, request) in requests.collect::<Vec<_>>() {
+                        if let Err(error) = request.await {
+                            log_unanswered(&pod, &error);
+                        }
+                    }
+                }
+                Err(error) => warn!(%error, "interest change not encodable"),
+            }
+        }
+        broker.interest_told.send_replace(version);
+        tokio::select! {
+            changed = connected.changed() => if changed.is_err() { return },
+            changed = interest_changes.changed() => if changed.is_err() { return },
+            _ = stop.stopped() => return,
+        }
+    }
+}
+
+/// A peer whose link just came up: all of this pod's interest, then its retained messages.
+async fn tell_everything(broker: &Broker, peers: &Peers, pod: &Arc<str>) {
+    let (all, _) = broker.all_interest();
+    let count = all.len();
+    match (PeerMqtt::Interest {
+        full: true,
+        added: all,
+        removed: Vec::new(),
+    })
+    .encode()
+    {
+        Ok(body) => {
+            if let Err(error) = peers.transport().request(pod, body).await {
+                log_unanswered(pod, &error);
+            }
+        }
+        Err(error) => warn!(%error, "interest not encodable"),
+    }
+    let retained = broker.retained_updates();
+    let retained_count = retained.len();
+    // In slices: one body stays far below the link's frame limit however many there are.
+    for chunk in retained.chunks(256) {
+        if let Ok(body) = PeerMqtt::Retained(chunk.to_vec()).encode()
+            && let Err(error) = peers.transport().send(pod, body)
+        {
+            debug!(peer = %pod, %error, "retained messages not sent");
+        }
+    }
+    info!(peer = %pod, filters = count, retained = retained_count, "peer link up: MQTT interest and retained messages told");
+}
+
+fn log_unanswered(pod: &str, error: &TransportError) {
+    match error {
+        // Gone meanwhile: the next link is told everything.
+        TransportError::Down(_) => debug!(peer = %pod, %error, "interest not told"),
+        _ => warn!(peer = %pod, %error, "interest not acknowledged"),
+    }
+}
+
+/// The net effect of changes in order: each change toggles its interest, so the last one
+/// of each says where it ends.
+fn net(changes: Vec<InterestChange>) -> (Vec<Interest>, Vec<Interest>) {
+    let mut last: HashMap<Interest, bool> = HashMap::new();
+    for change in changes {
+        match change {
+            InterestChange::Added(interest) => last.insert(interest, true),
+            InterestChange::Removed(interest) => last.insert(interest, false),
+        };
+    }
+    let mut added = Vec::new();
+    let mut removed = Vec::new();
+    for (interest, present) in last {
+        if present {
+            added.push(interest);
+        } else {
+            removed.push(interest);
+        }
+    }
+    added.sort();
+    removed.sort();
+    (added, removed)
+}
+
+#[cfg(test)]
+mod tests;

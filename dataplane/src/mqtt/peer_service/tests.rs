@@ -1,0 +1,327 @@
+//! Brokers joined in memory (a transport of channels instead of peer links): what one pod's
+//! sessions subscribe to reaches the other, messages cross once, acknowledgements wait for the
+//! other pod, retained messages and shares are Namespace-wide.
+
+use super::*;
+use crate::mqtt::broker::{Limits, NewSubscription, split};
+use crate::mqtt::codec::{Message, QoS, SubscriptionOptions};
+use crate::mqtt::metrics::MqttMetrics;
+use crate::mqtt::peers::PeerTransport;
+use crate::mqtt::peers::acks::ForwardAcks;
+use crate::mqtt::session::Session;
+use crate::shutdown::Stopper;
+use crate::snapshot::SharedSnapshot;
+use futures::future::BoxFuture;
+use std::time::Duration;
+
+/// Pods joined by channels; `down` pods answer nothing.
+#[derive(Default)]
+struct Network {
+    pods: parking_lot::Mutex<HashMap<String, mpsc::Sender<PeerInbound>>>,
+}
+
+struct MemoryTransport {
+    this: Arc<str>,
+    network: Arc<Network>,
+}
+
+impl PeerTransport for MemoryTransport {
+    fn send(&self, pod: &str, body: Bytes) -> Result<(), TransportError> {
+        let sender = self.network.pods.lock().get(pod).cloned();
+        let sender = sender.ok_or_else(|| TransportError::Down(pod.into()))?;
+        sender
+            .try_send(PeerInbound {
+                from: self.this.clone(),
+                body,
+                reply: None,
+            })
+            .map_err(|_| TransportError::Full(pod.into()))
+    }
+
+    fn request(&self, pod: &str, body: Bytes) -> BoxFuture<'static, Result<Bytes, TransportError>> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let sender = self.network.pods.lock().get(pod).cloned();
+        let queued = sender
+            .ok_or_else(|| TransportError::Down(pod.into()))
+            .and_then(|s| {
+                s.try_send(PeerInbound {
+                    from: self.this.clone(),
+                    body,
+                    reply: Some(Box::new(move |result| {
+                        let _ = answer.send(result);
+                    })),
+                })
+                .map_err(|_| TransportError::Full(pod.into()))
+            });
+        Box::pin(async move {
+            queued?;
+            match answered.await {
+                Ok(Ok(body)) => Ok(body),
+                Ok(Err(message)) => Err(TransportError::Failed(message)),
+                Err(_) => Err(TransportError::Failed("no answer".into())),
+            }
+        })
+    }
+
+    fn connected(&self) -> Vec<Arc<str>> {
+        self.network
+            .pods
+            .lock()
+            .keys()
+            .filter(|pod| **pod != *self.this)
+            .map(|pod| Arc::from(pod.as_str()))
+            .collect()
+    }
+}
+
+struct Pod {
+    broker: Arc<Broker>,
+    _stopper: Stopper,
+}
+
+fn join(network: &Arc<Network>, names: &[&str]) -> Vec<Pod> {
+    let mut inboxes = Vec::new();
+    for name in names {
+        let (sender, receiver) = mpsc::channel(1024);
+        network.pods.lock().insert(name.to_string(), sender);
+        inboxes.push(receiver);
+    }
+    names
+        .iter()
+        .zip(inboxes)
+        .map(|(name, inbox)| {
+            let registry = prometheus::Registry::new();
+            let transport = Arc::new(MemoryTransport {
+                this: Arc::from(*name),
+                network: network.clone(),
+            });
+            let peers = Peers::new(Arc::from(*name), transport, &registry).unwrap();
+            let broker = Arc::new(
+                Broker::new(
+                    SharedSnapshot::new(),
+                    MqttMetrics::register(&registry).unwrap(),
+                    Limits::default(),
+                )
+                .with_peers(Arc::new(peers)),
+            );
+            let (stopper, stop) = Stopper::new();
+            let others: BTreeMap<Arc<str>, u64> = names
+                .iter()
+                .filter(|other| *other != name)
+                .map(|other| (Arc::from(*other), 1))
+                .collect();
+            let (_links, connected) = watch::channel(Arc::new(others));
+            tokio::spawn(serve_inbound(broker.clone(), inbox, stop.clone()));
+            let telling = broker.clone();
+            tokio::spawn(async move {
+                // The sender lives as long as the task, so the channel never closes.
+                let _links = _links;
+                tell_peers(telling, connected, stop).await;
+            });
+            Pod {
+                broker,
+                _stopper: stopper,
+            }
+        })
+        .collect()
+}
+
+fn session(broker: &Broker, client: &str) -> Arc<Session> {
+    broker.attach(client, client, true, 100).unwrap().session
+}
+
+async fn subscribe(broker: &Broker, session: &Arc<Session>, raw: &str, qos: QoS) {
+    let Ok(Some((share_group, filter))) = split(raw) else {
+        panic!("bad filter {raw}");
+    };
+    broker.subscribe(
+        session,
+        NewSubscription {
+            raw: raw.to_string(),
+            share_group,
+            filter,
+            options: options(qos),
+            subscription_id: None,
+        },
+    );
+    broker.interest_settled(Duration::from_secs(5)).await;
+}
+
+fn options(qos: QoS) -> SubscriptionOptions {
+    SubscriptionOptions {
+        qos,
+        no_local: false,
+        retain_as_published: false,
+        retain_handling: 0,
+    }
+}
+
+fn message(topic: &str, qos: QoS, retain: bool, payload: &str) -> Message {
+    Message {
+        topic: topic.into(),
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        qos,
+        retain,
+        properties: Default::default(),
+    }
+}
+
+fn queued(session: &Session) -> Vec<String> {
+    session
+        .state
+        .lock()
+        .queue
+        .iter()
+        .map(|q| String::from_utf8_lossy(&q.delivery.message.payload).into_owned())
+        .collect()
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never: {what}");
+}
+
+#[tokio::test]
+async fn a_message_reaches_a_subscriber_on_another_pod_once_and_its_acknowledgement_waits() {
+    let network = Arc::new(Network::default());
+    let pods = join(&network, &["a", "b", "c"]);
+    let (a, b, c) = (&pods[0].broker, &pods[1].broker, &pods[2].broker);
+    let subscriber = session(b, "sub");
+    subscribe(b, &subscriber, "t/+", QoS::AtLeastOnce).await;
+    // Twice on the same pod: one copy still.
+    subscribe(b, &subscriber, "t/#", QoS::AtLeastOnce).await;
+    let publisher = session(a, "pub");
+    let acks = Arc::new(ForwardAcks::new(publisher.clone()));
+    let mut outbox = Outbox::default();
+    let published = a.publish_from(
+        message("t/1", QoS::AtLeastOnce, false, "one"),
+        "pub",
+        &mut outbox,
+        Origin::Here { acks: Some(&acks) },
+    );
+    assert_eq!(published.forwarded, Some(1), "it waits for pod b");
+    eventually("pod b queued it", || acks.finished() == 1).await;
+    assert_eq!(queued(&subscriber), ["one"]);
+    // Pod c has no interest: nothing went there (its broker saw no message).
+    assert_eq!(c.metrics.messages_in.with_label_values(&["1"]).get(), 0);
+    // A topic nobody holds is not forwarded, and does not wait.
+    let published = a.publish_from(
+        message("u", QoS::AtLeastOnce, false, "none"),
+        "pub",
+        &mut outbox,
+        Origin::Here { acks: Some(&acks) },
+    );
+    assert_eq!(published.forwarded, None);
+}
+
+#[tokio::test]
+async fn an_unsubscribed_filter_stops_the_forwarding() {
+    let network = Arc::new(Network::default());
+    let pods = join(&network, &["a", "b"]);
+    let (a, b) = (&pods[0].broker, &pods[1].broker);
+    let subscriber = session(b, "sub");
+    subscribe(b, &subscriber, "t", QoS::AtMostOnce).await;
+    b.unsubscribe(&subscriber, "t");
+    b.interest_settled(Duration::from_secs(5)).await;
+    a.publish(message("t", QoS::AtMostOnce, false, "x"), "pub");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(queued(&subscriber).is_empty());
+    assert_eq!(b.metrics.messages_in.with_label_values(&["0"]).get(), 0);
+}
+
+#[tokio::test]
+async fn a_retained_message_is_found_by_a_late_subscriber_on_another_pod() {
+    let network = Arc::new(Network::default());
+    let pods = join(&network, &["a", "b"]);
+    let (a, b) = (&pods[0].broker, &pods[1].broker);
+    a.publish(message("r/1", QoS::AtLeastOnce, true, "kept"), "pub");
+    let late = session(b, "late");
+    let mut found = Vec::new();
+    eventually("pod b has the retained message", || {
+        let Ok(Some((share_group, filter))) = split("r/#") else {
+            return false;
+        };
+        let (_, retained) = b.subscribe(
+            &late,
+            NewSubscription {
+                raw: "r/#".into(),
+                share_group,
+                filter,
+                options: options(QoS::AtMostOnce),
+                subscription_id: None,
+            },
+        );
+        found = retained;
+        !found.is_empty()
+    })
+    .await;
+    assert_eq!(&found[0].payload[..], b"kept");
+    // Cleared on pod b: gone on pod a too.
+    b.publish(message("r/1", QoS::AtMostOnce, true, ""), "pub");
+    eventually("pod a cleared it", || a.retained_updates().is_empty()).await;
+}
+
+#[tokio::test]
+async fn a_share_spread_over_pods_gets_each_message_once() {
+    let network = Arc::new(Network::default());
+    let pods = join(&network, &["a", "b", "c"]);
+    let (a, b, c) = (&pods[0].broker, &pods[1].broker, &pods[2].broker);
+    let on_a = session(a, "m-a");
+    let on_b = session(b, "m-b");
+    subscribe(a, &on_a, "$share/g/s/#", QoS::AtLeastOnce).await;
+    subscribe(b, &on_b, "$share/g/s/#", QoS::AtLeastOnce).await;
+    // Pod c has no member: its publishes go to a or b.
+    eventually("pod c knows both members", || {
+        c.peers.as_ref().unwrap().targets("s/x").shares.len() == 1
+            && c.peers.as_ref().unwrap().targets("s/x").shares[0].1.len() == 2
+    })
+    .await;
+    for n in 0..20 {
+        let publisher = if n % 2 == 0 { a } else { c };
+        publisher.publish(
+            message("s/x", QoS::AtLeastOnce, false, &n.to_string()),
+            "pub",
+        );
+    }
+    eventually("20 delivered", || {
+        queued(&on_a).len() + queued(&on_b).len() == 20
+    })
+    .await;
+    let mut all: Vec<u32> = queued(&on_a)
+        .into_iter()
+        .chain(queued(&on_b))
+        .map(|n| n.parse().unwrap())
+        .collect();
+    all.sort();
+    assert_eq!(all, (0..20).collect::<Vec<_>>(), "each message once");
+    assert!(
+        !queued(&on_a).is_empty() && !queued(&on_b).is_empty(),
+        "spread"
+    );
+}
+
+#[tokio::test]
+async fn a_pod_without_a_link_counts_as_done() {
+    let network = Arc::new(Network::default());
+    let pods = join(&network, &["a", "b"]);
+    let (a, b) = (&pods[0].broker, &pods[1].broker);
+    let subscriber = session(b, "sub");
+    subscribe(b, &subscriber, "t", QoS::AtLeastOnce).await;
+    network.pods.lock().remove("b");
+    let publisher = session(a, "pub");
+    let acks = Arc::new(ForwardAcks::new(publisher));
+    let published = a.publish_from(
+        message("t", QoS::AtLeastOnce, false, "x"),
+        "pub",
+        &mut Outbox::default(),
+        Origin::Here { acks: Some(&acks) },
+    );
+    assert_eq!(published.forwarded, Some(1));
+    eventually("done without pod b", || acks.finished() == 1).await;
+    assert_eq!(acks.failure(1), None);
+}

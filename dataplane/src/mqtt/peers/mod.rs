@@ -1,0 +1,295 @@
+//! MQTT across the Namespace's pods (DESIGN §5): each pod tells its peers which filters its
+//! sessions hold (`interest`), and a message published on a pod is forwarded once to each
+//! pod with matching interest, never to others (`Peers::forward`). A QoS 1/2 publisher's
+//! acknowledgement waits until those pods have queued the message (`acks`). Retained
+//! messages are on every pod: each retained update is sent to every peer, the latest
+//! (time, origin) winning everywhere. What crosses the link is in `wire`.
+//!
+//! This module knows nothing of the broker: the broker asks it where a message goes and hands
+//! it the message; `mqtt::peer_service` (above both) turns what peers send into broker calls.
+//! The link itself is behind [`PeerTransport`], so that tests can join brokers in memory.
+
+pub mod acks;
+pub mod interest;
+pub mod wire;
+
+use crate::mqtt::codec::{Message, QoS};
+use crate::mqtt::reason::ReasonCode;
+use acks::ForwardTicket;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use interest::{Interest, RemoteInterest, RemoteTargets};
+use prometheus::{IntCounterVec, Opts, Registry};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tracing::debug;
+use wire::{Forward, PeerMqtt, RetainVersion, RetainedUpdate};
+
+/// The link to the other pods, as the MQTT service uses it.
+pub trait PeerTransport: Send + Sync + 'static {
+    /// Queue a one-way body for `pod`, after everything sent to it before; fails at once when
+    /// there is no link to it or its queue is full.
+    fn send(&self, pod: &str, body: Bytes) -> Result<(), TransportError>;
+    /// Queue a request for `pod` now (in order with `send`), and answer with its reply.
+    fn request(&self, pod: &str, body: Bytes) -> BoxFuture<'static, Result<Bytes, TransportError>>;
+    /// The peers a link is up to now.
+    fn connected(&self) -> Vec<Arc<str>>;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// No link to the pod (not a member, or not connected now): it holds no session here.
+    #[error("no link to {0}")]
+    Down(String),
+    /// The link's queue is full.
+    #[error("the link to {0} is full")]
+    Full(String),
+    /// Sent, but no good answer: a timeout, the link closed, or the peer refused it.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Where a message goes besides this pod's own sessions, decided once per message.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ForwardPlan {
+    /// Each pod it goes to: whether to its plain subscriptions, and which shares' delivery.
+    pub pods: BTreeMap<Arc<str>, PodForward>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PodForward {
+    pub plain: bool,
+    pub shares: Vec<(String, String)>,
+}
+
+impl ForwardPlan {
+    pub fn is_empty(&self) -> bool {
+        self.pods.is_empty()
+    }
+
+    /// Start from the pods with plain interest.
+    pub fn from_targets(targets: &RemoteTargets) -> ForwardPlan {
+        ForwardPlan {
+            pods: targets
+                .plain
+                .iter()
+                .map(|pod| {
+                    (
+                        pod.clone(),
+                        PodForward {
+                            plain: true,
+                            shares: Vec::new(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Give `share`'s one delivery to `pod`.
+    pub fn share(&mut self, pod: &Arc<str>, share: (String, String)) {
+        self.pods.entry(pod.clone()).or_default().shares.push(share);
+    }
+}
+
+/// This pod's side of MQTT across pods.
+pub struct Peers {
+    this: Arc<str>,
+    transport: Arc<dyn PeerTransport>,
+    remote: parking_lot::RwLock<RemoteInterest>,
+    /// The version of each retained topic's latest update (set or clear) known here.
+    retained_versions: parking_lot::Mutex<HashMap<String, RetainVersion>>,
+    metrics: PeerMetrics,
+}
+
+struct PeerMetrics {
+    forwarded: IntCounterVec,
+}
+
+impl Peers {
+    pub fn new(
+        this: Arc<str>,
+        transport: Arc<dyn PeerTransport>,
+        registry: &Registry,
+    ) -> Result<Peers, prometheus::Error> {
+        let forwarded = IntCounterVec::new(
+            Opts::new(
+                "gridline_mqtt_peer_forwarded_total",
+                "MQTT messages forwarded to other pods, by result (sent, unreachable, full, failed)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(forwarded.clone()))?;
+        Ok(Peers {
+            this,
+            transport,
+            remote: Default::default(),
+            retained_versions: Default::default(),
+            metrics: PeerMetrics { forwarded },
+        })
+    }
+
+    pub fn this(&self) -> &Arc<str> {
+        &self.this
+    }
+
+    pub fn transport(&self) -> &Arc<dyn PeerTransport> {
+        &self.transport
+    }
+
+    /// The pods with interest in `topic`.
+    pub fn targets(&self, topic: &str) -> RemoteTargets {
+        self.remote.read().targets(topic)
+    }
+
+    /// Send `message` to the pods of `plan`. With `ticket` (a QoS 1/2 publish), each pod's
+    /// answer is one part of it: queued there, or the reason the publisher is told. A pod
+    /// without a link holds no session reachable from here and counts as done.
+    pub fn forward(&self, message: &Message, plan: ForwardPlan, ticket: Option<ForwardTicket>) {
+        for (pod, what) in plan.pods {
+            let body = PeerMqtt::Forward(Forward {
+                plain: what.plain,
+                shares: what.shares,
+                message: message.clone(),
+            })
+            .encode();
+            let body = match body {
+                Ok(body) => body,
+                Err(error) => {
+                    // Only a message our own codec refuses to encode (over the protocol's
+                    // bounds), which the publisher's PUBLISH could not have been.
+                    debug!(%error, "message not forwarded");
+                    self.count("failed");
+                    if let Some(ticket) = &ticket {
+                        ticket.done(Some(ReasonCode::UnspecifiedError));
+                    }
+                    continue;
+                }
+            };
+            match (&ticket, message.qos) {
+                (Some(ticket), QoS::AtLeastOnce | QoS::ExactlyOnce) => {
+                    let reply = self.transport.request(&pod, body);
+                    let ticket = ticket.clone();
+                    let forwarded = self.metrics.forwarded.clone();
+                    tokio::spawn(async move {
+                        let failed = match reply.await {
+                            Ok(_) => {
+                                forwarded.with_label_values(&["sent"]).inc();
+                                None
+                            }
+                            Err(TransportError::Down(_)) => {
+                                forwarded.with_label_values(&["unreachable"]).inc();
+                                None
+                            }
+                            Err(error) => {
+                                debug!(%pod, %error, "forwarded message not confirmed");
+                                forwarded.with_label_values(&["failed"]).inc();
+                                Some(ReasonCode::UnspecifiedError)
+                            }
+                        };
+                        ticket.done(failed);
+                    });
+                }
+                _ => match self.transport.send(&pod, body) {
+                    Ok(()) => self.count("sent"),
+                    Err(TransportError::Down(_)) => self.count("unreachable"),
+                    Err(TransportError::Full(_)) => self.count("full"),
+                    Err(TransportError::Failed(_)) => self.count("failed"),
+                },
+            }
+        }
+    }
+
+    fn count(&self, result: &str) {
+        self.metrics.forwarded.with_label_values(&[result]).inc();
+    }
+
+    /// `pod` told its interest.
+    pub fn on_interest(
+        &self,
+        pod: &Arc<str>,
+        full: bool,
+        added: Vec<Interest>,
+        removed: Vec<Interest>,
+    ) {
+        let mut remote = self.remote.write();
+        if full {
+            remote.replace(pod, added);
+        } else {
+            for interest in &removed {
+                remote.remove(pod, interest);
+            }
+            for interest in added {
+                remote.add(pod, interest);
+            }
+        }
+    }
+
+    /// The link to `pod` is down: its sessions are out of reach until it comes back and tells
+    /// its interest again.
+    pub fn forget(&self, pod: &Arc<str>) {
+        self.remote.write().forget(pod);
+    }
+
+    /// A retained update made here: the version it gets (later than any known for the topic,
+    /// whatever the clocks of the pods that set it before).
+    pub fn retained_here(&self, topic: &str) -> RetainVersion {
+        let now = now_ms();
+        let mut versions = self.retained_versions.lock();
+        let at_ms = match versions.get(topic) {
+            Some(known) if known.at_ms >= now => known.at_ms + 1,
+            _ => now,
+        };
+        let version = RetainVersion {
+            at_ms,
+            origin: self.this.clone(),
+        };
+        versions.insert(topic.to_string(), version.clone());
+        version
+    }
+
+    /// Whether a peer's retained update is newer than what this pod has (and record it).
+    pub fn retained_from_peer(&self, topic: &str, version: &RetainVersion) -> bool {
+        let mut versions = self.retained_versions.lock();
+        match versions.get(topic) {
+            Some(known) if known >= version => false,
+            _ => {
+                versions.insert(topic.to_string(), version.clone());
+                true
+            }
+        }
+    }
+
+    /// The version of a retained message held here (restored ones have none yet: the oldest).
+    pub fn retained_version(&self, topic: &str) -> RetainVersion {
+        self.retained_versions
+            .lock()
+            .get(topic)
+            .cloned()
+            .unwrap_or_else(|| RetainVersion {
+                at_ms: 0,
+                origin: self.this.clone(),
+            })
+    }
+
+    /// Send retained updates to every connected peer.
+    pub fn broadcast_retained(&self, updates: Vec<RetainedUpdate>) {
+        if updates.is_empty() {
+            return;
+        }
+        let Ok(body) = PeerMqtt::Retained(updates).encode() else {
+            return;
+        };
+        for pod in self.transport.connected() {
+            if let Err(error) = self.transport.send(&pod, body.clone()) {
+                debug!(%pod, %error, "retained update not sent");
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
