@@ -203,14 +203,19 @@ impl Sequence {
         }
     }
 
-    pub fn connected(self, connection_id: u64) -> u64 {
+    /// The connect of `connection_id`, above `floor` (the session's last number on the pod
+    /// it came from: pods' clocks and counts differ, so a session moving between them would
+    /// otherwise go backwards).
+    pub fn connected(self, connection_id: u64, floor: u64) -> u64 {
         // The pod's owner number above the count is left out: it would swamp the clock.
         let count = connection_id & ((1 << CONNECTION_COUNT_BITS) - 1);
-        self.base.saturating_add(count).saturating_mul(2)
+        let own = self.base.saturating_add(count).saturating_mul(2);
+        // Even numbers are connects: the next one above the floor.
+        own.max(floor.saturating_add(2) & !1)
     }
 
-    pub fn disconnected(self, connection_id: u64) -> u64 {
-        self.connected(connection_id).saturating_add(1)
+    pub fn disconnected(self, connection_id: u64, floor: u64) -> u64 {
+        self.connected(connection_id, floor).saturating_add(1)
     }
 }
 
@@ -365,11 +370,17 @@ impl Lifecycle {
     }
 
     /// A session was attached to connection `connection_id` (CONNACK accepted).
-    pub fn session_connected(&self, authentication_name: &str, session: &str, connection_id: u64) {
+    pub fn session_connected(
+        &self,
+        authentication_name: &str,
+        session: &str,
+        connection_id: u64,
+        floor: u64,
+    ) {
         if !self.enabled() {
             return;
         }
-        let sequence = self.sequence.connected(connection_id);
+        let sequence = self.sequence.connected(connection_id, floor);
         self.queue(LifecycleEvent::SessionConnected {
             authentication_name: authentication_name.to_string(),
             session: session.to_string(),
@@ -383,12 +394,13 @@ impl Lifecycle {
         authentication_name: &str,
         session: &str,
         connection_id: u64,
+        floor: u64,
         reason: DisconnectionReason,
     ) {
         if !self.enabled() {
             return;
         }
-        let sequence = self.sequence.disconnected(connection_id);
+        let sequence = self.sequence.disconnected(connection_id, floor);
         self.queue(LifecycleEvent::SessionDisconnected {
             authentication_name: authentication_name.to_string(),
             session: session.to_string(),
@@ -649,12 +661,12 @@ mod tests {
     fn sequence_numbers_grow_per_session_across_take_overs() {
         let sequence = Sequence { base: 1_000 };
         let (old, new) = (4, 9);
-        assert!(sequence.connected(old) < sequence.disconnected(old));
+        assert!(sequence.connected(old, 0) < sequence.disconnected(old, 0));
         // The old connection's end is numbered below the connection that took over.
-        assert!(sequence.disconnected(old) < sequence.connected(new));
+        assert!(sequence.disconnected(old, 0) < sequence.connected(new, 0));
         let on_another_pod = crate::mqtt::session::connection_id(7, 1);
-        assert!(sequence.connected(on_another_pod) < sequence.connected(old));
+        assert!(sequence.connected(on_another_pod, 0) < sequence.connected(old, 0));
         let restarted = Sequence::starting_now();
-        assert!(restarted.connected(0) > sequence.disconnected(u32::MAX.into()));
+        assert!(restarted.connected(0, 0) > sequence.disconnected(u32::MAX.into(), 0));
     }
 }

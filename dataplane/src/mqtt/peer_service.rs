@@ -7,7 +7,7 @@
 use super::broker::{Broker, Origin};
 use super::outbox::Outbox;
 use super::peers::interest::{Interest, InterestChange};
-use super::peers::wire::{Forward, PeerMqtt};
+use super::peers::wire::{ClaimAnswer, Forward, PeerMqtt, WireError};
 use super::peers::{Peers, TransportError};
 use crate::shutdown::StopSignal;
 use bytes::Bytes;
@@ -49,10 +49,7 @@ pub async fn serve_inbound(
             return;
         };
         let answer = match PeerMqtt::decode(body) {
-            Ok(body) => {
-                handle(&broker, &peers, &from, body);
-                Ok(Bytes::new())
-            }
+            Ok(body) => handle(&broker, &peers, &from, body).map_err(|error| error.to_string()),
             Err(error) => {
                 if let Some(suppressed) = broker.refusal_log.allow("peer_body_refused") {
                     warn!(peer = %from, %error, suppressed, "MQTT body from a peer refused");
@@ -66,7 +63,13 @@ pub async fn serve_inbound(
     }
 }
 
-fn handle(broker: &Broker, peers: &Peers, from: &Arc<str>, body: PeerMqtt) {
+/// What a body asks; the answer to give when it was a request.
+fn handle(
+    broker: &Broker,
+    peers: &Peers,
+    from: &Arc<str>,
+    body: PeerMqtt,
+) -> Result<Bytes, WireError> {
     match body {
         PeerMqtt::Interest {
             full,
@@ -98,7 +101,25 @@ fn handle(broker: &Broker, peers: &Peers, from: &Arc<str>, body: PeerMqtt) {
             outbox.deliver(broker.limits.queue, &broker.metrics);
         }
         PeerMqtt::Retained(updates) => broker.apply_retained(updates),
+        PeerMqtt::Claim {
+            client_id,
+            authentication_name,
+            clean_start,
+        } => {
+            let handover = broker.hand_over(&client_id, &authentication_name, clean_start);
+            if handover.session.is_some() || handover.was_connected {
+                info!(peer = %from, client = %client_id, resumed = handover.session.is_some(), "session handed over to another pod");
+            }
+            return ClaimAnswer {
+                connected_for_name: handover.connected_for_name,
+                was_connected: handover.was_connected,
+                last_sequence: handover.last_sequence,
+                session: handover.session,
+            }
+            .encode();
+        }
     }
+    Ok(Bytes::new())
 }
 
 /// Keep every connected peer told of this pod's interest and retained messages, until

@@ -312,6 +312,9 @@ pub struct SessionState {
     /// The will of the last connection, until its delay passes, the session ends, or a new
     /// connection resumes the session (which discards it).
     pub pending_will: Option<Box<PendingWill>>,
+    /// The session's last lifecycle sequence number on the pod it was handed over from (0:
+    /// it never moved): its events here number above it.
+    pub sequence_floor: u64,
 }
 
 impl SessionState {

@@ -25,6 +25,8 @@ use std::time::Duration;
 use tracing::info;
 
 mod fanout;
+mod handover;
+pub use handover::Handover;
 mod stored;
 
 /// The broker's bounds.
@@ -218,11 +220,18 @@ impl Broker {
     }
 
     /// A session was attached to connection `connection_id`: a lifecycle event if enabled.
-    pub fn session_connected(&self, authentication_name: &str, session: &str, connection_id: u64) {
+    /// `floor`: the session's last lifecycle sequence number on a pod it came from.
+    pub fn session_connected(
+        &self,
+        authentication_name: &str,
+        session: &str,
+        connection_id: u64,
+        floor: u64,
+    ) {
         if let Some(events) = &self.events {
             events
                 .lifecycle
-                .session_connected(authentication_name, session, connection_id);
+                .session_connected(authentication_name, session, connection_id, floor);
         }
     }
 
@@ -233,6 +242,7 @@ impl Broker {
         authentication_name: &str,
         session: &str,
         connection_id: u64,
+        floor: u64,
         reason: DisconnectionReason,
     ) {
         if let Some(events) = &self.events {
@@ -240,6 +250,7 @@ impl Broker {
                 authentication_name,
                 session,
                 connection_id,
+                floor,
                 reason,
             );
         }
@@ -307,16 +318,38 @@ impl Broker {
         clean_start: bool,
         max_sessions_per_name: usize,
     ) -> Result<Attached, ReasonCode> {
+        self.attach_claimed(
+            client_id,
+            authentication_name,
+            clean_start,
+            max_sessions_per_name,
+            Elsewhere::default(),
+        )
+    }
+
+    /// [`Broker::attach`] once the other pods answered the client id's claim: the per-name
+    /// limit counts their connected sessions too, and taking over a session connected on
+    /// another pod is not a new one.
+    pub fn attach_claimed(
+        &self,
+        client_id: &str,
+        authentication_name: &str,
+        clean_start: bool,
+        max_sessions_per_name: usize,
+        elsewhere: Elsewhere,
+    ) -> Result<Attached, ReasonCode> {
         let mut router = self.state.lock();
         let existing = router.sessions.get(client_id).cloned();
-        let takes_over_own = existing.as_ref().is_some_and(|s| {
-            s.authentication_name == authentication_name && s.state.lock().attachment.is_some()
-        });
+        let takes_over_own = elsewhere.took_over_connected
+            || existing.as_ref().is_some_and(|s| {
+                s.authentication_name == authentication_name && s.state.lock().attachment.is_some()
+            });
         let connected = router
             .connected_by_name
             .get(authentication_name)
             .copied()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            + elsewhere.connected_for_name;
         if !takes_over_own && connected >= max_sessions_per_name {
             return Err(ReasonCode::QuotaExceeded);
         }
@@ -515,6 +548,15 @@ impl Broker {
             Self::unsubscribe_locked(router, session, &raw, metrics);
         }
     }
+}
+
+/// What the other pods said of a CONNECT's client id and authentication name.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Elsewhere {
+    /// Sessions of the authentication name connected on the other pods.
+    pub connected_for_name: usize,
+    /// The session was connected on another pod, which handed it over.
+    pub took_over_connected: bool,
 }
 
 /// What [`Broker::publish`] did with a message.

@@ -20,26 +20,7 @@ impl Broker {
             if state.expiry_interval == 0 {
                 continue;
             }
-            let seen = match state.attachment {
-                Some(_) => now,
-                None => state.detached_at.unwrap_or(now),
-            };
-            sessions.push(StoredSession {
-                client_id: session.client_id.clone(),
-                authentication_name: session.authentication_name.clone(),
-                expiry_interval: state.expiry_interval,
-                expires_at: seen.saturating_add(u64::from(state.expiry_interval)),
-                subscriptions: state
-                    .subscriptions
-                    .iter()
-                    .map(|held| {
-                        let mut stored: persist::StoredOptions = (&held.options).into();
-                        stored.subscription_id = held.id.map(NonZeroU32::get);
-                        (held.raw.clone(), stored)
-                    })
-                    .collect(),
-                queue: persist::undelivered(&state),
-            });
+            sessions.push(stored_session(session, &state, now));
         }
         sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         let retained = router
@@ -72,46 +53,85 @@ impl Broker {
         }
         let mut restored = 0;
         for stored in stored.sessions {
-            let Some(left) = stored.expires_at.checked_sub(now).filter(|l| *l > 0) else {
-                continue;
-            };
-            let session = Arc::new(Session::new(
-                stored.client_id.clone(),
-                stored.authentication_name,
-            ));
-            {
-                let mut router = self.state.lock();
-                if router.sessions.contains_key(&stored.client_id) {
-                    continue;
-                }
-                router
-                    .sessions
-                    .insert(stored.client_id.clone(), session.clone());
-                self.metrics.sessions.inc();
-            }
-            session.state.lock().expiry_interval = stored.expiry_interval;
-            for (raw, options) in &stored.subscriptions {
-                let Ok(Some((share_group, filter))) = split(raw) else {
-                    continue;
-                };
-                self.subscribe(
-                    &session,
-                    NewSubscription {
-                        raw: raw.clone(),
-                        share_group,
-                        filter,
-                        options: options.options(),
-                        subscription_id: options.subscription_id.and_then(NonZeroU32::new),
-                    },
-                );
-            }
-            for message in stored.queue {
-                session.enqueue(message.into_message(), self.limits.queue, &self.metrics);
-            }
-            session.state.lock().detached_at = Some(now);
-            self.expire_later(&session, Duration::from_secs(left));
-            restored += 1;
+            restored += usize::from(self.restore_session(stored, now));
         }
         restored
+    }
+
+    /// Put one stored session back, detached, unless it has expired or a session of its client
+    /// id is here already; whether it was.
+    pub(super) fn restore_session(self: &Arc<Self>, stored: StoredSession, now: u64) -> bool {
+        let Some(left) = stored.expires_at.checked_sub(now).filter(|l| *l > 0) else {
+            return false;
+        };
+        let session = Arc::new(Session::new(
+            stored.client_id.clone(),
+            stored.authentication_name.clone(),
+        ));
+        {
+            let mut router = self.state.lock();
+            if router.sessions.contains_key(&stored.client_id) {
+                return false;
+            }
+            router
+                .sessions
+                .insert(stored.client_id.clone(), session.clone());
+            self.metrics.sessions.inc();
+        }
+        session.state.lock().expiry_interval = stored.expiry_interval;
+        self.fill_session(&session, stored);
+        session.state.lock().detached_at = Some(now);
+        self.expire_later(&session, Duration::from_secs(left));
+        true
+    }
+
+    /// A stored session's subscriptions and messages into `session`.
+    pub(super) fn fill_session(&self, session: &Arc<Session>, stored: StoredSession) {
+        for (raw, options) in &stored.subscriptions {
+            let Ok(Some((share_group, filter))) = split(raw) else {
+                continue;
+            };
+            self.subscribe(
+                session,
+                NewSubscription {
+                    raw: raw.clone(),
+                    share_group,
+                    filter,
+                    options: options.options(),
+                    subscription_id: options.subscription_id.and_then(NonZeroU32::new),
+                },
+            );
+        }
+        for message in stored.queue {
+            session.enqueue(message.into_message(), self.limits.queue, &self.metrics);
+        }
+    }
+}
+
+/// One session as a value (its subscriptions and undelivered QoS 1/2 messages), seen at `now`.
+pub(super) fn stored_session(
+    session: &Session,
+    state: &crate::mqtt::session::SessionState,
+    now: u64,
+) -> StoredSession {
+    let seen = match state.attachment {
+        Some(_) => now,
+        None => state.detached_at.unwrap_or(now),
+    };
+    StoredSession {
+        client_id: session.client_id.clone(),
+        authentication_name: session.authentication_name.clone(),
+        expiry_interval: state.expiry_interval,
+        expires_at: seen.saturating_add(u64::from(state.expiry_interval)),
+        subscriptions: state
+            .subscriptions
+            .iter()
+            .map(|held| {
+                let mut stored: persist::StoredOptions = (&held.options).into();
+                stored.subscription_id = held.id.map(NonZeroU32::get);
+                (held.raw.clone(), stored)
+            })
+            .collect(),
+        queue: persist::undelivered(state),
     }
 }

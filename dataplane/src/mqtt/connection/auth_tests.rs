@@ -53,7 +53,7 @@ fn connected(
     let limits = NamespaceLimits::of(&Snapshot::default());
     let task = tokio::spawn(async move {
         let connect = connect();
-        let attached = attach(&broker, &connect, "c1", limits).unwrap();
+        let attached = attach(&broker, &connect, "c1", limits, Default::default()).unwrap();
         let authenticated = match token_expires_in {
             Some(expires_in) => Authenticated {
                 authentication_name: "c1".into(),

@@ -26,6 +26,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Established<IO> {
             self.authorizer.authentication_name(),
             &self.session.client_id,
             self.attachment.connection_id,
+            self.session.state.lock().sequence_floor,
             disconnection,
         );
         let why = match &end {

@@ -10,7 +10,7 @@ use super::transport::Transport;
 use crate::log_limit::truncated;
 use crate::mqtt::authenticate::{Authenticated, Method};
 use crate::mqtt::authorize::{Authorizer, Listener};
-use crate::mqtt::broker::{Attached, Broker};
+use crate::mqtt::broker::{Attached, Broker, Elsewhere};
 use crate::mqtt::codec::{Codec, CodecError, ConnAck, Connect, Packet, Version};
 use crate::mqtt::limits::{NamespaceLimits, RateLimit};
 use crate::mqtt::outbox::Outbox;
@@ -67,27 +67,154 @@ pub(super) async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(
     };
     // Decided without waiting, so that what the decision needs (the CONNECT, who it is) is
     // gone before a refusal is written: only the codec waits with it.
-    let (mut framed, code) = match accept(framed, broker, connect, transport) {
-        Ok(accepted) => return Some(accepted),
-        Err(refused) => refused,
-    };
-    refuse_connect(&mut framed, code, broker, listener).await;
-    None
+    let mut next = decide(framed, broker, connect, transport);
+    // Matched in place (`ref mut`): moving the codec out would give it a second slot in this
+    // future.
+    match next {
+        Next::Accepted(accepted) => Some(*accepted),
+        Next::Claim(admitted) => admitted.await,
+        Next::Refuse((ref mut framed, code)) => {
+            refuse_connect(framed, code, broker, listener).await;
+            None
+        }
+    }
 }
 
-/// Authenticate a CONNECT and attach its session: the accepted connection, or the codec
-/// back with the reason code that refuses the client.
-fn accept<IO: AsyncRead + AsyncWrite + Unpin>(
+/// Authenticate a CONNECT and, alone, attach its session; clustered, the claim to wait for.
+/// Decided without waiting, so that what the decision needs (the CONNECT, who it is) is gone
+/// before a refusal is written: only the codec waits with it.
+fn decide<'a, IO: AsyncRead + AsyncWrite + Unpin + 'a>(
+    framed: Conn<IO>,
+    broker: &'a Arc<Broker>,
+    connect: Box<Connect>,
+    transport: Transport,
+) -> Next<IO, impl std::future::Future<Output = Option<Accepted<IO>>> + 'a> {
+    match authenticate(framed, broker, &connect, &transport) {
+        Ok((framed, authenticated, limits)) => {
+            // Clustered: the other pods hand over the client id's session and count the
+            // authentication name's sessions first. Boxed, with what it holds while it waits:
+            // the future of every connection stays the size of one that never waits here.
+            if broker.peers.is_some() && !connect.client_id.is_empty() {
+                Next::Claim(Box::pin(admit_claimed(
+                    framed,
+                    broker,
+                    connect,
+                    authenticated,
+                    transport,
+                    limits,
+                )))
+            } else {
+                match admit(
+                    framed,
+                    broker,
+                    connect,
+                    authenticated,
+                    transport,
+                    limits,
+                    Claimed::default(),
+                ) {
+                    Ok(accepted) => Next::Accepted(Box::new(accepted)),
+                    Err(refused) => Next::Refuse(refused),
+                }
+            }
+        }
+        Err(refused) => Next::Refuse(refused),
+    }
+}
+
+/// After authentication: a refusal to write, or a claim to wait for (boxed).
+enum Next<IO, Claiming> {
+    Accepted(Box<Accepted<IO>>),
+    Refuse((Conn<IO>, ReasonCode)),
+    Claim(std::pin::Pin<Box<Claiming>>),
+}
+
+/// What the other pods said of a CONNECT's client id.
+#[derive(Default)]
+struct Claimed {
+    elsewhere: Elsewhere,
+    /// The session's last lifecycle sequence number on another pod.
+    floor: u64,
+    /// A session was handed over and adopted here.
+    adopted: bool,
+}
+
+/// [`admit`] after the other pods answered the client id's claim.
+async fn admit_claimed<IO: AsyncRead + AsyncWrite + Unpin>(
     framed: Conn<IO>,
     broker: &Arc<Broker>,
     connect: Box<Connect>,
+    authenticated: Authenticated,
     transport: Transport,
-) -> Result<Accepted<IO>, (Conn<IO>, ReasonCode)> {
+    limits: NamespaceLimits,
+) -> Option<Accepted<IO>> {
+    let listener = transport.listener();
+    let claimed = claim(broker, &connect, &authenticated).await;
+    match admit(
+        framed,
+        broker,
+        connect,
+        authenticated,
+        transport,
+        limits,
+        claimed,
+    ) {
+        Ok(accepted) => Some(accepted),
+        Err((mut framed, code)) => {
+            refuse_connect(&mut framed, code, broker, listener).await;
+            None
+        }
+    }
+}
+
+/// Claim the CONNECT's client id from the other pods; adopt the session one hands over.
+async fn claim(broker: &Arc<Broker>, connect: &Connect, authenticated: &Authenticated) -> Claimed {
+    let Some(peers) = &broker.peers else {
+        return Claimed::default();
+    };
+    let answers = peers
+        .claim(
+            &connect.client_id,
+            &authenticated.authentication_name,
+            connect.clean_start,
+        )
+        .await;
+    let mut claimed = Claimed::default();
+    let mut session: Option<crate::mqtt::persist::StoredSession> = None;
+    for answer in answers {
+        claimed.elsewhere.connected_for_name += answer.connected_for_name as usize;
+        claimed.elsewhere.took_over_connected |= answer.was_connected;
+        claimed.floor = claimed.floor.max(answer.last_sequence);
+        // Two pods holding one client id (only after a split): the one seen last wins.
+        if let Some(handed) = answer.session
+            && session
+                .as_ref()
+                .is_none_or(|kept| kept.expires_at <= handed.expires_at)
+        {
+            session = Some(handed);
+        }
+    }
+    if let Some(session) = session {
+        broker.adopt(session, claimed.floor);
+        claimed.adopted = true;
+    }
+    claimed
+}
+
+/// Authenticate a CONNECT: who it is and the Namespace's limits, or the codec back with the
+/// reason code that refuses the client.
+#[allow(clippy::type_complexity)]
+fn authenticate<IO: AsyncRead + AsyncWrite + Unpin>(
+    framed: Conn<IO>,
+    broker: &Arc<Broker>,
+    connect: &Connect,
+    transport: &Transport,
+) -> Result<(Conn<IO>, Authenticated, NamespaceLimits), (Conn<IO>, ReasonCode)> {
     let listener = transport.listener();
     let snapshot = broker.snapshot.load();
     let authenticated = match broker.authenticator.authenticate(
         &snapshot,
-        &connect,
+        connect,
         listener,
         transport.client_certificates(),
         std::time::SystemTime::now(),
@@ -106,10 +233,39 @@ fn accept<IO: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let limits = NamespaceLimits::of(&snapshot);
-    drop(snapshot);
-    let attached = match attach(broker, &connect, &authenticated.authentication_name, limits) {
-        Ok(attached) => attached,
+    Ok((framed, authenticated, limits))
+}
+
+/// Attach an authenticated CONNECT's session: the accepted connection, or the codec back
+/// with the reason code that refuses the client.
+fn admit<IO: AsyncRead + AsyncWrite + Unpin>(
+    framed: Conn<IO>,
+    broker: &Arc<Broker>,
+    connect: Box<Connect>,
+    authenticated: Authenticated,
+    transport: Transport,
+    limits: NamespaceLimits,
+    claimed: Claimed,
+) -> Result<Accepted<IO>, (Conn<IO>, ReasonCode)> {
+    let listener = transport.listener();
+    let attached = match attach(
+        broker,
+        &connect,
+        &authenticated.authentication_name,
+        limits,
+        claimed.elsewhere,
+    ) {
+        Ok(attached) => {
+            if claimed.floor > 0 {
+                let mut state = attached.0.session.state.lock();
+                state.sequence_floor = state.sequence_floor.max(claimed.floor);
+            }
+            attached
+        }
         Err(code) => {
+            if claimed.adopted {
+                broker.discard_adopted(&connect.client_id);
+            }
             if let Some(suppressed) = broker.refusal_log.allow("sessions_per_authentication_name") {
                 let username = truncated(connect.username.as_deref().unwrap_or(""));
                 info!(%username, reason = code.as_u8(), suppressed, "CONNECT refused: sessions per authentication name");
@@ -133,6 +289,7 @@ fn accept<IO: AsyncRead + AsyncWrite + Unpin>(
         connection.authorizer.authentication_name(),
         &connection.session.client_id,
         connection.attachment.connection_id,
+        connection.session.state.lock().sequence_floor,
     );
     Ok(accepted)
 }
@@ -246,6 +403,7 @@ pub(super) fn attach(
     connect: &Connect,
     authentication_name: &str,
     limits: NamespaceLimits,
+    elsewhere: Elsewhere,
 ) -> Result<(Attached, Option<String>), ReasonCode> {
     let (client_id, assigned) = if connect.client_id.is_empty() {
         let id = format!("gridline-{}", random_suffix());
@@ -253,11 +411,12 @@ pub(super) fn attach(
     } else {
         (connect.client_id.clone(), None)
     };
-    let attached = broker.attach(
+    let attached = broker.attach_claimed(
         &client_id,
         authentication_name,
         connect.clean_start,
         limits.sessions_per_name,
+        elsewhere,
     )?;
     Ok((attached, assigned))
 }

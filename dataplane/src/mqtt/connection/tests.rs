@@ -129,7 +129,7 @@ fn connected_with(
     let server = Framed::new(server, Codec::new(Version::V5, 1 << 20));
     let task = tokio::spawn(async move {
         let connect = connect(keep_alive);
-        let attached = attach(&broker, &connect, "c1", limits).unwrap();
+        let attached = attach(&broker, &connect, "c1", limits, Default::default()).unwrap();
         let Accepted {
             mut connection,
             connack,
@@ -185,7 +185,7 @@ fn connected_through_as(
         version,
         ..connect(keep_alive)
     };
-    let attached = attach(&broker, &connect, "c1", limits).unwrap();
+    let attached = attach(&broker, &connect, "c1", limits, Default::default()).unwrap();
     let session = attached.0.session.clone();
     let task = tokio::spawn({
         let broker = broker.clone();

@@ -325,3 +325,79 @@ async fn a_pod_without_a_link_counts_as_done() {
     eventually("done without pod b", || acks.finished() == 1).await;
     assert_eq!(acks.failure(1), None);
 }
+
+#[tokio::test]
+async fn a_session_claimed_on_another_pod_moves_there_with_its_subscriptions_and_messages() {
+    let network = Arc::new(Network::default());
+    let pods = join(&network, &["a", "b"]);
+    let (a, b) = (&pods[0].broker, &pods[1].broker);
+    let attached = b.attach("dev", "dev", false, 100).unwrap();
+    let held = attached.session.clone();
+    held.state.lock().expiry_interval = 3600;
+    subscribe(b, &held, "cmd/#", QoS::AtLeastOnce).await;
+    b.publish(message("cmd/1", QoS::AtLeastOnce, false, "queued"), "x");
+    assert_eq!(queued(&held), ["queued"]);
+
+    let answers = a.peers.as_ref().unwrap().claim("dev", "dev", false).await;
+    assert_eq!(answers.len(), 1);
+    let answer = answers.into_iter().next().unwrap();
+    assert!(answer.was_connected);
+    assert!(
+        !attached.attachment.session_ended(),
+        "resumed elsewhere, not ended"
+    );
+    let session = answer.session.expect("handed over");
+    a.adopt(session, answer.last_sequence);
+    let resumed = a
+        .attach_claimed(
+            "dev",
+            "dev",
+            false,
+            100,
+            crate::mqtt::broker::Elsewhere {
+                connected_for_name: answer.connected_for_name as usize,
+                took_over_connected: true,
+            },
+        )
+        .unwrap();
+    assert!(resumed.present, "the session was resumed");
+    assert_eq!(queued(&resumed.session), ["queued"]);
+    assert!(b.retained_updates().is_empty());
+    // Its subscription moved: a message published on b now goes to a.
+    a.interest_settled(Duration::from_secs(5)).await;
+    eventually("pod b knows pod a's interest", || {
+        b.peers.as_ref().unwrap().targets("cmd/2").plain.len() == 1
+    })
+    .await;
+    b.publish(message("cmd/2", QoS::AtLeastOnce, false, "after"), "x");
+    eventually("the next message reached pod a", || {
+        queued(&resumed.session) == ["queued", "after"]
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_clean_start_elsewhere_ends_the_session_and_the_limit_counts_every_pod() {
+    let network = Arc::new(Network::default());
+    let pods = join(&network, &["a", "b"]);
+    let (a, b) = (&pods[0].broker, &pods[1].broker);
+    let first = b.attach("n-1", "n", true, 100).unwrap();
+    b.attach("n-2", "n", true, 100).unwrap();
+    // A clean start for n-1 on pod a: ended on b, nothing handed over, and b still has one.
+    let answers = a.peers.as_ref().unwrap().claim("n-1", "n", true).await;
+    assert!(first.attachment.session_ended());
+    assert!(answers[0].session.is_none());
+    assert!(answers[0].was_connected);
+    assert_eq!(answers[0].connected_for_name, 1);
+    // A third session of "n" with a limit of 2: refused, counting pod b's.
+    let answers = a.peers.as_ref().unwrap().claim("n-3", "n", true).await;
+    let elsewhere = crate::mqtt::broker::Elsewhere {
+        connected_for_name: answers[0].connected_for_name as usize,
+        took_over_connected: false,
+    };
+    a.attach_claimed("n-1", "n", true, 2, elsewhere).unwrap();
+    assert!(matches!(
+        a.attach_claimed("n-3", "n", true, 2, elsewhere),
+        Err(crate::mqtt::reason::ReasonCode::QuotaExceeded)
+    ));
+}

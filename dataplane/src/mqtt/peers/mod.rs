@@ -22,8 +22,8 @@ use interest::{Interest, RemoteInterest, RemoteTargets};
 use prometheus::{IntCounterVec, Opts, Registry};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use tracing::debug;
-use wire::{Forward, PeerMqtt, RetainVersion, RetainedUpdate};
+use tracing::{debug, warn};
+use wire::{ClaimAnswer, Forward, PeerMqtt, RetainVersion, RetainedUpdate};
 
 /// The link to the other pods, as the MQTT service uses it.
 pub trait PeerTransport: Send + Sync + 'static {
@@ -270,6 +270,41 @@ impl Peers {
                 at_ms: 0,
                 origin: self.this.clone(),
             })
+    }
+
+    /// Ask every connected peer about `client_id` for a CONNECT here: each ends and hands over
+    /// a session it holds, and says how many sessions of the authentication name it has
+    /// connected. A peer that does not answer is left out (its sessions are out of reach).
+    pub async fn claim(
+        &self,
+        client_id: &str,
+        authentication_name: &str,
+        clean_start: bool,
+    ) -> Vec<ClaimAnswer> {
+        let body = PeerMqtt::Claim {
+            client_id: client_id.to_string(),
+            authentication_name: authentication_name.to_string(),
+            clean_start,
+        }
+        .encode();
+        let Ok(body) = body else {
+            return Vec::new();
+        };
+        let requests: Vec<_> = self
+            .transport
+            .connected()
+            .into_iter()
+            .map(|pod| (self.transport.request(&pod, body.clone()), pod))
+            .collect();
+        let mut answers = Vec::with_capacity(requests.len());
+        for (request, pod) in requests {
+            match request.await.map(ClaimAnswer::decode) {
+                Ok(Ok(answer)) => answers.push(answer),
+                Ok(Err(error)) => warn!(peer = %pod, %error, "claim answer refused"),
+                Err(error) => debug!(peer = %pod, %error, "claim not answered"),
+            }
+        }
+        answers
     }
 
     /// Send retained updates to every connected peer.

@@ -9,6 +9,11 @@
 //! | 1 Interest | `full` u8, added: u32 count × interest, removed: u32 count × interest | request |
 //! | 2 Forward | `plain` u8, shares: u16 count × (group str, filter str), message | request (QoS 1/2) or message (QoS 0) |
 //! | 3 Retained | count u32 × (at_ms u64, origin str, message) | message |
+//! | 4 Claim | client id str, authentication name str, `clean_start` u8 | request |
+//!
+//! The answer to a Claim (`ClaimAnswer`): connected_for_name u32, `was_connected` u8,
+//! last_sequence u64, then 0, or 1 and a u32 length and the session as JSON (the
+//! `persist::StoredSession` the pod would write to disk). Other requests answer empty.
 //!
 //! An interest is `shared` u8 (0/1), the group str when shared, the filter str. A str is a
 //! u16 length and UTF-8 bytes; a message is a u32 length and the PUBLISH packet. Integers are
@@ -18,6 +23,7 @@ use crate::mqtt::codec::{
     Codec, CodecError, Message, OutgoingPublish, Packet, QoS, Version, encode_publish,
 };
 use crate::mqtt::peers::interest::Interest;
+use crate::mqtt::persist::StoredSession;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::num::NonZeroU16;
 use std::sync::Arc;
@@ -26,6 +32,7 @@ use tokio_util::codec::Decoder;
 const INTEREST: u8 = 1;
 const FORWARD: u8 = 2;
 const RETAINED: u8 = 3;
+const CLAIM: u8 = 4;
 
 /// The largest PUBLISH a body may carry: the protocol's own bound.
 const MAX_PUBLISH: u32 = 268_435_455;
@@ -43,6 +50,70 @@ pub enum PeerMqtt {
     Forward(Forward),
     /// Retained messages set (or cleared: an empty payload) on the sender.
     Retained(Vec<RetainedUpdate>),
+    /// A CONNECT on the sender for this client id: a pod holding its session hands it over.
+    Claim {
+        client_id: String,
+        authentication_name: String,
+        clean_start: bool,
+    },
+}
+
+/// A pod's answer to a claim (see `broker::Handover`).
+#[derive(Debug, Default, PartialEq)]
+pub struct ClaimAnswer {
+    pub connected_for_name: u32,
+    pub was_connected: bool,
+    pub last_sequence: u64,
+    pub session: Option<StoredSession>,
+}
+
+impl ClaimAnswer {
+    pub fn encode(&self) -> Result<Bytes, WireError> {
+        let mut out = BytesMut::with_capacity(16);
+        out.put_u32(self.connected_for_name);
+        out.put_u8(u8::from(self.was_connected));
+        out.put_u64(self.last_sequence);
+        match &self.session {
+            None => out.put_u8(0),
+            Some(session) => {
+                let json = serde_json::to_vec(session)
+                    .map_err(|error| WireError::Session(error.to_string()))?;
+                out.put_u8(1);
+                out.put_u32(json.len() as u32);
+                out.put_slice(&json);
+            }
+        }
+        Ok(out.freeze())
+    }
+
+    pub fn decode(mut body: Bytes) -> Result<ClaimAnswer, WireError> {
+        let connected_for_name = get_u32(&mut body, "a claim answer")?;
+        let was_connected = get_u8(&mut body, "a claim answer")? != 0;
+        let last_sequence = get_u64(&mut body, "a claim answer")?;
+        let session = match get_u8(&mut body, "a claim answer")? {
+            0 => None,
+            _ => {
+                let length = get_u32(&mut body, "a session length")? as usize;
+                if body.remaining() < length {
+                    return Err(WireError::Truncated("a session"));
+                }
+                let json = body.split_to(length);
+                Some(
+                    serde_json::from_slice(&json)
+                        .map_err(|error| WireError::Session(error.to_string()))?,
+                )
+            }
+        };
+        if body.has_remaining() {
+            return Err(WireError::Trailing(body.remaining()));
+        }
+        Ok(ClaimAnswer {
+            connected_for_name,
+            was_connected,
+            last_sequence,
+            session,
+        })
+    }
 }
 
 /// A message forwarded to a pod with matching interest.
@@ -86,6 +157,8 @@ pub enum WireError {
     Message(String),
     #[error("a string of {0} bytes is longer than 65,535")]
     TooLong(usize),
+    #[error("the handed-over session does not (de)serialize: {0}")]
+    Session(String),
 }
 
 impl PeerMqtt {
@@ -122,6 +195,16 @@ impl PeerMqtt {
                     put_str(&mut out, filter)?;
                 }
                 put_message(&mut out, &forward.message)?;
+            }
+            PeerMqtt::Claim {
+                client_id,
+                authentication_name,
+                clean_start,
+            } => {
+                out.put_u8(CLAIM);
+                put_str(&mut out, client_id)?;
+                put_str(&mut out, authentication_name)?;
+                out.put_u8(u8::from(*clean_start));
             }
             PeerMqtt::Retained(updates) => {
                 out.put_u8(RETAINED);
@@ -190,6 +273,11 @@ impl PeerMqtt {
                 }
                 PeerMqtt::Retained(updates)
             }
+            CLAIM => PeerMqtt::Claim {
+                client_id: get_str(&mut body, "a client id")?,
+                authentication_name: get_str(&mut body, "an authentication name")?,
+                clean_start: get_u8(&mut body, "a claim")? != 0,
+            },
             tag => return Err(WireError::UnknownTag(tag)),
         };
         if body.has_remaining() {
@@ -346,6 +434,35 @@ mod tests {
                 message: cleared,
             },
         ]));
+    }
+
+    #[test]
+    fn a_claim_and_its_answer_round_trip_with_the_session() {
+        round_trip(PeerMqtt::Claim {
+            client_id: "device-1".into(),
+            authentication_name: "device-1".into(),
+            clean_start: false,
+        });
+        let answer = ClaimAnswer {
+            connected_for_name: 2,
+            was_connected: true,
+            last_sequence: 3_400_000_000_000_001,
+            session: Some(StoredSession {
+                client_id: "device-1".into(),
+                authentication_name: "device-1".into(),
+                expiry_interval: 3600,
+                expires_at: 1_800_000_000,
+                subscriptions: vec![],
+                queue: vec![],
+            }),
+        };
+        assert_eq!(
+            ClaimAnswer::decode(answer.encode().unwrap()).unwrap(),
+            answer
+        );
+        let none = ClaimAnswer::default();
+        assert_eq!(ClaimAnswer::decode(none.encode().unwrap()).unwrap(), none);
+        assert!(ClaimAnswer::decode(Bytes::from_static(&[0, 0])).is_err());
     }
 
     #[test]
