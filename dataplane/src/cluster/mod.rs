@@ -7,3 +7,4 @@
 
 pub mod members;
 pub mod timing;
+pub mod transport;

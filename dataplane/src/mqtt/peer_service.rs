@@ -8,7 +8,7 @@ use super::broker::{Broker, Origin};
 use super::outbox::Outbox;
 use super::peers::interest::{Interest, InterestChange};
 use super::peers::wire::{ClaimAnswer, Forward, PeerMqtt, WireError};
-use super::peers::{Peers, TransportError};
+use super::peers::{ANSWER_TIMEOUT, Peers, TransportError};
 use crate::shutdown::StopSignal;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
@@ -16,15 +16,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-/// A body a peer sent to the MQTT service, and how to answer it when it is a request.
-pub struct PeerInbound {
-    pub from: Arc<str>,
-    pub body: Bytes,
-    pub reply: Option<PeerReply>,
-}
-
-/// Answers a peer's request: a body, or an error message.
-pub type PeerReply = Box<dyn FnOnce(Result<Bytes, String>) + Send>;
+pub use crate::cluster::transport::{PeerInbound, PeerReply};
 
 /// The peers a link is up to, each with the link's generation: a new link to the same pod
 /// (it restarted, or the link dropped and came back) has a new number, and is told
@@ -166,9 +158,12 @@ pub async fn tell_peers(broker: Arc<Broker>, mut connected: ConnectedPeers, stop
             .encode();
             match body {
                 Ok(body) => {
-                    let requests = known
-                        .keys()
-                        .map(|pod| (pod.clone(), peers.transport().request(pod, body.clone())));
+                    let requests = known.keys().map(|pod| {
+                        (
+                            pod.clone(),
+                            peers.transport().request(pod, body.clone(), ANSWER_TIMEOUT),
+                        )
+                    });
                     for (pod, request) in requests.collect::<Vec<_>>() {
                         if let Err(error) = request.await {
                             log_unanswered(&pod, &error);
@@ -199,7 +194,7 @@ async fn tell_everything(broker: &Broker, peers: &Peers, pod: &Arc<str>) {
     .encode()
     {
         Ok(body) => {
-            if let Err(error) = peers.transport().request(pod, body).await {
+            if let Err(error) = peers.transport().request(pod, body, ANSWER_TIMEOUT).await {
                 log_unanswered(pod, &error);
             }
         }

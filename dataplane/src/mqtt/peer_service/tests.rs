@@ -6,73 +6,13 @@ use super::*;
 use crate::mqtt::broker::{Limits, NewSubscription, split};
 use crate::mqtt::codec::{Message, QoS, SubscriptionOptions};
 use crate::mqtt::metrics::MqttMetrics;
-use crate::mqtt::peers::PeerTransport;
 use crate::mqtt::peers::acks::ForwardAcks;
 use crate::mqtt::session::Session;
 use crate::shutdown::Stopper;
 use crate::snapshot::SharedSnapshot;
-use futures::future::BoxFuture;
 use std::time::Duration;
 
-/// Pods joined by channels; `down` pods answer nothing.
-#[derive(Default)]
-struct Network {
-    pods: parking_lot::Mutex<HashMap<String, mpsc::Sender<PeerInbound>>>,
-}
-
-struct MemoryTransport {
-    this: Arc<str>,
-    network: Arc<Network>,
-}
-
-impl PeerTransport for MemoryTransport {
-    fn send(&self, pod: &str, body: Bytes) -> Result<(), TransportError> {
-        let sender = self.network.pods.lock().get(pod).cloned();
-        let sender = sender.ok_or_else(|| TransportError::Down(pod.into()))?;
-        sender
-            .try_send(PeerInbound {
-                from: self.this.clone(),
-                body,
-                reply: None,
-            })
-            .map_err(|_| TransportError::Full(pod.into()))
-    }
-
-    fn request(&self, pod: &str, body: Bytes) -> BoxFuture<'static, Result<Bytes, TransportError>> {
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        let sender = self.network.pods.lock().get(pod).cloned();
-        let queued = sender
-            .ok_or_else(|| TransportError::Down(pod.into()))
-            .and_then(|s| {
-                s.try_send(PeerInbound {
-                    from: self.this.clone(),
-                    body,
-                    reply: Some(Box::new(move |result| {
-                        let _ = answer.send(result);
-                    })),
-                })
-                .map_err(|_| TransportError::Full(pod.into()))
-            });
-        Box::pin(async move {
-            queued?;
-            match answered.await {
-                Ok(Ok(body)) => Ok(body),
-                Ok(Err(message)) => Err(TransportError::Failed(message)),
-                Err(_) => Err(TransportError::Failed("no answer".into())),
-            }
-        })
-    }
-
-    fn connected(&self) -> Vec<Arc<str>> {
-        self.network
-            .pods
-            .lock()
-            .keys()
-            .filter(|pod| **pod != *self.this)
-            .map(|pod| Arc::from(pod.as_str()))
-            .collect()
-    }
-}
+use crate::cluster::transport::memory::{MemoryTransport, Network};
 
 struct Pod {
     broker: Arc<Broker>,
@@ -91,10 +31,7 @@ fn join(network: &Arc<Network>, names: &[&str]) -> Vec<Pod> {
         .zip(inboxes)
         .map(|(name, inbox)| {
             let registry = prometheus::Registry::new();
-            let transport = Arc::new(MemoryTransport {
-                this: Arc::from(*name),
-                network: network.clone(),
-            });
+            let transport = Arc::new(MemoryTransport::new(name, network));
             let peers = Peers::new(Arc::from(*name), transport, &registry).unwrap();
             let broker = Arc::new(
                 Broker::new(

@@ -16,38 +16,22 @@ pub mod wire;
 use crate::mqtt::codec::{Message, QoS};
 use crate::mqtt::reason::ReasonCode;
 use acks::ForwardTicket;
-use bytes::Bytes;
-use futures::future::BoxFuture;
 use interest::{Interest, RemoteInterest, RemoteTargets};
 use prometheus::{IntCounterVec, Opts, Registry};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 use tracing::{debug, warn};
 use wire::{ClaimAnswer, Forward, PeerMqtt, RetainVersion, RetainedUpdate};
 
-/// The link to the other pods, as the MQTT service uses it.
-pub trait PeerTransport: Send + Sync + 'static {
-    /// Queue a one-way body for `pod`, after everything sent to it before; fails at once when
-    /// there is no link to it or its queue is full.
-    fn send(&self, pod: &str, body: Bytes) -> Result<(), TransportError>;
-    /// Queue a request for `pod` now (in order with `send`), and answer with its reply.
-    fn request(&self, pod: &str, body: Bytes) -> BoxFuture<'static, Result<Bytes, TransportError>>;
-    /// The peers a link is up to now.
-    fn connected(&self) -> Vec<Arc<str>>;
-}
+pub use crate::cluster::transport::{PeerTransport, TransportError};
 
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum TransportError {
-    /// No link to the pod (not a member, or not connected now): it holds no session here.
-    #[error("no link to {0}")]
-    Down(String),
-    /// The link's queue is full.
-    #[error("the link to {0} is full")]
-    Full(String),
-    /// Sent, but no good answer: a timeout, the link closed, or the peer refused it.
-    #[error("{0}")]
-    Failed(String),
-}
+/// How long a forwarded message or an interest change waits for its answer.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a claim for a client id waits for each pod's answer: within the CONNECT's own
+/// handshake timeout.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where a message goes besides this pod's own sessions, decided once per message.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -168,7 +152,7 @@ impl Peers {
             };
             match (&ticket, message.qos) {
                 (Some(ticket), QoS::AtLeastOnce | QoS::ExactlyOnce) => {
-                    let reply = self.transport.request(&pod, body);
+                    let reply = self.transport.request(&pod, body, ANSWER_TIMEOUT);
                     let ticket = ticket.clone();
                     let forwarded = self.metrics.forwarded.clone();
                     tokio::spawn(async move {
@@ -294,7 +278,12 @@ impl Peers {
             .transport
             .connected()
             .into_iter()
-            .map(|pod| (self.transport.request(&pod, body.clone()), pod))
+            .map(|pod| {
+                (
+                    self.transport.request(&pod, body.clone(), CLAIM_TIMEOUT),
+                    pod,
+                )
+            })
             .collect();
         let mut answers = Vec::with_capacity(requests.len());
         for (request, pod) in requests {
