@@ -13,6 +13,8 @@ mod lock_token;
 mod log;
 mod metrics;
 mod options;
+pub mod peer_service;
+pub mod peers;
 mod push;
 mod queue;
 mod queues;
@@ -213,6 +215,27 @@ impl EventStore {
         }
         .instrument(span)
         .await
+    }
+
+    /// Wait (at most `max_wait`) until queue subscription `subscription` of `topic` may have
+    /// something to hand out: an event published, a lock expired or released. A wake-up is a
+    /// hint, not a promise: the caller looks with `receive`. How another pod's long poll
+    /// learns that this pod has events.
+    pub async fn wait_for_activity(
+        &self,
+        topic: &str,
+        subscription: &str,
+        max_wait: Duration,
+    ) -> Result<(), StoreError> {
+        let (_, served) = self.inner.queue_subscription(topic, subscription)?;
+        let notified = served.notify.notified();
+        let stopped = self.inner.stopped.stopped();
+        tokio::select! {
+            _ = notified => {}
+            _ = stopped => {}
+            _ = tokio::time::sleep(max_wait) => {}
+        }
+        Ok(())
     }
 
     /// The dispatcher's handle on push subscription `subscription` of `topic` (see

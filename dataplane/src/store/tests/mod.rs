@@ -3,6 +3,7 @@
 //! files of removed topics and subscriptions, `push` the push dispatcher's access, `faults`
 //! corrupt records and failing writes.
 
+mod cluster;
 mod delivery;
 mod durability;
 mod faults;
