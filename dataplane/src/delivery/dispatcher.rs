@@ -50,6 +50,9 @@ pub struct Shared {
     /// The settler journaled outcomes: the events in flight went down, so a take that found
     /// the window full may now find room.
     pub settled: tokio::sync::Notify,
+    /// Pods delivering this subscription's events, each from its own partition (1 alone):
+    /// the concurrency limit holds for the Namespace, so each takes its share of it.
+    pub pods: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The take from the store, which runs beside the requests in flight.
@@ -237,9 +240,13 @@ impl Dispatcher {
         settle: &mpsc::Sender<Settlements>,
     ) -> Phase {
         let shared = Arc::clone(&self.shared);
-        let max_requests = self.tuning.max_concurrent_requests.max(1);
         let mut taking = Taking::Idle;
         loop {
+            let pods = shared
+                .pods
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .max(1);
+            let max_requests = self.tuning.max_concurrent_requests.div_ceil(pods).max(1);
             // Start what waits, as far as free slots and the allowed rate let us.
             let mut rate_wait = None;
             while tasks.len() < max_requests && !queued.is_empty() {

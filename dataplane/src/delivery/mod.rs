@@ -70,6 +70,7 @@ pub struct PushManager {
     stop: Stopper,
     task: Arc<parking_lot::Mutex<Option<JoinHandle<()>>>>,
     status: StatusBoard,
+    pods: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl PushManager {
@@ -90,6 +91,7 @@ impl PushManager {
         }
         let (snapshots, snapshots_rx) = watch::channel(None);
         let (stop, stop_rx) = Stopper::new();
+        let pods = Arc::new(std::sync::atomic::AtomicUsize::new(1));
         let manager = Manager {
             store,
             client,
@@ -97,6 +99,7 @@ impl PushManager {
             status: status.clone(),
             tuning,
             running: BTreeMap::new(),
+            pods: pods.clone(),
         };
         let task = tokio::spawn(manager.run(snapshots_rx, stop_rx));
         Ok(PushManager {
@@ -104,7 +107,15 @@ impl PushManager {
             stop,
             task: Arc::new(parking_lot::Mutex::new(Some(task))),
             status,
+            pods,
         })
+    }
+
+    /// `pods` pods of the Namespace deliver push subscriptions, each from its partition: each
+    /// dispatcher keeps to its share of the per-subscription request limit.
+    pub fn set_pods(&self, pods: usize) {
+        self.pods
+            .store(pods.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Hand over a Snapshot the store has just applied; the manager catches up with the latest.
@@ -145,6 +156,7 @@ struct Manager {
     status: StatusBoard,
     tuning: PushTuning,
     running: BTreeMap<Key, Running>,
+    pods: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Manager {
@@ -247,6 +259,7 @@ impl Manager {
                     metrics,
                     status,
                     settled: tokio::sync::Notify::new(),
+                    pods: self.pods.clone(),
                 };
                 let dispatcher = Dispatcher::new(shared, self.tuning, stop_rx);
                 tracing::info!(parent: &span, endpoint = %shown, "push dispatcher starting");

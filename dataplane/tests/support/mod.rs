@@ -302,6 +302,11 @@ impl Workspace {
         self.root.path().join("data")
     }
 
+    /// `<root>/<name>`: a folder beside the manifests (another pod's data, a cluster dir).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
     /// Write (or replace) `manifests/<name>`.
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.manifests().join(name);
@@ -413,6 +418,7 @@ pub fn objects_of(kind: &str) -> String {
 pub const APPLIED: &str = "gridline_config_reloads_total{result=\"applied\"}";
 pub const REJECTED: &str = "gridline_config_reloads_total{result=\"rejected\"}";
 
+pub mod cluster;
 pub mod manifests;
 pub mod mqtt;
 pub mod packets;
