@@ -6,4 +6,8 @@
 //! events.
 
 pub mod members;
+pub mod membership;
+pub mod options;
 pub mod timing;
+
+pub use options::{ClusterMembership, ClusterOptions};
