@@ -137,3 +137,7 @@ async fn sleep_until(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+#[path = "kubernetes_tests.rs"]
+mod tests;
