@@ -1,6 +1,9 @@
 //! `gridline-dataplane`: the command line. Everything it runs lives in the library.
 
 use clap::{Args, Parser, Subcommand};
+use gridline_dataplane::cluster::options::{PeerAddrError, default_peer_listen};
+use gridline_dataplane::cluster::timing::ClusterTiming;
+use gridline_dataplane::cluster::{ClusterMembership, ClusterOptions};
 use gridline_dataplane::config::NamespaceSelection;
 use gridline_dataplane::delivery::TimeScale;
 use gridline_dataplane::pod::PodIdentity;
@@ -113,6 +116,46 @@ struct RunArgs {
     /// tests run the whole retry schedule in seconds.
     #[arg(long, hide = true, value_name = "F", env = "GRIDLINE_TEST_TIME_SCALE", value_parser = time_scale)]
     test_time_scale: Option<TimeScale>,
+    /// Run as one pod of a cluster: the address other pods dial to reach this one, as
+    /// `host:port` (in Kubernetes the pod's name under the peers Service). Port 0: the port
+    /// the peer listener is given.
+    #[arg(long, value_name = "HOST:PORT", env = "GRIDLINE_PEER_ADDR")]
+    peer_addr: Option<String>,
+    /// Local mode with --peer-addr: processes sharing this folder form one Namespace (a
+    /// lease file per pod under DIR/members; each needs its own --pod-name and --data-dir).
+    #[arg(long, value_name = "DIR")]
+    cluster_dir: Option<PathBuf>,
+    /// Where the peer link listens. Default: the peer address if it is an IP address and
+    /// port, else 0.0.0.0 on its port.
+    #[arg(long, value_name = "ADDR", requires = "peer_addr")]
+    peer_listen: Option<SocketAddr>,
+    /// The peer links' mutual-TLS material (`ca.crt`, `tls.crt`, `tls.key`). Default in local
+    /// mode: DIR/tls under --cluster-dir, generated there; needed with --kubernetes.
+    #[arg(long, value_name = "DIR", env = "GRIDLINE_PEER_TLS_DIR")]
+    peer_tls_dir: Option<PathBuf>,
+    /// Test-only: the membership lease in milliseconds (renewed every third), so that tests
+    /// see a dead pod drop out in seconds.
+    #[arg(long, hide = true, value_name = "MS", env = "GRIDLINE_TEST_MEMBER_LEASE_MS", value_parser = clap::value_parser!(u64).range(300..))]
+    test_member_lease_ms: Option<u64>,
+}
+
+/// Cluster flags that do not fit together.
+#[derive(Debug, thiserror::Error)]
+enum ClusterFlagError {
+    #[error("--cluster-dir needs --peer-addr HOST:PORT (the address the other pods dial)")]
+    DirWithoutPeerAddr,
+    #[error(
+        "--peer-addr with --manifests: local mode needs --cluster-dir (the folder the pods share)"
+    )]
+    LocalWithoutDir,
+    #[error("--cluster-dir is for local mode; with --kubernetes the pods hold Leases")]
+    DirWithKubernetes,
+    #[error(
+        "--peer-addr with --kubernetes needs --peer-tls-dir (GRIDLINE_PEER_TLS_DIR): the peer CA and certificate"
+    )]
+    KubernetesWithoutTls,
+    #[error("--peer-addr: {0}")]
+    PeerAddr(#[from] PeerAddrError),
 }
 
 fn pod_identity(name: &str) -> Result<PodIdentity, String> {
@@ -127,14 +170,62 @@ fn time_scale(text: &str) -> Result<TimeScale, String> {
 }
 
 impl RunArgs {
-    fn into_options(self) -> RunOptions {
+    /// The cluster this process joins, if any, from the cluster flags.
+    fn cluster(&self) -> Result<Option<ClusterOptions>, ClusterFlagError> {
+        let Some(peer_addr) = self.peer_addr.clone() else {
+            return match self.cluster_dir {
+                Some(_) => Err(ClusterFlagError::DirWithoutPeerAddr),
+                None => Ok(None),
+            };
+        };
+        let peer_listen = match self.peer_listen {
+            Some(listen) => listen,
+            None => default_peer_listen(&peer_addr)?,
+        };
+        let (membership, peer_tls_dir) = match (self.kubernetes, &self.cluster_dir) {
+            (true, Some(_)) => return Err(ClusterFlagError::DirWithKubernetes),
+            (false, None) => return Err(ClusterFlagError::LocalWithoutDir),
+            (false, Some(dir)) => (
+                ClusterMembership::Directory(dir.clone()),
+                self.peer_tls_dir.clone().unwrap_or_else(|| dir.join("tls")),
+            ),
+            (true, None) => {
+                let tls = self
+                    .peer_tls_dir
+                    .clone()
+                    .ok_or(ClusterFlagError::KubernetesWithoutTls)?;
+                // `--namespace` is required with --kubernetes; `k8s-namespace/name` names
+                // the same Namespace, and the Lease label holds the name.
+                let namespace = self.namespace.clone().unwrap_or_default();
+                let namespace = match namespace.split_once('/') {
+                    Some((_, name)) => name.to_string(),
+                    None => namespace,
+                };
+                (ClusterMembership::Kubernetes { namespace }, tls)
+            }
+        };
+        let mut timing = ClusterTiming::default();
+        if let Some(millis) = self.test_member_lease_ms {
+            timing.member_lease = Duration::from_millis(millis);
+        }
+        Ok(Some(ClusterOptions {
+            peer_addr,
+            peer_listen,
+            peer_tls_dir,
+            membership,
+            timing,
+        }))
+    }
+
+    fn into_options(self) -> Result<RunOptions, ClusterFlagError> {
+        let cluster = self.cluster()?;
         let source = match self.manifests {
             Some(path) => SourceOptions::Manifests(path),
             None => SourceOptions::Kubernetes {
                 k8s_namespace: self.k8s_namespace,
             },
         };
-        RunOptions {
+        Ok(RunOptions {
             source,
             selection: NamespaceSelection::from_option(self.namespace),
             data_dir: self.data_dir,
@@ -150,7 +241,8 @@ impl RunArgs {
             http_header_read_timeout: Duration::from_secs(self.http_header_read_timeout),
             http_body_read_timeout: Duration::from_secs(self.http_body_read_timeout),
             test_time_scale: self.test_time_scale.unwrap_or_default(),
-        }
+            cluster,
+        })
     }
 }
 
@@ -168,6 +260,15 @@ fn main() -> ExitCode {
             }
         }
         Command::Run(args) => {
+            let options = match args.into_options() {
+                Ok(options) => options,
+                Err(error) => {
+                    use clap::CommandFactory;
+                    Cli::command()
+                        .error(clap::error::ErrorKind::ArgumentConflict, error)
+                        .exit();
+                }
+            };
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime,
                 Err(error) => {
@@ -175,7 +276,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(gridline_dataplane::server::run(args.into_options())) {
+            match runtime.block_on(gridline_dataplane::server::run(options)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!("{error:#}");
@@ -204,12 +305,143 @@ mod tests {
     use super::*;
 
     fn run_args(extra: &[&str]) -> Result<RunArgs, clap::Error> {
-        let args = ["gridline-dataplane", "run", "--manifests", "m"];
-        let cli = Cli::try_parse_from(args.iter().chain(extra))?;
+        parse(&["--manifests", "m"], extra)
+    }
+
+    fn parse(source: &[&str], extra: &[&str]) -> Result<RunArgs, clap::Error> {
+        let args = ["gridline-dataplane", "run"];
+        let cli = Cli::try_parse_from(args.iter().chain(source).chain(extra))?;
         match cli.command {
             Command::Run(args) => Ok(args),
             Command::Check { .. } => unreachable!("parsed a run command"),
         }
+    }
+
+    fn cluster(source: &[&str], extra: &[&str]) -> Result<Option<ClusterOptions>, String> {
+        parse(source, extra)
+            .map_err(|e| e.to_string())?
+            .cluster()
+            .map_err(|e| e.to_string())
+    }
+
+    const KUBERNETES: [&str; 3] = ["--kubernetes", "--namespace", "shop/orders"];
+
+    #[test]
+    fn without_peer_addr_there_is_no_cluster() {
+        assert_eq!(cluster(&["--manifests", "m"], &[]), Ok(None));
+    }
+
+    #[test]
+    fn a_cluster_dir_and_a_peer_addr_make_a_local_cluster() {
+        let options = cluster(
+            &["--manifests", "m"],
+            &["--cluster-dir", "/c", "--peer-addr", "127.0.0.1:7001"],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(options.peer_addr, "127.0.0.1:7001");
+        assert_eq!(options.peer_listen, "127.0.0.1:7001".parse().unwrap());
+        assert_eq!(options.peer_tls_dir, PathBuf::from("/c/tls"));
+        assert_eq!(
+            options.membership,
+            ClusterMembership::Directory(PathBuf::from("/c"))
+        );
+        assert_eq!(options.timing, ClusterTiming::default());
+    }
+
+    #[test]
+    fn listen_address_tls_dir_and_test_lease_can_be_given() {
+        let options = cluster(
+            &["--manifests", "m"],
+            &[
+                "--cluster-dir",
+                "/c",
+                "--peer-addr",
+                "pod-0.local:7001",
+                "--peer-listen",
+                "127.0.0.1:7101",
+                "--peer-tls-dir",
+                "/tls",
+                "--test-member-lease-ms",
+                "1500",
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(options.peer_listen, "127.0.0.1:7101".parse().unwrap());
+        assert_eq!(options.peer_tls_dir, PathBuf::from("/tls"));
+        assert_eq!(options.timing.member_lease, Duration::from_millis(1500));
+        let default_listen = cluster(
+            &["--manifests", "m"],
+            &["--cluster-dir", "/c", "--peer-addr", "pod-0.local:7001"],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(default_listen.peer_listen, "0.0.0.0:7001".parse().unwrap());
+    }
+
+    #[test]
+    fn a_cluster_dir_without_a_peer_addr_is_refused() {
+        let error = cluster(&["--manifests", "m"], &["--cluster-dir", "/c"]).unwrap_err();
+        assert!(error.contains("--cluster-dir needs --peer-addr"), "{error}");
+    }
+
+    #[test]
+    fn a_peer_addr_in_local_mode_without_a_cluster_dir_is_refused() {
+        let error = cluster(&["--manifests", "m"], &["--peer-addr", "127.0.0.1:7001"]).unwrap_err();
+        assert!(error.contains("local mode needs --cluster-dir"), "{error}");
+    }
+
+    #[test]
+    fn a_peer_addr_that_is_not_host_port_is_refused() {
+        let error = cluster(
+            &["--manifests", "m"],
+            &["--cluster-dir", "/c", "--peer-addr", "pod-0"],
+        )
+        .unwrap_err();
+        assert!(error.contains("not host:port"), "{error}");
+    }
+
+    #[test]
+    fn with_kubernetes_the_pods_hold_leases_labelled_with_the_namespace_name() {
+        let options = cluster(
+            &KUBERNETES,
+            &[
+                "--peer-addr",
+                "orders-0.peers:7946",
+                "--peer-tls-dir",
+                "/tls",
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            options.membership,
+            ClusterMembership::Kubernetes {
+                namespace: "orders".into()
+            }
+        );
+        assert_eq!(options.peer_listen, "0.0.0.0:7946".parse().unwrap());
+        let error = cluster(&KUBERNETES, &["--peer-addr", "orders-0.peers:7946"]).unwrap_err();
+        assert!(error.contains("--peer-tls-dir"), "{error}");
+        let error = cluster(
+            &KUBERNETES,
+            &[
+                "--peer-addr",
+                "orders-0.peers:7946",
+                "--peer-tls-dir",
+                "/tls",
+                "--cluster-dir",
+                "/c",
+            ],
+        )
+        .unwrap_err();
+        assert!(error.contains("--cluster-dir is for local mode"), "{error}");
+    }
+
+    #[test]
+    fn peer_listen_without_peer_addr_is_refused_by_the_parser() {
+        assert!(run_args(&["--peer-listen", "127.0.0.1:7001"]).is_err());
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! `gridline-dataplane run`: wire a configuration source to the Snapshot and the listeners,
 //! and run until told to stop.
 
+use crate::cluster::membership::{
+    KubernetesTarget, Membership, MembershipBackend, MembershipOptions,
+};
+use crate::cluster::{ClusterMembership, ClusterOptions};
 use crate::config::kubernetes::KubernetesSource;
 use crate::config::local::LocalSource;
 use crate::config::{ConfigSource, LoadedConfig, NamespaceSelection};
@@ -11,11 +15,12 @@ use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::mqtt;
 use crate::pod::PodIdentity;
-use crate::shutdown::Stopper;
+use crate::shutdown::{StopSignal, Stopper};
 use crate::snapshot::{Applier, ReloadPolicy, SharedSnapshot};
 use crate::store::{EventStore, Queues, StoreOptions};
 use crate::tls::ServerTls;
 use anyhow::{Context, bail};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,6 +61,8 @@ pub struct RunOptions {
     pub http_body_read_timeout: std::time::Duration,
     /// Test-only: multiplies push delivery's retry delays (1 in production).
     pub test_time_scale: TimeScale,
+    /// Run as one pod of a cluster (`--peer-addr`): membership, and later the peer links.
+    pub cluster: Option<ClusterOptions>,
 }
 
 /// Run the data plane until SIGINT or SIGTERM, or until a part of it fails.
@@ -111,6 +118,49 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         },
     )?;
 
+    let (stop_tx, stop_rx) = Stopper::new();
+    let (source, policy) = match &options.source {
+        SourceOptions::Manifests(path) => {
+            info!(manifests = %path.display(), "local mode");
+            let mut local = LocalSource::new(path).ignoring(&options.data_dir);
+            if let Some(ClusterMembership::Directory(dir)) =
+                options.cluster.as_ref().map(|c| &c.membership)
+            {
+                // Lease renewals are not configuration changes.
+                local = local.ignoring(dir);
+            }
+            (ConfigSource::Local(local), ReloadPolicy::AllOrNothing)
+        }
+        SourceOptions::Kubernetes { k8s_namespace } => {
+            let source = KubernetesSource::connect(k8s_namespace.clone()).await?;
+            // Push subscriptions' delivery conditions go into their status (in local mode
+            // they are only served at /status/eventsubscriptions).
+            let writer = StatusWriter::new(
+                source.client(),
+                source.k8s_namespace(),
+                push.status(),
+                options.pod.name().to_string(),
+            );
+            tokio::spawn(writer.run(stop_rx.clone()));
+            (ConfigSource::Kubernetes(source), ReloadPolicy::ServeValid)
+        }
+    };
+    // After the store (a pod serves only once whole) and before the listeners: a pod name
+    // that another live process holds is refused before anything opens.
+    let membership = match &options.cluster {
+        Some(cluster) => Some(
+            start_membership(
+                cluster,
+                &options.pod,
+                &source,
+                metrics.registry(),
+                stop_rx.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+
     let listener = TcpListener::bind(options.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", options.http_addr))?;
@@ -119,7 +169,6 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let listener_metrics =
         ListenerMetrics::register(metrics.registry()).context("cannot register HTTP metrics")?;
 
-    let (stop_tx, stop_rx) = Stopper::new();
     let state = AppState::new(
         snapshot.clone(),
         metrics.clone(),
@@ -196,28 +245,6 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
 
-    let (source, policy) = match &options.source {
-        SourceOptions::Manifests(path) => {
-            info!(manifests = %path.display(), "local mode");
-            (
-                ConfigSource::Local(LocalSource::new(path).ignoring(&options.data_dir)),
-                ReloadPolicy::AllOrNothing,
-            )
-        }
-        SourceOptions::Kubernetes { k8s_namespace } => {
-            let source = KubernetesSource::connect(k8s_namespace.clone()).await?;
-            // Push subscriptions' delivery conditions go into their status (in local mode
-            // they are only served at /status/eventsubscriptions).
-            let writer = StatusWriter::new(
-                source.client(),
-                source.k8s_namespace(),
-                push.status(),
-                options.pod.name().to_string(),
-            );
-            tokio::spawn(writer.run(stop_rx.clone()));
-            (ConfigSource::Kubernetes(source), ReloadPolicy::ServeValid)
-        }
-    };
     // A small bound: a source blocks rather than queue loads nobody will look at (each load
     // supersedes the one before).
     let (updates_tx, updates) = mpsc::channel(1);
@@ -265,6 +292,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     source_task.abort();
     apply_task.abort();
     stop_tx.stop();
+    // First, so that peers drop this pod at once rather than after its lease.
+    if let Some(membership) = membership {
+        membership.leave().await;
+    }
     // Told to stop, the broker ends its connections (MQTT 5: DISCONNECT 0x8B), then the
     // persister writes the final state; give it a moment.
     if !mqtt_task.is_finished()
@@ -285,6 +316,62 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     store.close().await;
     info!("event store closed");
     result
+}
+
+/// Join the cluster: claim this pod's membership lease and log the member set as it changes.
+async fn start_membership(
+    cluster: &ClusterOptions,
+    pod: &PodIdentity,
+    source: &ConfigSource,
+    registry: &prometheus::Registry,
+    stop: StopSignal,
+) -> anyhow::Result<Membership> {
+    let backend = match (&cluster.membership, source) {
+        (ClusterMembership::Directory(dir), _) => MembershipBackend::LocalDirectory(dir.clone()),
+        (ClusterMembership::Kubernetes { namespace }, ConfigSource::Kubernetes(source)) => {
+            MembershipBackend::Kubernetes(KubernetesTarget {
+                client: source.client(),
+                k8s_namespace: source.k8s_namespace().to_string(),
+                namespace: namespace.clone(),
+            })
+        }
+        (ClusterMembership::Kubernetes { .. }, _) => {
+            bail!("membership through Leases needs --kubernetes")
+        }
+    };
+    // The Namespace's `spec.cluster` will retune this; until then the start value holds.
+    let (_, timing) = watch::channel(cluster.timing);
+    // The peer links publish which peers they reach; without them, none.
+    let (_, connected_peers) = watch::channel(BTreeSet::new());
+    let membership = Membership::start(
+        MembershipOptions {
+            pod: pod.clone(),
+            peer_addr: cluster.peer_addr.clone(),
+            timing,
+            connected_peers,
+            stop,
+            backend,
+        },
+        registry,
+    )
+    .await
+    .context("cannot join the cluster")?;
+    tokio::spawn(log_member_changes(membership.members()));
+    Ok(membership)
+}
+
+async fn log_member_changes(mut members: crate::cluster::members::MembersWatch) {
+    loop {
+        let names: Vec<String> = members
+            .borrow_and_update()
+            .iter()
+            .map(|m| m.name().to_string())
+            .collect();
+        info!(members = ?names, count = names.len(), "cluster members changed");
+        if members.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Tell whoever started us where HTTP listens (with port 0, nobody else knows). Tests parse

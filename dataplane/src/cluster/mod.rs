@@ -6,5 +6,9 @@
 //! events.
 
 pub mod members;
+pub mod membership;
+pub mod options;
 pub mod timing;
 pub mod transport;
+
+pub use options::{ClusterMembership, ClusterOptions};
