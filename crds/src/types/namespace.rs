@@ -69,7 +69,9 @@ pub struct NamespaceSpec {
     pub storage: Storage,
     /// How the Namespace's pods act as one: membership lease and peer link timing.
     #[serde(default)]
-    #[x_kube(validation = Rule::new("self.peerTimeoutSeconds < self.memberLeaseSeconds").message("cluster.peerTimeoutSeconds must be less than cluster.memberLeaseSeconds: a pod must notice a silent peer link before the peer's membership lease runs out"))]
+    // `has`: the API server fills both defaults before it validates, but a manifest checked
+    // client-side (`gridline-dataplane check`) is raw; compile judges it with the defaults.
+    #[x_kube(validation = Rule::new("!has(self.peerTimeoutSeconds) || !has(self.memberLeaseSeconds) || self.peerTimeoutSeconds < self.memberLeaseSeconds").message("cluster.peerTimeoutSeconds must be less than cluster.memberLeaseSeconds: a pod must notice a silent peer link before the peer's membership lease runs out"))]
     pub cluster: ClusterSettings,
     /// CPU and memory of each data-plane pod (Gridline setting). Unset: the operator's
     /// defaults (`gridline-operator run --help`).
