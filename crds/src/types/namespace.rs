@@ -2,7 +2,9 @@
 
 use super::common::{MAX_OBJECT_NAME_CHARS, ObjectRef, State};
 pub use super::namespace_cluster::{
-    ClusterMember, ClusterSettings, MAX_CLUSTER_MEMBERS, NamespaceStatus,
+    CONNECTED_PEERS_ANNOTATION, ClusterMember, ClusterSettings, MAX_CLUSTER_MEMBERS,
+    MEMBER_LEASE_LABEL, MEMBER_LEASE_LABEL_VALUE, MEMBER_LEASE_PREFIX, MEMBER_NAMESPACE_LABEL,
+    NamespaceStatus, PEER_ADDRESS_ANNOTATION, PEER_CERTIFICATE_NAME,
 };
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;

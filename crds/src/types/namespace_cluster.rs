@@ -1,9 +1,26 @@
 //! A Namespace's pods acting as one (issue 15): the timing of membership leases and peer
-//! links (`spec.cluster`), and the members the operator reports (`status.members`).
+//! links (`spec.cluster`), the members the operator reports (`status.members`), and the names
+//! the pods and the operator agree on (the member Leases the pods write and the operator
+//! reads; the peer certificate the operator writes and the pods mount).
 
 use super::common::{MAX_OBJECT_NAME_CHARS, ResourceStatus};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// Prefix of a pod's member Lease (`coordination.k8s.io/v1`): `gridline-member-<pod>`.
+pub const MEMBER_LEASE_PREFIX: &str = "gridline-member-";
+/// Label of a member Lease: the Gridline Namespace it belongs to.
+pub const MEMBER_NAMESPACE_LABEL: &str = "gridline.dev/namespace";
+/// Label of a member Lease, with value [`MEMBER_LEASE_LABEL_VALUE`].
+pub const MEMBER_LEASE_LABEL: &str = "gridline.dev/lease";
+pub const MEMBER_LEASE_LABEL_VALUE: &str = "member";
+/// Annotation of a member Lease: where peers reach the pod (`host:port`).
+pub const PEER_ADDRESS_ANNOTATION: &str = "gridline.dev/peer-address";
+/// Annotation of a member Lease: the pods this pod has a live peer link to, comma-separated
+/// and sorted.
+pub const CONNECTED_PEERS_ANNOTATION: &str = "gridline.dev/connected-peers";
+/// The DNS name of the peer certificate every pod of a Namespace presents and checks.
+pub const PEER_CERTIFICATE_NAME: &str = "gridline-peer";
 
 /// `spec.cluster`: how fast the pods of a Namespace notice that one of them is gone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -23,7 +23,7 @@ use x509_parser::pem::Pem;
 
 /// The DNS name in the leaf (its only SAN): the name every pod checks its peer's certificate
 /// against, the same for all pods, since pods come and go but the CA is the Namespace's.
-pub const PEER_NAME: &str = "gridline-peer";
+pub const PEER_NAME: &str = gridline_crds::types::namespace::PEER_CERTIFICATE_NAME;
 
 /// Keys of the CA Secret.
 pub const CA_CERT_KEY: &str = "ca.crt";

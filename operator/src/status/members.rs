@@ -2,7 +2,8 @@
 //! reads them, and deletes the garbage of pods that are gone): which pods are in, whom each
 //! has a live peer link to, and whether that makes the Namespace Ready.
 //!
-//! The Lease contract (shared with the data plane's `cluster` module): `coordination.k8s.io/v1`
+//! The Lease contract (shared with the data plane's `cluster` module; the names are constants
+//! of `gridline_crds::types::namespace`): `coordination.k8s.io/v1`
 //! Lease `gridline-member-<pod>`, labels [`NAMESPACE_LABEL`] = the Gridline Namespace and
 //! [`LEASE_LABEL`] = `member`, annotations [`PEER_ADDRESS_ANNOTATION`] (`host:port`) and
 //! [`CONNECTED_PEERS_ANNOTATION`] (comma-separated, sorted pod names), `holderIdentity` = the
@@ -15,19 +16,14 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// Label naming the Gridline Namespace a member Lease belongs to.
-pub const NAMESPACE_LABEL: &str = "gridline.dev/namespace";
-/// Label marking membership Leases (value [`MEMBER_LEASE`]); the operator watches by it.
-pub const LEASE_LABEL: &str = "gridline.dev/lease";
-pub const MEMBER_LEASE: &str = "member";
+/// The contract's names live in `gridline-crds`, which the data plane shares.
+pub use gridline_crds::types::namespace::{
+    CONNECTED_PEERS_ANNOTATION, MEMBER_LEASE_LABEL as LEASE_LABEL,
+    MEMBER_LEASE_LABEL_VALUE as MEMBER_LEASE, MEMBER_LEASE_PREFIX,
+    MEMBER_NAMESPACE_LABEL as NAMESPACE_LABEL, PEER_ADDRESS_ANNOTATION,
+};
 /// `gridline.dev/lease=member`: the selector of every watch and list of member Leases.
 pub const MEMBER_LEASE_SELECTOR: &str = "gridline.dev/lease=member";
-/// Prefix of a member Lease's name; the pod's name follows.
-pub const MEMBER_LEASE_PREFIX: &str = "gridline-member-";
-/// Annotation: where peers reach the pod (`host:port`).
-pub const PEER_ADDRESS_ANNOTATION: &str = "gridline.dev/peer-address";
-/// Annotation: the pods this pod has a live peer link to, comma-separated and sorted.
-pub const CONNECTED_PEERS_ANNOTATION: &str = "gridline.dev/connected-peers";
 
 /// A Lease counts as live this long past `renewTime + leaseDurationSeconds`: the pod's clock
 /// and the operator's are not the same clock.

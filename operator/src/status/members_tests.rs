@@ -224,3 +224,11 @@ fn the_next_recheck_is_when_the_first_lease_runs_out_or_soon_while_one_is_expire
     assert_eq!(next_recheck(&expired, at(T0)), Some(EXPIRED_RECHECK));
     assert_eq!(next_recheck(&[], at(T0)), None);
 }
+
+#[test]
+fn the_selector_is_the_member_label() {
+    assert_eq!(
+        MEMBER_LEASE_SELECTOR,
+        format!("{LEASE_LABEL}={MEMBER_LEASE}")
+    );
+}
