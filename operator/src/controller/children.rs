@@ -73,11 +73,15 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> 
             ctx.metrics.reconciled("Namespace", RESULT_OK);
             ctx.backoff.succeeded(&key_of(&ns));
         }
-        // Sooner than the resync when an expired member Lease is about to become garbage.
-        result.map(|next_due| Action::requeue(next_due.map_or(RESYNC, |due| due.min(RESYNC))))
+        result.map(|next_due| Action::requeue(requeue_after(next_due)))
     }
     .instrument(span)
     .await
+}
+
+/// The resync, or sooner when an expired member Lease becomes garbage before it.
+fn requeue_after(next_garbage: Option<Duration>) -> Duration {
+    next_garbage.map_or(RESYNC, |due| due.min(RESYNC))
 }
 
 /// Apply the children, keep the peer TLS Secrets, collect member Lease garbage. Returns when

@@ -208,3 +208,13 @@ async fn a_namespace_being_deleted_is_left_to_the_garbage_collector() {
     assert_eq!(action, Action::requeue(RESYNC));
     server.expect_no_more(Duration::from_millis(100)).await;
 }
+
+#[test]
+fn a_lease_about_to_become_garbage_brings_the_next_reconcile_forward() {
+    assert_eq!(requeue_after(None), RESYNC);
+    assert_eq!(
+        requeue_after(Some(Duration::from_secs(40))),
+        Duration::from_secs(40)
+    );
+    assert_eq!(requeue_after(Some(RESYNC * 2)), RESYNC);
+}
