@@ -313,8 +313,13 @@ fn the_cluster_role_holds_what_the_operator_does_and_what_it_grants_the_data_pla
     );
     need("", &["pods"], &read);
     need("events.k8s.io", &["events"], &["create", "patch"]);
-    // RBAC lets the operator grant the data plane's Role only what it holds itself.
+    // RBAC lets the operator grant the data plane's Role only what it holds itself. And each
+    // Namespace's peer CA and peer certificate Secrets: the CA created once, the certificate
+    // applied server-side when it is re-issued.
     need("", &["secrets"], &read);
+    need("", &["secrets"], &["create", "patch", "update"]);
+    // Member Leases of pods that are gone are deleted only after looking the pod up.
+    need("", &["pods"], &["get"]);
     need(
         "coordination.k8s.io",
         &["leases"],
@@ -341,8 +346,8 @@ fn the_cluster_role_holds_what_the_operator_does_and_what_it_grants_the_data_pla
         );
     }
     ensure!(
-        !allows(&rules, "", "secrets", "create"),
-        "secrets are read only"
+        !allows(&rules, "", "secrets", "delete"),
+        "the operator never deletes a Secret (owner references do, with their Namespace)"
     );
     ensure!(
         !allows(&rules, "gridline.dev", "namespaces", "update"),

@@ -5,7 +5,7 @@ use anyhow::{Context, ensure};
 use gridline_e2e::manifests::{self, Manifest};
 use gridline_e2e::{E2e, EXAMPLE_NAMESPACE, condition_status, e2e_or_skip};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -24,7 +24,10 @@ fn children(name: &str) -> Vec<(&'static str, String)> {
         ("PodDisruptionBudget", base.clone()),
         ("ServiceAccount", base.clone()),
         ("Role", base.clone()),
-        ("RoleBinding", base),
+        ("RoleBinding", base.clone()),
+        // The peer CA and the pods' peer certificate (mutual TLS between pods).
+        ("Secret", format!("{base}-peer-ca")),
+        ("Secret", format!("{base}-peer-tls")),
     ]
 }
 
@@ -48,6 +51,7 @@ async fn child_meta(e2e: &E2e, kind: &str, name: &str) -> anyhow::Result<Option<
         "ServiceAccount" => meta::<ServiceAccount>(e2e, name).await,
         "Role" => meta::<Role>(e2e, name).await,
         "RoleBinding" => meta::<RoleBinding>(e2e, name).await,
+        "Secret" => meta::<Secret>(e2e, name).await,
         other => anyhow::bail!("no child kind {other}"),
     }
 }
@@ -119,9 +123,29 @@ async fn the_example_namespace_runs_as_a_statefulset_and_deleting_it_removes_wha
     let peers = services
         .get(&format!("{EXAMPLE_NAMESPACE}-gridline-peers"))
         .await?;
+    let peer_ports: Vec<(String, i32)> = peers
+        .spec
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .map(|p| (p.name.clone().unwrap_or_default(), p.port))
+        .collect();
+    ensure!(
+        peer_ports.contains(&("peer".to_string(), 7443)),
+        "the peers Service carries the peer port: {peer_ports:?}"
+    );
     ensure!(
         peers.spec.and_then(|s| s.cluster_ip).as_deref() == Some("None"),
         "the peers Service is headless"
+    );
+    let secrets: Api<Secret> = Api::namespaced(e2e.client.clone(), &e2e.k8s_namespace);
+    let leaf = secrets
+        .get(&format!("{EXAMPLE_NAMESPACE}-gridline-peer-tls"))
+        .await?;
+    let mut keys: Vec<String> = leaf.data.into_iter().flat_map(|d| d.into_keys()).collect();
+    keys.sort();
+    ensure!(
+        keys == ["ca.crt", "tls.crt", "tls.key"],
+        "the peer certificate Secret holds {keys:?}"
     );
 
     if !e2e.local_dataplane {
@@ -136,6 +160,19 @@ async fn the_example_namespace_runs_as_a_statefulset_and_deleting_it_removes_wha
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0);
         ensure!(ready == wanted, "Ready with {ready} of {wanted} pods ready");
+        // Members, when the pods hold Leases, are this Namespace's pods.
+        let current = e2e.get(namespace).await?.context("the Namespace is gone")?;
+        let members: Vec<String> = current.data["status"]["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["name"].as_str().map(str::to_string))
+            .collect();
+        let pods = dataplane_pods(&e2e, EXAMPLE_NAMESPACE).await?;
+        ensure!(
+            members.iter().all(|m| pods.contains(m)),
+            "status.members {members:?} are not all pods of the Namespace {pods:?}"
+        );
     }
 
     // Delete the Namespace: its children go (owner references), its Topics lose it.

@@ -104,7 +104,7 @@ fn apply(objects: &mut Objects, written: &HashMap<ObjectKey, ResourceStatus>) {
     ) {
         for o in objects {
             if let Some(status) = written.get(&ObjectKey::of(kind, o)) {
-                *o.status_mut() = Some(status.clone());
+                o.set_status(status.clone(), None);
             }
         }
     }
@@ -139,6 +139,7 @@ fn main() {
         Pods {
             desired: 3,
             ready: 3,
+            leases: Vec::new(),
         },
     )]);
     let now = Time(Timestamp::now());

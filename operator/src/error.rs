@@ -1,6 +1,7 @@
 //! The operator's errors, each naming the object and the step that failed. The kube error
 //! is boxed: it is large, and these travel through every reconcile's `Result`.
 
+use crate::children::peer_tls::PeerTlsError;
 use gridline_crds::model::ObjectKey;
 
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +18,26 @@ pub enum Error {
         source: Box<kube::Error>,
     },
 
+    /// A read, create or delete the reconcile makes besides its applies (the peer TLS
+    /// Secrets, the member Leases, the pods they name).
+    #[error("{verb} {kind} {namespace}/{name}: {source}")]
+    Request {
+        verb: &'static str,
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    #[error("peer TLS of Namespace {namespace}/{name}: {source}")]
+    PeerTls {
+        namespace: String,
+        name: String,
+        #[source]
+        source: PeerTlsError,
+    },
+
     #[error("writing the status of {object}: {source}")]
     Status {
         object: ObjectKey,
@@ -31,6 +52,8 @@ impl Error {
         match self {
             Error::NoK8sNamespace { .. } => "no_k8s_namespace",
             Error::Apply { .. } => "apply",
+            Error::Request { .. } => "request",
+            Error::PeerTls { .. } => "peer_tls",
             Error::Status { .. } => "status",
         }
     }

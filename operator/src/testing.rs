@@ -126,3 +126,38 @@ pub fn custom_domains(
         })
         .collect()
 }
+
+/// The membership Lease pod `pod` of Gridline Namespace `namespace` writes (the data plane's
+/// contract): renewed at `renewed`, lasting 15 s, linked to `peers`.
+pub fn member_lease(
+    namespace: &str,
+    pod: &str,
+    renewed: k8s_openapi::jiff::Timestamp,
+    peers: &[&str],
+) -> k8s_openapi::api::coordination::v1::Lease {
+    serde_json::from_value(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {
+            "name": format!("gridline-member-{pod}"), "namespace": K8S_NS,
+            "uid": format!("uid-lease-{pod}"), "resourceVersion": "3",
+            "labels": {"gridline.dev/lease": "member", "gridline.dev/namespace": namespace},
+            "annotations": {
+                "gridline.dev/peer-address": format!("{pod}.{namespace}-gridline-peers.{K8S_NS}.svc:7443"),
+                "gridline.dev/connected-peers": peers.join(","),
+            },
+        },
+        "spec": {"holderIdentity": pod, "leaseDurationSeconds": 15, "renewTime": renewed.to_string()},
+    }))
+    .expect("a valid Lease")
+}
+
+/// [`member_lease`] as the status pass reads it.
+pub fn member(
+    namespace: &str,
+    pod: &str,
+    renewed: k8s_openapi::jiff::Timestamp,
+    peers: &[&str],
+) -> crate::status::members::MemberLease {
+    crate::status::members::MemberLease::from_lease(&member_lease(namespace, pod, renewed, peers))
+        .expect("a member Lease")
+}

@@ -64,6 +64,21 @@ async fn the_operator_leads_applies_children_writes_status_and_releases_the_leas
         sts.body["spec"]["template"]["spec"]["containers"][0]["image"],
         "registry.test/gridline:e2e"
     );
+    // The peer CA created once, the leaf applied, both before the StatefulSet.
+    let secrets = api.writes(|w| w.uri.contains("/secrets"));
+    assert_eq!(secrets.len(), 2, "{secrets:?}");
+    assert_eq!(secrets[0].method, "POST");
+    assert_eq!(
+        secrets[0].body["metadata"]["name"],
+        "orders-gridline-peer-ca"
+    );
+    assert_eq!(secrets[1].method, "PATCH");
+    assert!(
+        secrets[1]
+            .uri
+            .contains("/secrets/orders-gridline-peer-tls?")
+    );
+    assert!(secrets[1].at <= sts.at);
     let status = &api.writes(|w| w.uri.contains("/namespaces/orders/status"))[0];
     assert_eq!(status.body["status"]["conditions"][0]["type"], "Accepted");
     assert_eq!(status.body["status"]["conditions"][0]["status"], "True");

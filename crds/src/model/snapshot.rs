@@ -96,6 +96,36 @@ pub struct CompiledNamespace {
     pub ca_certificates: BTreeMap<String, Vec<u8>>,
     /// Trusted JWT issuers (`jwt.issuers`) with their keys, in spec order.
     pub jwt_issuers: Vec<CompiledJwtIssuer>,
+    /// How fast the pods notice that one of them is gone (`spec.cluster`).
+    pub cluster: CompiledCluster,
+}
+
+/// `spec.cluster` as durations: what `dataplane::cluster::timing::ClusterTiming` is made of.
+/// Compile guarantees `peer_timeout < member_lease`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompiledCluster {
+    /// A peer link silent this long is treated as out (`peerTimeoutSeconds`).
+    pub peer_timeout: Duration,
+    /// A membership lease not renewed for this long puts its pod out (`memberLeaseSeconds`).
+    pub member_lease: Duration,
+}
+
+impl Default for CompiledCluster {
+    /// The CRD's defaults (10 s and 15 s), for Namespaces that never set `spec.cluster`.
+    fn default() -> Self {
+        Self::from(&crate::types::namespace::ClusterSettings::default())
+    }
+}
+
+impl From<&crate::types::namespace::ClusterSettings> for CompiledCluster {
+    /// Out-of-range values (refused by compile) are clamped to zero rather than wrapped.
+    fn from(settings: &crate::types::namespace::ClusterSettings) -> Self {
+        let seconds = |value: i32| Duration::from_secs(u64::try_from(value).unwrap_or(0));
+        Self {
+            peer_timeout: seconds(settings.peer_timeout_seconds),
+            member_lease: seconds(settings.member_lease_seconds),
+        }
+    }
 }
 
 /// A JWT issuer trusted for MQTT 5 `OAUTH2-JWT` authentication.

@@ -3,12 +3,14 @@
 
 mod conventions;
 mod network;
+pub mod peer_tls;
 mod rbac;
 mod statefulset;
 
 pub use conventions::{
     DATA_DIR, DATAPLANE_UID, HTTP_PORT, HTTPS_PORT, MANAGED_BY, MANAGED_BY_LABEL, MQTT_PORT,
-    MQTTS_PORT, base_name, child_meta, labels, peers_name, plaintext_mqtt_enabled, selector_labels,
+    MQTTS_PORT, PEER_PORT, PEER_TLS_DIR, base_name, child_meta, labels, peer_ca_secret_name,
+    peer_tls_secret_name, peers_name, plaintext_mqtt_enabled, selector_labels,
 };
 pub use network::{client_service, peers_service, pod_disruption_budget};
 pub use rbac::{role, role_binding, service_account};

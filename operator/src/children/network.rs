@@ -19,7 +19,9 @@ fn service_port(name: &str, port: i32, target: &str) -> ServicePort {
 }
 
 /// `<ns-name>-gridline-peers`: headless, listing pods before they are ready, because a pod
-/// joining the cluster must reach its peers before it can report ready.
+/// joining the cluster must reach its peers before it can report ready. Each pod is
+/// `<pod>.<ns-name>-gridline-peers.<k8s-namespace>.svc`; `peer` is the port of the links
+/// between pods (mutual TLS), `http` the data plane's HTTP API.
 pub fn peers_service(ns: &Namespace) -> Service {
     Service {
         metadata: child_meta(ns, peers_name(ns)),
@@ -27,7 +29,10 @@ pub fn peers_service(ns: &Namespace) -> Service {
             cluster_ip: Some("None".to_string()),
             publish_not_ready_addresses: Some(true),
             selector: Some(selector_labels(ns)),
-            ports: Some(vec![service_port("http", HTTP_PORT, "http")]),
+            ports: Some(vec![
+                service_port("http", HTTP_PORT, "http"),
+                service_port("peer", PEER_PORT, "peer"),
+            ]),
             ..ServiceSpec::default()
         }),
         status: None,
@@ -212,6 +217,11 @@ mod tests {
         assert_eq!(
             spec.selector.as_ref().unwrap()["app.kubernetes.io/name"],
             "gridline-dataplane"
+        );
+        assert_eq!(
+            ports(&service),
+            [port("http", 8080), port("peer", 7443)],
+            "the peer links' port, by the container port's name"
         );
     }
 

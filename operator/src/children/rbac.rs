@@ -1,6 +1,7 @@
 //! The identity of a Namespace's pods and what it may do: read its Kubernetes namespace's
 //! Gridline objects and Secrets (the data plane's configuration source reflects them) and keep
-//! the membership Leases (DESIGN §5). Nothing else.
+//! the membership Leases (DESIGN §5). Nothing else: the peer certificate is mounted from its
+//! Secret, not read through the API.
 
 use super::conventions::*;
 use gridline_crds::types::{GROUP, Namespace};
@@ -110,7 +111,15 @@ mod tests {
             rules[3].api_groups.as_ref().unwrap(),
             &["coordination.k8s.io"]
         );
-        assert!(rules[3].verbs.iter().any(|v| v == "update"));
+        // Membership (issue 15): each pod creates, renews and releases its own Lease and
+        // watches the others'. No Secret write: the peer certificate is mounted.
+        assert_eq!(rules[3].resources.as_ref().unwrap(), &["leases"]);
+        assert_eq!(
+            rules[3].verbs,
+            [
+                "get", "list", "watch", "create", "update", "patch", "delete"
+            ]
+        );
         // Read-only on Secrets and Gridline objects: no write verb sneaks in.
         for rule in [&rules[0], &rules[2]] {
             assert!(rule.verbs.iter().all(|v| READ.contains(&v.as_str())));

@@ -4,13 +4,16 @@
 use super::conventions::*;
 use crate::options::Options;
 use gridline_crds::types::Namespace;
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -38,6 +41,14 @@ pub fn statefulset(ns: &Namespace, options: &Options) -> StatefulSet {
                 spec: Some(pod_spec(ns, options)),
             },
             volume_claim_templates: Some(vec![volume_claim(ns)]),
+            persistent_volume_claim_retention_policy: Some(volume_claim_retention(ns)),
+            // One pod at a time, each waiting for the previous to be ready again: a pod being
+            // replaced drains to its peers, which must be there to take it. (Parallel pod
+            // management above concerns scaling only.)
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".to_string()),
+                rolling_update: None,
+            }),
             ..StatefulSetSpec::default()
         }),
         status: None,
@@ -63,13 +74,37 @@ fn pod_spec(ns: &Namespace, options: &Options) -> PodSpec {
         // Draining hands events and sessions to peers (DESIGN §5); give it time.
         termination_grace_period_seconds: Some(60),
         affinity: Some(spread_over_nodes(ns)),
-        volumes: Some(vec![Volume {
-            // The root filesystem is read-only; some libraries still want a scratch /tmp.
-            name: "tmp".to_string(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        }]),
+        volumes: Some(vec![
+            Volume {
+                // The root filesystem is read-only; some libraries still want a scratch /tmp.
+                name: "tmp".to_string(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            },
+            Volume {
+                // The certificate of the peer links; the CA's key stays in its own Secret.
+                name: PEER_TLS_VOLUME.to_string(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(peer_tls_secret_name(ns)),
+                    // Owner and group read: the group is the pod's fsGroup, the data plane's.
+                    default_mode: Some(0o440),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+        ]),
         ..PodSpec::default()
+    }
+}
+
+const PEER_TLS_VOLUME: &str = "peer-tls";
+
+/// `spec.storage.volumeClaimRetention` as the StatefulSet's policy (same spelling).
+fn volume_claim_retention(ns: &Namespace) -> StatefulSetPersistentVolumeClaimRetentionPolicy {
+    let retention = &ns.spec.storage.volume_claim_retention;
+    StatefulSetPersistentVolumeClaimRetentionPolicy {
+        when_scaled: Some(retention.when_scaled.as_str().to_string()),
+        when_deleted: Some(retention.when_deleted.as_str().to_string()),
     }
 }
 
@@ -113,6 +148,17 @@ pub fn dataplane_args(ns: &Namespace) -> Vec<String> {
         &format!("0.0.0.0:{MQTTS_PORT}"),
         "--https-addr",
         &format!("0.0.0.0:{HTTPS_PORT}"),
+        // The address peers dial: the pod's own name under the headless Service. Kubernetes
+        // expands `$(VAR)` from the container's environment (POD_NAME, POD_NAMESPACE below).
+        "--peer-addr",
+        &format!(
+            "$(POD_NAME).{}.$(POD_NAMESPACE).svc:{PEER_PORT}",
+            peers_name(ns)
+        ),
+        "--peer-listen",
+        &format!("0.0.0.0:{PEER_PORT}"),
+        "--peer-tls-dir",
+        PEER_TLS_DIR,
         "--log-level",
         "info",
     ]
@@ -148,12 +194,14 @@ fn container(ns: &Namespace, options: &Options) -> Container {
         env: Some(vec![
             field_env("GRIDLINE_K8S_NAMESPACE", "metadata.namespace"),
             field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
         ]),
         ports: Some(vec![
             port("http", HTTP_PORT),
             port("mqtt", MQTT_PORT),
             port("mqtts", MQTTS_PORT),
             port("https", HTTPS_PORT),
+            port("peer", PEER_PORT),
         ]),
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         // Generous: a pod replaying a large store must not be killed for being slow to start.
@@ -185,6 +233,12 @@ fn container(ns: &Namespace, options: &Options) -> Container {
             VolumeMount {
                 name: "tmp".to_string(),
                 mount_path: "/tmp".to_string(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: PEER_TLS_VOLUME.to_string(),
+                mount_path: PEER_TLS_DIR.to_string(),
+                read_only: Some(true),
                 ..VolumeMount::default()
             },
         ]),
@@ -328,7 +382,9 @@ mod tests {
             container.args.as_ref().unwrap().join(" "),
             "run --kubernetes --namespace orders --data-dir /var/lib/gridline \
              --http-addr 0.0.0.0:8080 --mqtt-addr 0.0.0.0:1883 --mqtts-addr 0.0.0.0:8883 \
-             --https-addr 0.0.0.0:8443 --log-level info"
+             --https-addr 0.0.0.0:8443 \
+             --peer-addr $(POD_NAME).orders-gridline-peers.$(POD_NAMESPACE).svc:7443 \
+             --peer-listen 0.0.0.0:7443 --peer-tls-dir /etc/gridline/peer-tls --log-level info"
         );
         let env = &container.env.as_ref().unwrap()[0];
         assert_eq!(env.name, "GRIDLINE_K8S_NAMESPACE");
@@ -430,8 +486,94 @@ mod tests {
                 ("http".to_string(), 8080),
                 ("mqtt".to_string(), 1883),
                 ("mqtts".to_string(), 8883),
-                ("https".to_string(), 8443)
+                ("https".to_string(), 8443),
+                ("peer".to_string(), 7443)
             ]
         );
+    }
+
+    #[test]
+    fn the_peer_address_expands_from_env_vars_the_container_defines() {
+        let sts = statefulset(&namespace(json!({})), &Options::default());
+        let container = &pod(&sts).containers[0];
+        let env = container.env.as_ref().unwrap();
+        let field_of = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value_from.as_ref())
+                .and_then(|source| source.field_ref.as_ref())
+                .map(|selector| selector.field_path.clone())
+        };
+        assert_eq!(
+            field_of("POD_NAMESPACE").as_deref(),
+            Some("metadata.namespace")
+        );
+        // Kubernetes expands `$(VAR)` only for variables defined before use in `env`.
+        let args = container.args.as_ref().unwrap();
+        let peer_addr = &args[args.iter().position(|a| a == "--peer-addr").unwrap() + 1];
+        for variable in ["POD_NAME", "POD_NAMESPACE"] {
+            assert!(peer_addr.contains(&format!("$({variable})")));
+            assert!(field_of(variable).is_some(), "{variable} is defined");
+        }
+    }
+
+    #[test]
+    fn the_peer_tls_secret_is_mounted_read_only_and_the_ca_secret_never() {
+        let sts = statefulset(&namespace(json!({})), &Options::default());
+        let pod = pod(&sts);
+        let secrets: Vec<_> = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter_map(|v| Some((v.name.clone(), v.secret.as_ref()?.secret_name.clone()?)))
+            .collect();
+        assert_eq!(
+            secrets,
+            [(
+                "peer-tls".to_string(),
+                "orders-gridline-peer-tls".to_string()
+            )]
+        );
+        let mount = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "peer-tls")
+            .expect("the peer-tls mount");
+        assert_eq!(mount.mount_path, "/etc/gridline/peer-tls");
+        assert_eq!(mount.read_only, Some(true));
+    }
+
+    #[test]
+    fn volume_claims_are_retained_unless_the_namespace_says_delete() {
+        let retention = |spec| {
+            let sts = statefulset(&namespace(spec), &Options::default());
+            let policy = sts
+                .spec
+                .unwrap()
+                .persistent_volume_claim_retention_policy
+                .unwrap();
+            (policy.when_scaled.unwrap(), policy.when_deleted.unwrap())
+        };
+        assert_eq!(retention(json!({})), ("Retain".into(), "Retain".into()));
+        assert_eq!(
+            retention(json!({"storage": {"volumeClaimRetention": {"whenScaled": "Delete"}}})),
+            ("Delete".into(), "Retain".into())
+        );
+        assert_eq!(
+            retention(json!({"storage": {"volumeClaimRetention": {"whenDeleted": "Delete"}}})),
+            ("Retain".into(), "Delete".into())
+        );
+    }
+
+    #[test]
+    fn pods_are_replaced_one_at_a_time() {
+        let sts = statefulset(&namespace(json!({"replicas": 3})), &Options::default());
+        let strategy = sts.spec.unwrap().update_strategy.unwrap();
+        assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+        // No maxUnavailable: the default, one pod at a time.
+        assert_eq!(strategy.rolling_update, None);
     }
 }

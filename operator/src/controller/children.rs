@@ -1,8 +1,11 @@
 //! The Namespace controller: for each Gridline Namespace, server-side apply its children
-//! (ServiceAccount, Role, RoleBinding, Services, StatefulSet, PodDisruptionBudget), owned by it
-//! so that they are garbage-collected with it. Changes to the Namespace or to any child
-//! (someone edits or deletes a child) bring the Namespace back here.
+//! (ServiceAccount, Role, RoleBinding, Services, StatefulSet, PodDisruptionBudget), keep its
+//! peer TLS Secrets (`peer_tls.rs`), all owned by it so that they are garbage-collected with
+//! it, and delete the member Leases of pods that are gone (`member_leases.rs`). Changes to the
+//! Namespace or to any child (someone edits or deletes a child) bring the Namespace back here.
 
+use super::member_leases::collect_garbage;
+use super::peer_tls::ensure_peer_tls;
 use crate::backoff::Backoff;
 use crate::children;
 use crate::error::{Error, Result};
@@ -12,9 +15,10 @@ use futures::StreamExt;
 use gridline_crds::types::Namespace;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::watcher;
@@ -23,7 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tracing::{Instrument, info, info_span, warn};
 
 /// Re-apply this often even without a change, to repair drift nobody watched (e.g. a child
@@ -69,16 +73,23 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> 
             ctx.metrics.reconciled("Namespace", RESULT_OK);
             ctx.backoff.succeeded(&key_of(&ns));
         }
-        result.map(|()| Action::requeue(RESYNC))
+        result.map(|next_due| Action::requeue(requeue_after(next_due)))
     }
     .instrument(span)
     .await
 }
 
-async fn apply_children(ns: &Namespace, ctx: &Context) -> Result<()> {
+/// The resync, or sooner when an expired member Lease becomes garbage before it.
+fn requeue_after(next_garbage: Option<Duration>) -> Duration {
+    next_garbage.map_or(RESYNC, |due| due.min(RESYNC))
+}
+
+/// Apply the children, keep the peer TLS Secrets, collect member Lease garbage. Returns when
+/// the next Lease becomes garbage, if one is waiting to.
+async fn apply_children(ns: &Namespace, ctx: &Context) -> Result<Option<Duration>> {
     if ns.metadata.deletion_timestamp.is_some() {
         // Owner references hand the children to the garbage collector.
-        return Ok(());
+        return Ok(None);
     }
     let k8s_namespace = ns.namespace().ok_or_else(|| Error::NoK8sNamespace {
         name: ns.name_any(),
@@ -90,6 +101,8 @@ async fn apply_children(ns: &Namespace, ctx: &Context) -> Result<()> {
     apply(client, &k8s_namespace, children::role_binding(ns)).await?;
     apply(client, &k8s_namespace, children::peers_service(ns)).await?;
     apply(client, &k8s_namespace, children::client_service(ns)).await?;
+    // Before the pods, which mount the leaf.
+    ensure_peer_tls(client, ns, &k8s_namespace, SystemTime::now()).await?;
     apply(
         client,
         &k8s_namespace,
@@ -97,7 +110,8 @@ async fn apply_children(ns: &Namespace, ctx: &Context) -> Result<()> {
     )
     .await?;
     apply(client, &k8s_namespace, children::pod_disruption_budget(ns)).await?;
-    Ok(())
+    let collected = collect_garbage(client, ns, &k8s_namespace, Timestamp::now()).await?;
+    Ok(collected.next_due)
 }
 
 /// Server-side apply under the operator's field manager. `force`: the operator owns these
@@ -171,6 +185,8 @@ pub async fn run(
                 )
                 .owns(scoped::<Role>(&c, ns.as_deref()), children.clone())
                 .owns(scoped::<RoleBinding>(&c, ns.as_deref()), children.clone())
+                // The peer TLS Secrets: a deleted leaf is issued again at once.
+                .owns(scoped::<Secret>(&c, ns.as_deref()), children.clone())
                 .graceful_shutdown_on(shutdown.clone())
                 .run(reconcile, error_policy, ctx.clone())
                 .for_each(|result| async move {

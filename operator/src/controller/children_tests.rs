@@ -1,8 +1,9 @@
 use super::*;
+use crate::children::peer_tls::{PeerCa, ca_secret, leaf_secret};
 use crate::fixtures::{Expect, mock_client};
 use crate::testing::namespace;
 use http::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const QUERY: &str = "?&force=true&fieldManager=gridline-operator";
 
@@ -10,7 +11,47 @@ fn apply_of(path: &str) -> Expect {
     Expect::new(Method::PATCH, format!("{path}{QUERY}")).echo()
 }
 
+/// The peer TLS Secrets as a previous reconcile left them: read, and left alone.
+fn peer_tls_in_place() -> Vec<Expect> {
+    let ns = namespace("orders");
+    let now = SystemTime::now();
+    let ca = PeerCa::generate("orders", now).unwrap();
+    let leaf = ca.issue_leaf(now).unwrap();
+    vec![
+        Expect::new(
+            Method::GET,
+            "/api/v1/namespaces/shop/secrets/orders-gridline-peer-ca",
+        )
+        .respond(StatusCode::OK, json!(ca_secret(&ns, &ca))),
+        Expect::new(
+            Method::GET,
+            "/api/v1/namespaces/shop/secrets/orders-gridline-peer-tls",
+        )
+        .respond(StatusCode::OK, json!(leaf_secret(&ns, &ca, &leaf))),
+    ]
+}
+
+/// No member Leases: nothing to collect.
+fn no_member_leases() -> Expect {
+    Expect::new(
+        Method::GET,
+        "/apis/coordination.k8s.io/v1/namespaces/shop/leases?&labelSelector=gridline.dev%2Flease%3Dmember%2Cgridline.dev%2Fnamespace%3Dorders",
+    )
+    .respond(
+        StatusCode::OK,
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "LeaseList", "metadata": {}, "items": []}),
+    )
+}
+
 fn children_script() -> Vec<Expect> {
+    let mut script = applies_before_peer_tls();
+    script.extend(peer_tls_in_place());
+    script.extend(applies_after_peer_tls());
+    script.push(no_member_leases());
+    script
+}
+
+fn applies_before_peer_tls() -> Vec<Expect> {
     vec![
         apply_of("/api/v1/namespaces/shop/serviceaccounts/orders-gridline").body(|b| {
             assert_eq!(b["kind"], "ServiceAccount");
@@ -20,8 +61,10 @@ fn children_script() -> Vec<Expect> {
             .body(|b| assert_eq!(b["rules"].as_array().map(Vec::len), Some(4))),
         apply_of("/apis/rbac.authorization.k8s.io/v1/namespaces/shop/rolebindings/orders-gridline")
             .body(|b| assert_eq!(b["roleRef"]["name"], "orders-gridline")),
-        apply_of("/api/v1/namespaces/shop/services/orders-gridline-peers")
-            .body(|b| assert_eq!(b["spec"]["clusterIP"], "None")),
+        apply_of("/api/v1/namespaces/shop/services/orders-gridline-peers").body(|b| {
+            assert_eq!(b["spec"]["clusterIP"], "None");
+            assert_eq!(b["spec"]["ports"][1]["name"], "peer");
+        }),
         apply_of("/api/v1/namespaces/shop/services/orders-gridline").body(|b| {
             let ports: Vec<_> = b["spec"]["ports"]
                 .as_array()
@@ -32,6 +75,11 @@ fn children_script() -> Vec<Expect> {
             // The test Namespace turns TLS off.
             assert_eq!(ports, [8080]);
         }),
+    ]
+}
+
+fn applies_after_peer_tls() -> Vec<Expect> {
+    vec![
         apply_of("/apis/apps/v1/namespaces/shop/statefulsets/orders-gridline").body(|b| {
             assert_eq!(b["apiVersion"], "apps/v1");
             assert_eq!(b["kind"], "StatefulSet");
@@ -61,7 +109,8 @@ async fn reconcile_applies_every_child_with_server_side_apply_and_requeues_for_d
         .expect("reconcile succeeds");
     assert_eq!(action, Action::requeue(RESYNC));
     let bodies: Vec<Value> = script.await.expect("the script ran");
-    assert_eq!(bodies.len(), 7);
+    // Seven applies, two Secret reads, one Lease list.
+    assert_eq!(bodies.len(), 10);
     assert!(
         ctx.metrics
             .render()
@@ -158,4 +207,14 @@ async fn a_namespace_being_deleted_is_left_to_the_garbage_collector() {
     let action = reconcile(Arc::new(ns), ctx).await.unwrap();
     assert_eq!(action, Action::requeue(RESYNC));
     server.expect_no_more(Duration::from_millis(100)).await;
+}
+
+#[test]
+fn a_lease_about_to_become_garbage_brings_the_next_reconcile_forward() {
+    assert_eq!(requeue_after(None), RESYNC);
+    assert_eq!(
+        requeue_after(Some(Duration::from_secs(40))),
+        Duration::from_secs(40)
+    );
+    assert_eq!(requeue_after(Some(RESYNC * 2)), RESYNC);
 }

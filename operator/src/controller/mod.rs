@@ -2,6 +2,8 @@
 //! status from the compiled model.
 
 pub mod children;
+pub mod member_leases;
+pub mod peer_tls;
 pub mod status;
 pub mod stores;
 

@@ -10,12 +10,12 @@ use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::metrics::{Metrics, RESULT_PATCHED, RESULT_UNCHANGED};
 use crate::options::FIELD_MANAGER;
-use crate::status::{AcceptedEvent, Plan, Pods, StatusChange, conditions, plan};
+use crate::status::{AcceptedEvent, Plan, Pods, StatusChange, conditions, members, plan};
 use futures::{StreamExt, stream};
 use gridline_crds::model::{Kind, ObjectKey, Objects};
 use gridline_crds::types::{
-    Client as GridlineClient, ClientGroup, EventSubscription, GROUP, Namespace, PermissionBinding,
-    ResourceStatus, Topic, TopicSpace, VERSION,
+    Client as GridlineClient, ClientGroup, ClusterMember, EventSubscription, GROUP, Namespace,
+    PermissionBinding, ResourceStatus, Topic, TopicSpace, VERSION,
 };
 use gridline_kubernetes::Dirty;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -36,9 +36,10 @@ const NAMESPACE_CONCURRENCY: usize = 4;
 /// Event notes are limited to 1 kB by the API server.
 const MAX_EVENT_NOTE: usize = 1000;
 
-/// The status writes this replica made, by object: the stores lag behind writes, and a pass
-/// that compared against a stale store would write the same status twice.
-type Written = HashMap<ObjectKey, (Option<String>, ResourceStatus)>;
+/// The status writes this replica made, by object (uid, conditions, a Namespace's members):
+/// the stores lag behind writes, and a pass that compared against a stale store would write
+/// the same status twice.
+type Written = HashMap<ObjectKey, (Option<String>, ResourceStatus, Option<Vec<ClusterMember>>)>;
 
 pub struct StatusContext {
     pub client: Client,
@@ -158,10 +159,10 @@ fn overlay_written(written: &mut Written, k8s_namespace: &str, objects: &mut Obj
     ) {
         for object in objects {
             let key = ObjectKey::of(kind, object);
-            if let Some((uid, status)) = written.get(&key)
+            if let Some((uid, status, members)) = written.get(&key)
                 && *uid == object.meta().uid
             {
-                *object.status_mut() = Some(status.clone());
+                object.set_status(status.clone(), members.clone());
             }
             present.insert(key);
         }
@@ -229,7 +230,7 @@ async fn write(ctx: &StatusContext, change: &StatusChange) -> Result<(), Error> 
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..PatchParams::default()
         };
-        let body = serde_json::json!({ "status": change.status });
+        let body = status_patch(change);
         match api
             .patch_status(&key.name, &params, &Patch::Merge(&body))
             .await
@@ -246,8 +247,14 @@ async fn write(ctx: &StatusContext, change: &StatusChange) -> Result<(), Error> 
                 });
             }
         }
-        ctx.written()
-            .insert(key.clone(), (change.uid.clone(), change.status.clone()));
+        ctx.written().insert(
+            key.clone(),
+            (
+                change.uid.clone(),
+                change.status.clone(),
+                change.members.clone(),
+            ),
+        );
         if let Some(event) = &change.event {
             publish(ctx, change, event).await;
         }
@@ -255,6 +262,20 @@ async fn write(ctx: &StatusContext, change: &StatusChange) -> Result<(), Error> 
     }
     .instrument(span)
     .await
+}
+
+/// The merge patch of a status: the conditions whole (the operator owns the list), and for a
+/// Namespace its members whole, or `null` to remove them when there are none.
+fn status_patch(change: &StatusChange) -> serde_json::Value {
+    let mut status = serde_json::json!(change.status);
+    if let Some(members) = &change.members {
+        status["members"] = if members.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::json!(members)
+        };
+    }
+    serde_json::json!({ "status": status })
 }
 
 /// Events are for people reading `kubectl describe`; losing one is not worth a retry.
@@ -332,25 +353,38 @@ pub async fn run(ctx: Arc<StatusContext>, stores: Arc<Stores>, dirty: Arc<Dirty>
             }
             !is_due
         });
-        let outcomes: Vec<(String, PassOutcome)> = stream::iter(batch)
+        let outcomes: Vec<(String, Option<Duration>)> = stream::iter(batch)
             .map(|k8s_namespace| {
                 let ctx = &ctx;
                 let stores = &stores;
                 async move {
                     let (objects, pods) = stores.gather(&k8s_namespace);
+                    // Leases run out without a watch event: look again when one may have.
+                    let recheck = membership_recheck(&pods, conditions::now().0);
                     let outcome = sync_namespace(ctx, &k8s_namespace, objects, pods).await;
-                    (k8s_namespace, outcome)
+                    let again = [outcome.retry_after, recheck].into_iter().flatten().min();
+                    (k8s_namespace, again)
                 }
             })
             .buffer_unordered(NAMESPACE_CONCURRENCY)
             .collect()
             .await;
-        for (k8s_namespace, outcome) in outcomes {
-            if let Some(delay) = outcome.retry_after {
+        for (k8s_namespace, again) in outcomes {
+            if let Some(delay) = again {
                 retries.insert(k8s_namespace, tokio::time::Instant::now() + delay);
             }
         }
     }
+}
+
+/// The earliest moment a member Lease of these Namespaces can change a status unseen.
+fn membership_recheck(
+    pods: &BTreeMap<String, Pods>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Option<Duration> {
+    pods.values()
+        .filter_map(|pods| members::next_recheck(&pods.leases, now))
+        .min()
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

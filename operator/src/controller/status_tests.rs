@@ -37,6 +37,7 @@ fn ready(name: &str) -> BTreeMap<String, Pods> {
         Pods {
             desired: 1,
             ready: 1,
+            leases: Vec::new(),
         },
     )])
 }
@@ -98,6 +99,51 @@ async fn a_pass_merge_patches_each_new_status_through_the_status_subresource() {
         // Only the status: a merge patch of anything else would fight the user's spec.
         assert_eq!(body.as_object().unwrap().len(), 1);
     }
+}
+
+#[tokio::test]
+async fn a_namespaces_members_are_written_whole_and_removed_with_null_when_gone() {
+    let (client, mut server) = mock_client();
+    let ctx = context(client);
+    let script = tokio::spawn(async move {
+        let bodies = server
+            .run(vec![
+                status_patch("namespaces", "orders"),
+                status_patch("topics", "placed"),
+                status_patch("namespaces", "orders"),
+            ])
+            .await;
+        server.expect_no_more(Duration::from_millis(100)).await;
+        bodies
+    });
+    let mut pods = ready("orders");
+    let now = k8s_openapi::jiff::Timestamp::now();
+    pods.get_mut("orders").unwrap().leases = vec![member("orders", "orders-gridline-0", now, &[])];
+    sync_namespace(&ctx, K8S_NS, namespace_and_topic(), pods).await;
+    // The pod released its Lease (drained): the members go, nothing else changes.
+    let outcome = sync_namespace(&ctx, K8S_NS, namespace_and_topic(), ready("orders")).await;
+    assert_eq!(outcome.patched, 1);
+    let bodies = script.await.unwrap();
+    assert_eq!(
+        bodies[0]["status"]["members"],
+        serde_json::json!([{
+            "name": "orders-gridline-0",
+            "peerAddress": "orders-gridline-0.orders-gridline-peers.shop.svc:7443",
+        }])
+    );
+    assert_eq!(
+        bodies[1]["status"].get("members"),
+        None,
+        "a Topic has no members"
+    );
+    // A merge patch removes a field set to null.
+    assert_eq!(bodies[2]["status"]["members"], Value::Null);
+    assert!(
+        bodies[2]["status"]
+            .as_object()
+            .unwrap()
+            .contains_key("members")
+    );
 }
 
 #[tokio::test]
@@ -357,6 +403,13 @@ mod pipeline {
                     vec![serde_json::to_value(topic("placed", "orders")).unwrap()]
                 } else if path.ends_with("/statefulsets") {
                     vec![statefulset()]
+                } else if path.ends_with("/leases") {
+                    assert!(
+                        query.contains("labelSelector=gridline.dev%2Flease%3Dmember"),
+                        "{query}"
+                    );
+                    let now = k8s_openapi::jiff::Timestamp::now();
+                    vec![json!(member_lease("orders", "orders-gridline-0", now, &[]))]
                 } else {
                     vec![]
                 };
@@ -420,6 +473,11 @@ mod pipeline {
                 ]
             );
         }
+        // The pod's member Lease, from the Leases watch.
+        assert_eq!(
+            first[0].1["status"]["members"][0]["name"],
+            "orders-gridline-0"
+        );
 
         // The edit arrives on the Topics watch: the Topic alone is rewritten, refused.
         let (request, body) = next().await;

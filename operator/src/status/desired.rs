@@ -3,13 +3,14 @@
 //! object already says.
 
 use super::conditions::{self, Desired};
+use super::members::{MemberLease, live_members, membership_problem};
 use gridline_crds::model::{
     CompiledCustomDomain, DEFAULT_K8S_NAMESPACE, Kind, ObjectError, ObjectKey, Objects, Snapshot,
     compile_all,
 };
 use gridline_crds::types::{
-    CONDITION_ACCEPTED, CONDITION_READY, Client, ClientGroup, EventSubscription, Namespace,
-    PermissionBinding, ResourceStatus, Topic, TopicSpace,
+    CONDITION_ACCEPTED, CONDITION_READY, Client, ClientGroup, ClusterMember, EventSubscription,
+    Namespace, NamespaceStatus, PermissionBinding, ResourceStatus, Topic, TopicSpace,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Resource, ResourceExt};
@@ -26,13 +27,16 @@ pub const CONDITION_CUSTOM_DOMAINS: &str = "CustomDomainsReady";
 /// At most this many problems are spelled out in a condition message.
 const MAX_PROBLEMS_IN_MESSAGE: usize = 5;
 
-/// The pods of one Namespace, as its StatefulSet reports them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The pods of one Namespace, as its StatefulSet reports them, and the membership Leases
+/// they hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pods {
     /// `spec.replicas` of the StatefulSet (lags the Namespace until the next apply).
     pub desired: i32,
     /// `status.readyReplicas`.
     pub ready: i32,
+    /// The Namespace's member Leases, live or not (liveness is judged at the pass's `now`).
+    pub leases: Vec<MemberLease>,
 }
 
 /// What was decided about one object.
@@ -43,13 +47,17 @@ pub struct Evaluation {
     pub ready: Desired,
     /// Extra conditions of a Namespace: the insecure-identity warning, `CustomDomainsReady`.
     pub warnings: Vec<Desired>,
+    /// A Namespace's live members (`status.members`); `None` for the other kinds.
+    pub members: Option<Vec<ClusterMember>>,
 }
 
 /// Judge every object: compile the Kubernetes namespace's objects once, then decide Accepted
-/// and Ready for each. `pods` is keyed by Gridline Namespace name.
+/// and Ready for each. `pods` is keyed by Gridline Namespace name; member Leases are judged
+/// live at `now`.
 pub fn evaluate(
     objects: &Objects,
     pods: &BTreeMap<String, Pods>,
+    now: &Time,
 ) -> HashMap<ObjectKey, Evaluation> {
     let (snapshots, errors) = compile_all(objects);
     let mut problems: HashMap<ObjectKey, Vec<ObjectError>> = HashMap::new();
@@ -69,7 +77,9 @@ pub fn evaluate(
     for ns in &objects.namespaces {
         let key = ObjectKey::of(Kind::Namespace, ns);
         let accepted = accepted(&key);
-        let ready = namespace_readiness(ns, accepted.is_ok(), pods.get(&ns.name_any()));
+        let pods = pods.get(&ns.name_any());
+        let members = pods.map_or_else(Vec::new, |p| live_members(&p.leases, now.0));
+        let ready = namespace_readiness(ns, accepted.is_ok(), pods, &members);
         namespace_ready.insert(ns.name_any(), ready.status);
         let k8s_namespace = ns
             .namespace()
@@ -85,6 +95,7 @@ pub fn evaluate(
                 accepted,
                 ready,
                 warnings,
+                members: Some(members),
             },
         );
     }
@@ -98,6 +109,7 @@ pub fn evaluate(
                 accepted,
                 ready,
                 warnings: Vec::new(),
+                members: None,
             },
         );
     };
@@ -143,7 +155,14 @@ pub fn evaluate(
     evaluations
 }
 
-fn namespace_readiness(ns: &Namespace, accepted: bool, pods: Option<&Pods>) -> Desired {
+/// Ready: the StatefulSet has all `spec.replicas` pods ready, and (see
+/// [`membership_problem`]) they are members that see each other.
+fn namespace_readiness(
+    ns: &Namespace,
+    accepted: bool,
+    pods: Option<&Pods>,
+    members: &[ClusterMember],
+) -> Desired {
     let want = ns.spec.replicas;
     match pods {
         _ if !accepted => Desired::new(
@@ -158,12 +177,22 @@ fn namespace_readiness(ns: &Namespace, accepted: bool, pods: Option<&Pods>) -> D
             "StatefulSetPending",
             format!("waiting for StatefulSet {}-gridline", ns.name_any()),
         ),
-        Some(pods) if pods.desired == want && pods.ready >= want => Desired::new(
-            CONDITION_READY,
-            true,
-            "PodsReady",
-            format!("{want} of {want} data-plane pods ready"),
-        ),
+        Some(pods) if pods.desired == want && pods.ready >= want => {
+            if let Some(problem) = membership_problem(&ns.name_any(), want, members) {
+                return problem;
+            }
+            let connected = if want > 1 {
+                ", each linked to every other"
+            } else {
+                ""
+            };
+            Desired::new(
+                CONDITION_READY,
+                true,
+                "PodsReady",
+                format!("{want} of {want} data-plane pods ready{connected}"),
+            )
+        }
         Some(pods) => Desired::new(
             CONDITION_READY,
             false,
@@ -343,6 +372,9 @@ pub struct StatusChange {
     /// The object's uid, to tell a recreated object from the one that was evaluated.
     pub uid: Option<String>,
     pub status: ResourceStatus,
+    /// A Namespace's `status.members` (possibly empty: then the field is removed); `None` for
+    /// other kinds.
+    pub members: Option<Vec<ClusterMember>>,
     pub event: Option<AcceptedEvent>,
 }
 
@@ -356,7 +388,7 @@ pub struct Plan {
 /// Compute every object's status and keep those that differ from the current ones. Objects
 /// being deleted must not be in `objects`.
 pub fn plan(objects: &Objects, pods: &BTreeMap<String, Pods>, now: &Time) -> Plan {
-    let evaluations = evaluate(objects, pods);
+    let evaluations = evaluate(objects, pods, now);
     let mut plan = Plan::default();
     collect(
         &mut plan,
@@ -413,7 +445,8 @@ fn collect<K: Reported>(
         };
         let current = object.status();
         let status = desired_status(evaluation, object.meta().generation, current, now);
-        if current == Some(&status) {
+        let members_changed = evaluation.members.as_deref() != object.members();
+        if current == Some(&status) && !members_changed {
             continue;
         }
         let event = accepted_event(current, &status);
@@ -421,6 +454,7 @@ fn collect<K: Reported>(
             key,
             uid: object.meta().uid.clone(),
             status,
+            members: evaluation.members.clone(),
             event,
         });
     }
@@ -447,10 +481,30 @@ fn accepted_event(
     }
 }
 
-/// The kinds that carry a [`ResourceStatus`].
+/// The kinds that carry a [`ResourceStatus`] (a Namespace's with its members beside it).
 pub trait Reported: Resource<DynamicType = ()> {
     fn status(&self) -> Option<&ResourceStatus>;
-    fn status_mut(&mut self) -> &mut Option<ResourceStatus>;
+    /// The members its status lists: a Namespace's (empty when none), `None` for other kinds.
+    fn members(&self) -> Option<&[ClusterMember]> {
+        None
+    }
+    /// Take `status` (and a Namespace's `members`) as the object's status: what was written.
+    fn set_status(&mut self, status: ResourceStatus, members: Option<Vec<ClusterMember>>);
+}
+
+impl Reported for Namespace {
+    fn status(&self) -> Option<&ResourceStatus> {
+        self.status.as_ref().map(|s| &s.resource)
+    }
+    fn members(&self) -> Option<&[ClusterMember]> {
+        Some(self.status.as_ref().map_or(&[][..], |s| &s.members[..]))
+    }
+    fn set_status(&mut self, status: ResourceStatus, members: Option<Vec<ClusterMember>>) {
+        self.status = Some(NamespaceStatus {
+            resource: status,
+            members: members.unwrap_or_default(),
+        });
+    }
 }
 
 macro_rules! reported {
@@ -459,15 +513,14 @@ macro_rules! reported {
             fn status(&self) -> Option<&ResourceStatus> {
                 self.status.as_ref()
             }
-            fn status_mut(&mut self) -> &mut Option<ResourceStatus> {
-                &mut self.status
+            fn set_status(&mut self, status: ResourceStatus, _members: Option<Vec<ClusterMember>>) {
+                self.status = Some(status);
             }
         }
     )*};
 }
 
 reported!(
-    Namespace,
     Topic,
     EventSubscription,
     Client,

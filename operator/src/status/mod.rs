@@ -3,6 +3,7 @@
 
 pub mod conditions;
 mod desired;
+pub mod members;
 
 pub use desired::{
     AcceptedEvent, CONDITION_CUSTOM_DOMAINS, CONDITION_INSECURE, Evaluation, Plan, Pods, Reported,

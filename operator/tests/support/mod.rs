@@ -122,7 +122,9 @@ async fn api(
         });
         return Response::new(Body::from_stream(stream.boxed()));
     }
-    if path.contains("/leases") {
+    // The leader-election Lease (by name); the member Leases are listed and watched as a
+    // collection below, like any other kind.
+    if path.contains("/leases/") || (path.ends_with("/leases") && method != Method::GET) {
         return match method {
             Method::GET => match &world.lease {
                 Some(lease) => axum::Json(lease.clone()).into_response(),
@@ -141,6 +143,14 @@ async fn api(
                 axum::Json(lease).into_response()
             }
         };
+    }
+    // A Secret read by name (the peer TLS Secrets): none exists until the operator makes it.
+    if method == Method::GET && path.contains("/secrets/") {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(status_json(404, "NotFound")),
+        )
+            .into_response();
     }
     if method == Method::GET {
         let items = world.lists.get(&path).cloned().unwrap_or_default();

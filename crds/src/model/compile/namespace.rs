@@ -2,9 +2,9 @@
 
 use super::{Compiler, ObjectProblems};
 use crate::model::objects::{Kind, ObjectKey, SecretLookup};
-use crate::model::snapshot::{CompiledJwtIssuer, CompiledNamespace, TlsMaterial};
+use crate::model::snapshot::{CompiledCluster, CompiledJwtIssuer, CompiledNamespace, TlsMaterial};
 use crate::types::Namespace;
-use crate::types::namespace::RoutingEnrichments;
+use crate::types::namespace::{ClusterSettings, RoutingEnrichments};
 use kube::ResourceExt;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,6 +27,32 @@ const RESERVED_PREFIX: &str = "azsp";
 
 /// Event Grid's bound on an enrichment value.
 const MAX_ENRICHMENT_VALUE_CHARS: usize = 128;
+
+/// `spec.cluster`: the CRD's ranges and its CEL rule (a peer link must be judged dead before
+/// the peer's lease runs out), repeated for local mode.
+fn check_cluster(problems: &mut ObjectProblems, cluster: &ClusterSettings) {
+    problems.check_range(
+        "spec.cluster.peerTimeoutSeconds",
+        cluster.peer_timeout_seconds,
+        1,
+        120,
+    );
+    problems.check_range(
+        "spec.cluster.memberLeaseSeconds",
+        cluster.member_lease_seconds,
+        5,
+        300,
+    );
+    if cluster.peer_timeout_seconds >= cluster.member_lease_seconds {
+        problems.add(
+            "spec.cluster.peerTimeoutSeconds",
+            format!(
+                "{} must be less than memberLeaseSeconds ({}): a pod must notice a silent peer link before the peer's membership lease runs out",
+                cluster.peer_timeout_seconds, cluster.member_lease_seconds
+            ),
+        );
+    }
+}
 
 impl Compiler<'_> {
     pub(super) fn compile_namespace_object(&mut self, namespace: &Namespace) {
@@ -112,6 +138,8 @@ impl Compiler<'_> {
             );
         }
 
+        check_cluster(&mut problems, &spec.cluster);
+
         let sas_keys = self.sas_keys(&mut problems, namespace);
         let tls_certificate = self.tls_material(&mut problems, namespace);
         let custom_domains = self.custom_domains(&mut problems, namespace);
@@ -131,6 +159,7 @@ impl Compiler<'_> {
                 custom_domains,
                 ca_certificates,
                 jwt_issuers,
+                cluster: CompiledCluster::from(&spec.cluster),
             });
         }
     }

@@ -859,3 +859,5 @@ fn jwt_issuers_are_compiled_with_their_jwks_and_a_bad_document_is_refused() {
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert_eq!(errors[0].field, "spec.jwt.issuers[0].keysSecretName");
 }
+
+mod cluster;

@@ -62,6 +62,7 @@ fn snapshot(
                 .map(|(i, ca)| (format!("ca-{i}"), ca.pem().into_bytes()))
                 .collect(),
             jwt_issuers,
+            cluster: Default::default(),
         }),
         ..Snapshot::default()
     };

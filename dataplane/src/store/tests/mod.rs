@@ -103,6 +103,7 @@ pub fn snapshot(subscriptions: Vec<CompiledSubscription>, storage: Value) -> Arc
             custom_domains: Vec::new(),
             ca_certificates: Default::default(),
             jwt_issuers: Vec::new(),
+            cluster: Default::default(),
         }),
         ..Snapshot::default()
     };

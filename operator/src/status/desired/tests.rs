@@ -12,6 +12,7 @@ fn ready_pods(name: &str, n: i32) -> BTreeMap<String, Pods> {
         Pods {
             desired: n,
             ready: n,
+            leases: Vec::new(),
         },
     )])
 }
@@ -63,7 +64,7 @@ fn apply(objects: &mut Objects, plan: &Plan) {
         for o in objects {
             let key = ObjectKey::of(kind, o);
             if let Some(c) = plan.changes.iter().find(|c| c.key == key) {
-                *o.status_mut() = Some(c.status.clone());
+                o.set_status(c.status.clone(), c.members.clone());
             }
         }
     }
@@ -113,6 +114,7 @@ fn a_namespace_whose_pods_are_not_all_ready_is_accepted_but_not_ready_nor_are_it
         Pods {
             desired: 3,
             ready: 1,
+            leases: Vec::new(),
         },
     )]);
     let mut objects = valid_objects();
@@ -297,7 +299,7 @@ fn the_development_identity_puts_a_warning_on_the_namespace_while_it_is_on() {
 
 #[test]
 fn a_subscription_is_ready_when_its_topics_namespace_is() {
-    let evaluations = evaluate(&valid_objects(), &ready_pods("orders", 1));
+    let evaluations = evaluate(&valid_objects(), &ready_pods("orders", 1), &at(100));
     let key = ObjectKey::new(Kind::EventSubscription, K8S_NS, "audit");
     assert!(evaluations[&key].ready.status);
     assert_eq!(
@@ -496,3 +498,5 @@ fn removing_the_custom_domains_removes_their_condition() {
     let second = plan(&objects, &pods, &at(200));
     assert_eq!(namespace_condition(&second, CONDITION_CUSTOM_DOMAINS), None);
 }
+
+mod members;
