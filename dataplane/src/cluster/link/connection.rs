@@ -11,7 +11,7 @@ use super::inbound::{Inbound, Reply};
 use super::metrics::{Failure, PeerCounters};
 use super::sender::{Answer, LinkSender, Outgoing};
 use crate::cluster::timing::ClusterTiming;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -27,6 +27,12 @@ const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 /// Frames taken off the queue at a time.
 const MAX_BATCH_FRAMES: usize = 1024;
+
+/// Bodies shorter than this are copied out of the read buffer: a service may keep a body for
+/// long (a message queued for an offline session), and a slice would keep the whole 64 KiB
+/// read chunk it came from alive. Longer bodies stay slices (they pin at most 8 times their
+/// size) and are not copied.
+const COPY_BODIES_BELOW: usize = 8 * 1024;
 
 /// How long a closing link waits for its Goodbye to be written.
 const GOODBYE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -254,6 +260,15 @@ fn protocol_error(error: &FrameError) -> Closed {
     Closed::Protocol(error.to_string())
 }
 
+/// `body` in memory of its own if it is small (see [`COPY_BODIES_BELOW`]).
+fn detach(body: Bytes) -> Bytes {
+    if body.len() < COPY_BODIES_BELOW {
+        Bytes::copy_from_slice(&body)
+    } else {
+        body
+    }
+}
+
 /// Handle one frame; `Some` when it ends the link.
 async fn dispatch(frame: Frame, link: &Arc<LinkSender>, services: &Services) -> Option<Closed> {
     match frame {
@@ -261,7 +276,7 @@ async fn dispatch(frame: Frame, link: &Arc<LinkSender>, services: &Services) -> 
             Some(queue) => {
                 let inbound = Inbound::Request {
                     from: link.peer().clone(),
-                    body,
+                    body: detach(body),
                     reply: Reply::new(id, link.clone()),
                 };
                 // A stopped service drops the request, and its Reply answers UNANSWERED.
@@ -273,7 +288,7 @@ async fn dispatch(frame: Frame, link: &Arc<LinkSender>, services: &Services) -> 
                     code: NO_SERVICE,
                     message: format!("the pod asked runs no {service}"),
                 },
-                body: bytes::Bytes::new(),
+                body: Bytes::new(),
             }),
         },
         Frame::Message { service, body } => match services.get(&service) {
@@ -281,13 +296,19 @@ async fn dispatch(frame: Frame, link: &Arc<LinkSender>, services: &Services) -> 
                 let _ = queue
                     .send(Inbound::Message {
                         from: link.peer().clone(),
-                        body,
+                        body: detach(body),
                     })
                     .await;
             }
             None => debug!(%service, "message for a service this pod does not run dropped"),
         },
-        Frame::Response { id, outcome, body } => link.answer(id, Answer { outcome, body }),
+        Frame::Response { id, outcome, body } => link.answer(
+            id,
+            Answer {
+                outcome,
+                body: detach(body),
+            },
+        ),
         Frame::Ping(token) => link.respond(Frame::Pong(token)),
         Frame::Pong(_) => {}
         Frame::Goodbye(goodbye) => return Some(Closed::Goodbye(goodbye)),
