@@ -155,7 +155,12 @@ impl BoundLinks {
             max_frame: self.options.max_frame,
             limiters: LogLimiters::new(manager::WARN_INTERVAL),
         });
-        tokio::spawn(manager::run(manager, self.listener, members, stop));
+        let task = table.task();
+        let run = manager::run(manager, self.listener, members, stop);
+        tokio::spawn(async move {
+            run.await;
+            drop(task);
+        });
         PeerLinks { table }
     }
 }

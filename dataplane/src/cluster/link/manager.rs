@@ -227,10 +227,14 @@ impl Manager {
                     },
                 );
                 let span = info_span!("peer_dial", peer = %name, addr = %member.peer_addr);
+                let task = self.table.task();
+                let dial = self.clone().dial(member.clone(), cancel, stop.clone());
                 tokio::spawn(
-                    self.clone()
-                        .dial(member.clone(), cancel, stop.clone())
-                        .instrument(span),
+                    async move {
+                        dial.await;
+                        drop(task);
+                    }
+                    .instrument(span),
                 );
             }
         }
@@ -258,7 +262,12 @@ pub async fn run(
     mut members: MembersWatch,
     stop: StopSignal,
 ) {
-    let accepting = tokio::spawn(accept_loop(manager.clone(), listener, stop.clone()));
+    let task = manager.table.task();
+    let accept = accept_loop(manager.clone(), listener, stop.clone());
+    let accepting = tokio::spawn(async move {
+        accept.await;
+        drop(task);
+    });
     let mut dialers = HashMap::new();
     let mut following = true;
     loop {
@@ -290,11 +299,14 @@ async fn accept_loop(manager: Arc<Manager>, listener: TcpListener, stop: StopSig
         match accepted {
             Ok((socket, addr)) => {
                 let span = info_span!("peer_accept", %addr);
+                let task = manager.table.task();
+                let accepted = manager.clone().accepted(socket, addr, stop.clone());
                 tokio::spawn(
-                    manager
-                        .clone()
-                        .accepted(socket, addr, stop.clone())
-                        .instrument(span),
+                    async move {
+                        accepted.await;
+                        drop(task);
+                    }
+                    .instrument(span),
                 );
             }
             Err(error) => {

@@ -88,6 +88,14 @@ impl PeerLinks {
         self.table.connected()
     }
 
+    /// Resolves once the links have stopped: the stop signal fired, every link said Goodbye
+    /// and closed, and no dial or handshake is left. Before exiting, a pod awaits this (with a
+    /// deadline of its own: a peer that does not read keeps its Goodbye unwritten) so that
+    /// peers learn of the stop from a Goodbye rather than from a timeout.
+    pub async fn closed(&self) {
+        self.table.tasks_ended().await;
+    }
+
     /// This pod's name.
     pub fn this(&self) -> &Arc<str> {
         self.table.this()

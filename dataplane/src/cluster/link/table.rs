@@ -18,6 +18,8 @@ pub struct Table {
     /// Serializes changes (readers never take it).
     changing: parking_lot::Mutex<()>,
     connected: watch::Sender<Connected>,
+    /// How many of the links' tasks run (the manager, the accept loop, dialers, handshakes).
+    tasks: watch::Sender<usize>,
     pub members: MembersWatch,
     pub metrics: LinkMetrics,
 }
@@ -29,6 +31,7 @@ impl Table {
             links: ArcSwap::from_pointee(HashMap::new()),
             changing: parking_lot::Mutex::new(()),
             connected: watch::channel(Arc::new(BTreeSet::new())).0,
+            tasks: watch::channel(0).0,
             members,
             metrics,
         }
@@ -84,6 +87,19 @@ impl Table {
         }
     }
 
+    /// Count a task until the guard is dropped (made before the task is spawned, so that no
+    /// gap shows zero tasks while one is about to start).
+    pub fn task(self: &Arc<Self>) -> TaskGuard {
+        self.tasks.send_modify(|tasks| *tasks += 1);
+        TaskGuard(self.clone())
+    }
+
+    /// Resolves when no task of the links runs any more.
+    pub async fn tasks_ended(&self) {
+        let mut tasks = self.tasks.subscribe();
+        let _ = tasks.wait_for(|tasks| *tasks == 0).await;
+    }
+
     fn publish(&self, links: HashMap<Arc<str>, Arc<LinkSender>>) {
         let connected: BTreeSet<Arc<str>> = links.keys().cloned().collect();
         self.links.store(Arc::new(links));
@@ -94,5 +110,14 @@ impl Table {
             *current = Arc::new(connected);
             true
         });
+    }
+}
+
+/// One running task of the links; see [`Table::task`].
+pub struct TaskGuard(Arc<Table>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.tasks.send_modify(|tasks| *tasks -= 1);
     }
 }

@@ -530,3 +530,22 @@ async fn a_hello_from_a_pod_that_should_accept_is_refused() {
     );
     assert!(failures(&pods[0], Failure::Refused) >= 1);
 }
+
+#[tokio::test]
+async fn a_stopped_pod_says_goodbye_to_its_peers_and_its_links_end() {
+    let (_dir, tls) = local_tls();
+    let pods = cluster(&["pod-0", "pod-1"], &tls).await;
+    wait_connected(&pods[1], &["pod-0"]).await;
+    // pod-0 dials; pod-1 only accepts, so it makes no connection attempt of its own that
+    // could fail once pod-0 is gone.
+    pods[0].stopper.stop();
+    tokio::time::timeout(WAIT, pods[0].links.closed())
+        .await
+        .expect("every task of the stopped pod's links ended");
+    wait_connected(&pods[1], &[]).await;
+    assert_eq!(
+        failures(&pods[1], Failure::Io),
+        0,
+        "pod-1 learnt of the stop from a Goodbye, not from a broken connection"
+    );
+}
