@@ -5,6 +5,7 @@
 //! watch channel and talks to peers through [`link::PeerLinks`]; nothing here knows MQTT or
 //! events.
 
+pub mod link;
 pub mod members;
 pub mod membership;
 pub mod options;
