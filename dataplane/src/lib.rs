@@ -17,6 +17,7 @@ pub mod listen;
 pub mod log_limit;
 pub mod metrics;
 pub mod mqtt;
+pub mod node;
 pub mod pod;
 pub mod server;
 pub mod shutdown;

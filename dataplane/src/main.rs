@@ -1,6 +1,7 @@
 //! `gridline-dataplane`: the command line. Everything it runs lives in the library.
 
 use clap::{Args, Parser, Subcommand};
+use gridline_dataplane::cluster::link::tls::LOCAL_DIR;
 use gridline_dataplane::cluster::options::{PeerAddrError, default_peer_listen};
 use gridline_dataplane::cluster::timing::ClusterTiming;
 use gridline_dataplane::cluster::{ClusterMembership, ClusterOptions};
@@ -187,7 +188,9 @@ impl RunArgs {
             (false, None) => return Err(ClusterFlagError::LocalWithoutDir),
             (false, Some(dir)) => (
                 ClusterMembership::Directory(dir.clone()),
-                self.peer_tls_dir.clone().unwrap_or_else(|| dir.join("tls")),
+                self.peer_tls_dir
+                    .clone()
+                    .unwrap_or_else(|| dir.join(LOCAL_DIR)),
             ),
             (true, None) => {
                 let tls = self
@@ -214,6 +217,7 @@ impl RunArgs {
             peer_tls_dir,
             membership,
             timing,
+            fixed_timing: self.test_member_lease_ms.is_some(),
         }))
     }
 
@@ -341,7 +345,7 @@ mod tests {
         .unwrap();
         assert_eq!(options.peer_addr, "127.0.0.1:7001");
         assert_eq!(options.peer_listen, "127.0.0.1:7001".parse().unwrap());
-        assert_eq!(options.peer_tls_dir, PathBuf::from("/c/tls"));
+        assert_eq!(options.peer_tls_dir, PathBuf::from("/c/peer-tls"));
         assert_eq!(
             options.membership,
             ClusterMembership::Directory(PathBuf::from("/c"))

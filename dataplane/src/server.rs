@@ -1,9 +1,6 @@
 //! `gridline-dataplane run`: wire a configuration source to the Snapshot and the listeners,
 //! and run until told to stop.
 
-use crate::cluster::membership::{
-    KubernetesTarget, Membership, MembershipBackend, MembershipOptions,
-};
 use crate::cluster::{ClusterMembership, ClusterOptions};
 use crate::config::kubernetes::KubernetesSource;
 use crate::config::local::LocalSource;
@@ -14,13 +11,13 @@ use crate::http::listener::{HttpLimits, HttpServer, Listener, ListenerMetrics, T
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::mqtt;
+use crate::node::Node;
 use crate::pod::PodIdentity;
-use crate::shutdown::{StopSignal, Stopper};
+use crate::shutdown::Stopper;
 use crate::snapshot::{Applier, ReloadPolicy, SharedSnapshot};
 use crate::store::{EventStore, Queues, StoreOptions};
 use crate::tls::ServerTls;
 use anyhow::{Context, bail};
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -133,23 +130,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         }
         SourceOptions::Kubernetes { k8s_namespace } => {
             let source = KubernetesSource::connect(k8s_namespace.clone()).await?;
-            // Push subscriptions' delivery conditions go into their status (in local mode
-            // they are only served at /status/eventsubscriptions).
-            let writer = StatusWriter::new(
-                source.client(),
-                source.k8s_namespace(),
-                push.status(),
-                options.pod.name().to_string(),
-            );
-            tokio::spawn(writer.run(stop_rx.clone()));
             (ConfigSource::Kubernetes(source), ReloadPolicy::ServeValid)
         }
     };
     // After the store (a pod serves only once whole) and before the listeners: a pod name
     // that another live process holds is refused before anything opens.
-    let membership = match &options.cluster {
+    let mut node = match &options.cluster {
         Some(cluster) => Some(
-            start_membership(
+            Node::join(
                 cluster,
                 &options.pod,
                 &source,
@@ -160,6 +148,24 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    if let ConfigSource::Kubernetes(source) = &source {
+        // Push subscriptions' delivery conditions go into their status (in local mode they
+        // are only served at /status/eventsubscriptions); among several pods, one writes.
+        let mut writer = StatusWriter::new(
+            source.client(),
+            source.k8s_namespace(),
+            push.status(),
+            options.pod.name().to_string(),
+        );
+        if let Some(node) = &node {
+            writer = writer.only_while(node.writer());
+        }
+        tokio::spawn(writer.run(stop_rx.clone()));
+    }
+    let queues = match &node {
+        Some(node) => Queues::clustered(store.clone(), &options.pod, node.partitions.clone()),
+        None => Queues::local(store.clone()),
+    };
 
     let listener = TcpListener::bind(options.http_addr)
         .await
@@ -169,14 +175,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let listener_metrics =
         ListenerMetrics::register(metrics.registry()).context("cannot register HTTP metrics")?;
 
-    let state = AppState::new(
-        snapshot.clone(),
-        metrics.clone(),
-        Queues::local(store.clone()),
-    )
-    .context("cannot register the API metrics")?
-    .with_shutdown(stop_rx.clone())
-    .with_push_status(push.status());
+    let state = AppState::new(snapshot.clone(), metrics.clone(), queues)
+        .context("cannot register the API metrics")?
+        .with_shutdown(stop_rx.clone())
+        .with_push_status(push.status());
     // The broker exists before the listeners: the HTTP listener carries MQTT over WebSockets.
     let broker = mqtt::broker(
         snapshot.clone(),
@@ -185,8 +187,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         Some(store.clone()),
         mqtt_cap,
         &options.pod,
+        node.as_ref().map(|node| node.mqtt.clone()),
     )
     .context("cannot register the MQTT metrics")?;
+    if let Some(node) = &mut node {
+        node.serve(broker.clone(), store.clone(), push.clone(), stop_rx.clone());
+    }
     // WebSockets on the HTTP listeners are bounded, and ended at shutdown, with the others.
     let websockets = mqtt::WebSocketConnections {
         plaintext: mqtt::Connections::new(mqtt_cap, mqtt::authorize::Listener::WebSocket)
@@ -261,6 +267,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             move |snapshot| push.apply_snapshot(snapshot)
         })
         .on_apply(move |_| applied_tx.send_modify(|n| *n += 1));
+    let applier = match &node {
+        Some(node) => applier.on_apply(node.timing_follower()),
+        None => applier,
+    };
     let mut apply_task = tokio::spawn(apply_updates(applier, updates));
 
     let result = tokio::select! {
@@ -293,8 +303,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     apply_task.abort();
     stop_tx.stop();
     // First, so that peers drop this pod at once rather than after its lease.
-    if let Some(membership) = membership {
-        membership.leave().await;
+    if let Some(node) = node {
+        node.leave().await;
     }
     // Told to stop, the broker ends its connections (MQTT 5: DISCONNECT 0x8B), then the
     // persister writes the final state; give it a moment.
@@ -316,62 +326,6 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     store.close().await;
     info!("event store closed");
     result
-}
-
-/// Join the cluster: claim this pod's membership lease and log the member set as it changes.
-async fn start_membership(
-    cluster: &ClusterOptions,
-    pod: &PodIdentity,
-    source: &ConfigSource,
-    registry: &prometheus::Registry,
-    stop: StopSignal,
-) -> anyhow::Result<Membership> {
-    let backend = match (&cluster.membership, source) {
-        (ClusterMembership::Directory(dir), _) => MembershipBackend::LocalDirectory(dir.clone()),
-        (ClusterMembership::Kubernetes { namespace }, ConfigSource::Kubernetes(source)) => {
-            MembershipBackend::Kubernetes(KubernetesTarget {
-                client: source.client(),
-                k8s_namespace: source.k8s_namespace().to_string(),
-                namespace: namespace.clone(),
-            })
-        }
-        (ClusterMembership::Kubernetes { .. }, _) => {
-            bail!("membership through Leases needs --kubernetes")
-        }
-    };
-    // The Namespace's `spec.cluster` will retune this; until then the start value holds.
-    let (_, timing) = watch::channel(cluster.timing);
-    // The peer links publish which peers they reach; without them, none.
-    let (_, connected_peers) = watch::channel(BTreeSet::new());
-    let membership = Membership::start(
-        MembershipOptions {
-            pod: pod.clone(),
-            peer_addr: cluster.peer_addr.clone(),
-            timing,
-            connected_peers,
-            stop,
-            backend,
-        },
-        registry,
-    )
-    .await
-    .context("cannot join the cluster")?;
-    tokio::spawn(log_member_changes(membership.members()));
-    Ok(membership)
-}
-
-async fn log_member_changes(mut members: crate::cluster::members::MembersWatch) {
-    loop {
-        let names: Vec<String> = members
-            .borrow_and_update()
-            .iter()
-            .map(|m| m.name().to_string())
-            .collect();
-        info!(members = ?names, count = names.len(), "cluster members changed");
-        if members.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 /// Tell whoever started us where HTTP listens (with port 0, nobody else knows). Tests parse

@@ -184,9 +184,10 @@ async fn a_shared_subscription_spread_over_pods_gets_each_message_once() {
             )
         })
         .collect();
+    let publisher = cluster.pods[2].mqtt_addr();
     for n in 0..20 {
         let out = publish(
-            cluster.pods[2].mqtt_addr(),
+            publisher,
             V5,
             "sensor-1",
             &["-t", "lab/jobs", "-q", "1", "-m", &format!("job-{n}")],

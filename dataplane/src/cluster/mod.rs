@@ -6,6 +6,7 @@
 //! events.
 
 pub mod link;
+pub mod link_transport;
 pub mod members;
 pub mod membership;
 pub mod options;

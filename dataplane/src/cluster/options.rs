@@ -19,6 +19,8 @@ pub struct ClusterOptions {
     pub membership: ClusterMembership,
     /// The timing to start with (local mode and tests; the Namespace may retune it).
     pub timing: ClusterTiming,
+    /// Keep `timing` whatever the Namespace says (a test's short lease).
+    pub fixed_timing: bool,
 }
 
 /// Where membership leases are kept.

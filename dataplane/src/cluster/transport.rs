@@ -47,6 +47,18 @@ pub struct PeerInbound {
 /// Answers a peer's request: a body, or an error message.
 pub type PeerReply = Box<dyn FnOnce(Result<Bytes, String>) + Send>;
 
+/// Where a service reads what peers send it: the link's queue for its service id, or a
+/// channel in tests.
+pub trait InboundQueue: Send + 'static {
+    fn recv(&mut self) -> impl std::future::Future<Output = Option<PeerInbound>> + Send;
+}
+
+impl InboundQueue for tokio::sync::mpsc::Receiver<PeerInbound> {
+    async fn recv(&mut self) -> Option<PeerInbound> {
+        tokio::sync::mpsc::Receiver::recv(self).await
+    }
+}
+
 /// Services joined in memory, for tests.
 #[cfg(test)]
 pub mod memory {

@@ -42,6 +42,9 @@ pub struct StatusWriter {
     /// Names this pod in messages (several pods may write the same conditions).
     pod: String,
     written: BTreeMap<String, Written>,
+    /// Among several pods, whether this one is the writer now (None: alone, always): one
+    /// writer, so that conditions do not flap between pods' views.
+    writer: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl StatusWriter {
@@ -55,7 +58,14 @@ impl StatusWriter {
             board,
             pod,
             written: BTreeMap::new(),
+            writer: None,
         }
+    }
+
+    /// Write only while `writer` is true (one pod of several writes the conditions).
+    pub fn only_while(mut self, writer: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.writer = Some(writer);
+        self
     }
 
     /// Write changes every [`WRITE_INTERVAL`] until `stop` turns true.
@@ -66,6 +76,11 @@ impl StatusWriter {
         loop {
             tokio::select! {
                 _ = interval.tick() => {
+                    if self.writer.as_ref().is_some_and(|writer| !*writer.borrow()) {
+                        // Not the writer: when this pod becomes it, it writes everything.
+                        self.written.clear();
+                        continue;
+                    }
                     if rechecked.elapsed() >= RECHECK_INTERVAL {
                         // Forgetting what was written makes this pass read every object.
                         self.written.clear();

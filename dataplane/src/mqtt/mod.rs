@@ -48,6 +48,7 @@ pub fn broker(
     store: Option<crate::store::EventStore>,
     max_connections_per_listener: usize,
     pod: &crate::pod::PodIdentity,
+    peers: Option<Arc<peers::Peers>>,
 ) -> anyhow::Result<Arc<Broker>> {
     let metrics = MqttMetrics::register(registry)?;
     let limits = Limits {
@@ -59,6 +60,9 @@ pub fn broker(
         .persisting_in(data_dir.to_path_buf());
     if let Some(store) = store {
         broker.events = Some(events::EventSink::start(store, snapshot, registry)?);
+    }
+    if let Some(peers) = peers {
+        broker = broker.with_peers(peers);
     }
     let broker = Arc::new(broker);
     let stored = persist::load(data_dir);

@@ -13,10 +13,10 @@ use crate::shutdown::StopSignal;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-pub use crate::cluster::transport::{PeerInbound, PeerReply};
+pub use crate::cluster::transport::{InboundQueue, PeerInbound, PeerReply};
 
 /// The peers a link is up to, each with the link's generation: a new link to the same pod
 /// (it restarted, or the link dropped and came back) has a new number, and is told
@@ -24,11 +24,7 @@ pub use crate::cluster::transport::{PeerInbound, PeerReply};
 pub type ConnectedPeers = watch::Receiver<Arc<BTreeMap<Arc<str>, u64>>>;
 
 /// Turn what peers send into broker calls, until `inbound` closes or `stop`.
-pub async fn serve_inbound(
-    broker: Arc<Broker>,
-    mut inbound: mpsc::Receiver<PeerInbound>,
-    stop: StopSignal,
-) {
+pub async fn serve_inbound(broker: Arc<Broker>, mut inbound: impl InboundQueue, stop: StopSignal) {
     let Some(peers) = broker.peers.clone() else {
         return;
     };

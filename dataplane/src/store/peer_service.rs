@@ -4,15 +4,14 @@
 
 use super::EventStore;
 use super::peers::{PartitionRequest, encode_outcome, encode_received};
-use crate::cluster::transport::PeerInbound;
+use crate::cluster::transport::{InboundQueue, PeerInbound};
 use crate::shutdown::StopSignal;
 use bytes::Bytes;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tracing::debug;
 
 /// Answer peers' requests on this pod's partition until `inbound` closes or `stop`.
-pub async fn serve(store: EventStore, mut inbound: mpsc::Receiver<PeerInbound>, stop: StopSignal) {
+pub async fn serve(store: EventStore, mut inbound: impl InboundQueue, stop: StopSignal) {
     loop {
         let received = tokio::select! {
             received = inbound.recv() => received,

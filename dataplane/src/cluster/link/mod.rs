@@ -27,6 +27,7 @@ pub use frame::{
 };
 pub use inbound::{Inbound, Reply};
 pub use peers::PeerLinks;
+pub use table::{Connected, Generations};
 pub use tls::{
     LinkTls, LinkTlsError, PEER_CERTIFICATE_NAME, PeerMaterial, issue_peer_leaf,
     issue_peer_material,

@@ -83,6 +83,48 @@ impl PeerLinks {
         self.link(pod)?.try_send(Frame::Message { service, body })
     }
 
+    /// [`request`](Self::request), queued at once (keeping its place among what is sent to
+    /// `pod` after it) or refused at once (the link is down, or its queue full); the future
+    /// waits up to `timeout` for the answer.
+    pub fn request_now(
+        &self,
+        pod: &str,
+        service: ServiceId,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<impl std::future::Future<Output = Result<Bytes, PeerError>> + use<>, PeerError>
+    {
+        let link = self.link(pod)?;
+        let answered = link.request_now(service, body)?;
+        let table = self.table.clone();
+        Ok(async move {
+            let started = std::time::Instant::now();
+            let answer = tokio::time::timeout(timeout, answered).await;
+            table
+                .metrics
+                .request_seconds
+                .observe(started.elapsed().as_secs_f64());
+            let answer = answer.map_err(|_| PeerError::Timeout {
+                pod: link.peer().clone(),
+                timeout,
+            })??;
+            match answer.outcome {
+                Outcome::Ok => Ok(answer.body),
+                Outcome::Error { code, message } => Err(PeerError::Remote {
+                    pod: link.peer().clone(),
+                    code,
+                    message,
+                }),
+            }
+        })
+    }
+
+    /// The peers whose link is up, each with its link's generation: a peer whose link
+    /// dropped and came back has a new one.
+    pub fn generations(&self) -> watch::Receiver<super::table::Generations> {
+        self.table.generations()
+    }
+
     /// The peers whose link is up (Hellos exchanged), updated as links come and go.
     pub fn connected(&self) -> watch::Receiver<Connected> {
         self.table.connected()

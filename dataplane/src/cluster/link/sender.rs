@@ -37,7 +37,13 @@ pub struct LinkSender {
     max_frame: u32,
     pending: parking_lot::Mutex<Pending>,
     next_id: AtomicU64,
+    /// Numbers this link among all links this process made: a new link to the same peer has
+    /// a higher one (services tell a peer everything again on a new link).
+    generation: u64,
 }
+
+/// The next link's generation.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
 /// Requests waiting for their answer. Once the link closed, nothing new may wait: a request
 /// registered after the close would never be answered.
@@ -63,12 +69,17 @@ impl LinkSender {
             max_frame,
             pending: parking_lot::Mutex::new(Pending::default()),
             next_id: AtomicU64::new(1),
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
         };
         (Arc::new(sender), receiver)
     }
 
     pub fn peer(&self) -> &Arc<str> {
         &self.peer
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn max_frame(&self) -> u32 {
@@ -148,6 +159,40 @@ impl LinkSender {
         })
     }
 
+    /// [`request`](Self::request), queued now rather than when the future is first polled
+    /// (so that it keeps its place among what is sent after it) or refused at once: the link
+    /// is down or its queue is full. The future waits for the answer.
+    pub fn request_now(
+        self: &Arc<Self>,
+        service: ServiceId,
+        body: Bytes,
+    ) -> Result<impl std::future::Future<Output = Result<Answer, PeerError>> + use<>, PeerError>
+    {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = Frame::Request { id, service, body };
+        self.check_size(&frame)?;
+        let (answer, answered) = oneshot::channel();
+        {
+            let mut pending = self.pending.lock();
+            if pending.closed {
+                return Err(self.down());
+            }
+            pending.waiting.insert(id, answer);
+        }
+        let forget = OwnedForget {
+            sender: self.clone(),
+            id,
+        };
+        self.try_send(frame)?;
+        let peer = self.peer.clone();
+        Ok(async move {
+            let _forget = forget;
+            answered
+                .await
+                .map_err(|_| PeerError::LinkClosed { pod: peer })
+        })
+    }
+
     /// Queue a response or a pong (no queue space needed; see the module's documentation).
     /// Nothing happens when the link is closed: the peer's request failed with it.
     pub fn respond(&self, frame: Frame) {
@@ -202,6 +247,18 @@ struct ForgetOnDrop<'a> {
 }
 
 impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.sender.pending.lock().waiting.remove(&self.id);
+    }
+}
+
+/// [`ForgetOnDrop`] for a future that owns its link.
+struct OwnedForget {
+    sender: Arc<LinkSender>,
+    id: u64,
+}
+
+impl Drop for OwnedForget {
     fn drop(&mut self) {
         self.sender.pending.lock().waiting.remove(&self.id);
     }

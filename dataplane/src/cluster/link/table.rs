@@ -12,12 +12,17 @@ use tokio::sync::watch;
 
 pub type Connected = Arc<BTreeSet<Arc<str>>>;
 
+/// The peers whose link is up, each with the generation of its link.
+pub type Generations = Arc<std::collections::BTreeMap<Arc<str>, u64>>;
+
 pub struct Table {
     this: Arc<str>,
     links: ArcSwap<HashMap<Arc<str>, Arc<LinkSender>>>,
     /// Serializes changes (readers never take it).
     changing: parking_lot::Mutex<()>,
     connected: watch::Sender<Connected>,
+    /// The links up, each peer with its link's generation.
+    generations: watch::Sender<Generations>,
     /// How many of the links' tasks run (the manager, the accept loop, dialers, handshakes).
     tasks: watch::Sender<usize>,
     pub members: MembersWatch,
@@ -31,6 +36,7 @@ impl Table {
             links: ArcSwap::from_pointee(HashMap::new()),
             changing: parking_lot::Mutex::new(()),
             connected: watch::channel(Arc::new(BTreeSet::new())).0,
+            generations: watch::channel(Arc::default()).0,
             tasks: watch::channel(0).0,
             members,
             metrics,
@@ -47,6 +53,10 @@ impl Table {
 
     pub fn connected(&self) -> watch::Receiver<Connected> {
         self.connected.subscribe()
+    }
+
+    pub fn generations(&self) -> watch::Receiver<Generations> {
+        self.generations.subscribe()
     }
 
     /// Make `link` the peer's link. A link it replaces (the peer dialled again, say after a
@@ -102,7 +112,18 @@ impl Table {
 
     fn publish(&self, links: HashMap<Arc<str>, Arc<LinkSender>>) {
         let connected: BTreeSet<Arc<str>> = links.keys().cloned().collect();
+        let generations: std::collections::BTreeMap<Arc<str>, u64> = links
+            .iter()
+            .map(|(peer, link)| (peer.clone(), link.generation()))
+            .collect();
         self.links.store(Arc::new(links));
+        self.generations.send_if_modified(|current| {
+            if **current == generations {
+                return false;
+            }
+            *current = Arc::new(generations);
+            true
+        });
         self.connected.send_if_modified(|current| {
             if **current == connected {
                 return false;

@@ -129,6 +129,9 @@ enum Next<IO, Claiming> {
     Claim(std::pin::Pin<Box<Claiming>>),
 }
 
+/// Longest a CONNACK waits for the other pods to hear of a moved session's subscriptions.
+const INTEREST_SETTLE_LIMIT: Duration = Duration::from_secs(5);
+
 /// What the other pods said of a CONNECT's client id.
 #[derive(Default)]
 struct Claimed {
@@ -150,7 +153,8 @@ async fn admit_claimed<IO: AsyncRead + AsyncWrite + Unpin>(
 ) -> Option<Accepted<IO>> {
     let listener = transport.listener();
     let claimed = claim(broker, &connect, &authenticated).await;
-    match admit(
+    let adopted = claimed.adopted;
+    let admitted = admit(
         framed,
         broker,
         connect,
@@ -158,8 +162,16 @@ async fn admit_claimed<IO: AsyncRead + AsyncWrite + Unpin>(
         transport,
         limits,
         claimed,
-    ) {
-        Ok(accepted) => Some(accepted),
+    );
+    match admitted {
+        Ok(accepted) => {
+            // The session's subscriptions moved here: the other pods learn so before the
+            // CONNACK, so that what they publish next reaches it here.
+            if adopted {
+                broker.interest_settled(INTEREST_SETTLE_LIMIT).await;
+            }
+            Some(accepted)
+        }
         Err((mut framed, code)) => {
             refuse_connect(&mut framed, code, broker, listener).await;
             None

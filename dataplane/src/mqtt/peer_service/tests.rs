@@ -11,6 +11,7 @@ use crate::mqtt::session::Session;
 use crate::shutdown::Stopper;
 use crate::snapshot::SharedSnapshot;
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 use crate::cluster::transport::memory::{MemoryTransport, Network};
 
