@@ -10,7 +10,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 use support::Workspace;
 use support::cluster::Cluster;
-use support::mqtt::{RawClient, access, connect_packet, finish, namespace, publish, subscribe};
+use support::mqtt::{
+    RawClient, access, connect_packet, finish, namespace, namespace_manifest, publish, subscribe,
+};
 
 const V311: &str = "mqttv311";
 const V5: &str = "mqttv5";
@@ -203,4 +205,34 @@ async fn a_shared_subscription_spread_over_pods_gets_each_message_once() {
         outputs.iter().all(|o| !o.is_empty()),
         "both pods' members got some: {outputs:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sessions_per_authentication_name_limit_holds_across_pods() {
+    let workspace = Workspace::new();
+    workspace.write(
+        "namespace.yaml",
+        &namespace_manifest("dev")
+            .topic_spaces(|t| t.maximum_client_sessions_per_authentication_name = 2)
+            .yaml(),
+    );
+    workspace.write("access.yaml", &access("dev"));
+    let cluster = Cluster::start(&workspace, 3).await;
+    let addrs: Vec<_> = cluster.pods.iter().map(|pod| pod.mqtt_addr()).collect();
+    let (_first, ack) =
+        RawClient::connect(addrs[0], connect_packet(Version::V5, "one", "dashboard")).await;
+    assert_eq!(ack.reason, 0);
+    let (_second, ack) =
+        RawClient::connect(addrs[1], connect_packet(Version::V5, "two", "dashboard")).await;
+    assert_eq!(ack.reason, 0);
+    let (_third, ack) =
+        RawClient::connect(addrs[2], connect_packet(Version::V5, "three", "dashboard")).await;
+    assert_eq!(
+        ack.reason, 0x97,
+        "a third session of the name, on a third pod"
+    );
+    // Taking over one of the two is not a new one, from any pod.
+    let (_again, ack) =
+        RawClient::connect(addrs[2], connect_packet(Version::V5, "one", "dashboard")).await;
+    assert_eq!(ack.reason, 0);
 }
