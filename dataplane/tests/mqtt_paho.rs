@@ -77,6 +77,27 @@ async fn paho_mqtt_exercises_every_broker_feature_in_both_versions() {
     run_phase(&dataplane, mqtt, "main", &[]).await;
 }
 
+/// The same cases with each connection on the next of three pods of one Namespace: a
+/// publisher and its subscriber, and a session's successive connections, on different pods.
+#[tokio::test(flavor = "multi_thread")]
+async fn paho_mqtt_cases_pass_with_clients_spread_over_three_pods() {
+    let workspace = workspace();
+    let cluster = support::cluster::Cluster::start(&workspace, 3).await;
+    let addrs: Vec<String> = cluster
+        .pods
+        .iter()
+        .map(|pod| pod.mqtt_addr().to_string())
+        .collect();
+    let first = addrs[0].parse().expect("address");
+    run_phase(
+        &cluster.pods[0],
+        first,
+        "main",
+        &[("GRIDLINE_MQTT", addrs.join(","))],
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn paho_persistent_sessions_keep_their_queued_qos1_messages_across_a_restart() {
     let workspace = workspace();

@@ -1,7 +1,8 @@
 """paho-mqtt (Eclipse's Python client, unchanged) against the Gridline broker.
 
 Run by dataplane/tests/mqtt_paho.rs and tests/mqtt_wss.rs, which start the data plane and set
-GRIDLINE_MQTT (host:port of plaintext MQTT), and for the `wss` phase GRIDLINE_WSS (host:port)
+GRIDLINE_MQTT (host:port of plaintext MQTT; several, comma-separated, for the pods of one
+Namespace: connections go to each in turn), and for the `wss` phase GRIDLINE_WSS (host:port)
 and GRIDLINE_CA (the test CA, PEM). Usage: test_broker.py <phase> [case name ...].
 
 Phases: `main` (every broker feature), `before_restart` / `after_restart` (the Rust side
@@ -41,8 +42,17 @@ NOT_AUTHORIZED = 0x87
 BAD_USER_NAME_OR_PASSWORD = 0x86
 
 
+# Where the next connection goes when the variable lists several pods of one Namespace
+# (comma-separated): each connection the next pod, so that a case's publisher and subscriber
+# (and a session's successive connections) sit on different pods.
+_NEXT_POD = [0]
+
+
 def address(variable):
-    host, port = os.environ[variable].rsplit(":", 1)
+    pods = os.environ[variable].split(",")
+    chosen = pods[_NEXT_POD[0] % len(pods)]
+    _NEXT_POD[0] += 1
+    host, port = chosen.rsplit(":", 1)
     return host, int(port)
 
 
