@@ -443,10 +443,10 @@ pub struct Storage {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeClaimRetention {
-    /// The volume of a pod removed by a scale-down. `Delete` is safe: a pod told to stop
-    /// drains first, handing its MQTT sessions, undelivered events and subscription state to
-    /// its peers before it exits, so its volume holds nothing still needed afterwards.
-    /// `Retain` (default) keeps it, and a later scale-up reuses it.
+    /// The volume of a pod removed by a scale-down. `Retain` (default) keeps it, and a later
+    /// scale-up reuses it with the events and sessions it holds. `Delete` removes it: a pod
+    /// stopping does not yet hand its undelivered events and persistent MQTT sessions to its
+    /// peers, so they go with the volume.
     #[serde(default)]
     pub when_scaled: VolumeClaimRetentionPolicy,
     /// The volumes when the Namespace is deleted: `Retain` (default) keeps them (a Namespace
