@@ -18,7 +18,7 @@ use crate::delivery::PushManager;
 use crate::mqtt::broker::Broker;
 use crate::mqtt::peers::Peers;
 use crate::pod::PodIdentity;
-use crate::shutdown::StopSignal;
+use crate::shutdown::{StopSignal, Stopper};
 use crate::store::peers::Partitions;
 use crate::store::{EventStore, peer_service};
 use anyhow::{Context, bail};
@@ -34,6 +34,9 @@ const GOODBYE_GRACE: Duration = Duration::from_secs(2);
 
 /// This pod in its cluster.
 pub struct Node {
+    /// The links, membership and peer services stop with this, after the drain (the rest of
+    /// the pod stops first).
+    stopper: Stopper,
     membership: Membership,
     links: PeerLinks,
     /// MQTT across pods, for the broker.
@@ -54,8 +57,8 @@ impl Node {
         pod: &PodIdentity,
         source: &ConfigSource,
         registry: &prometheus::Registry,
-        stop: StopSignal,
     ) -> anyhow::Result<Node> {
+        let (stopper, stop) = Stopper::new();
         let (backend, identity) = match (&cluster.membership, source) {
             (ClusterMembership::Directory(dir), _) => (
                 MembershipBackend::LocalDirectory(dir.clone()),
@@ -129,6 +132,7 @@ impl Node {
             EVENTS_SERVICE,
         ))));
         Ok(Node {
+            stopper,
             membership,
             links,
             mqtt,
@@ -146,14 +150,10 @@ impl Node {
     }
 
     /// Serve the peers: MQTT through `broker` (which was made with [`Node::mqtt`]), events
-    /// from `store`; share push delivery's limits with the members.
-    pub fn serve(
-        &mut self,
-        broker: Arc<Broker>,
-        store: EventStore,
-        push: PushManager,
-        stop: StopSignal,
-    ) {
+    /// from `store`; share push delivery's limits with the members. They run until the node
+    /// leaves, through the drain.
+    pub fn serve(&mut self, broker: Arc<Broker>, store: EventStore, push: PushManager) {
+        let stop = self.stopper.signal();
         if let Some(inbound) = self.mqtt_inbound.take() {
             tokio::spawn(crate::mqtt::peer_service::serve_inbound(
                 broker.clone(),
@@ -205,10 +205,23 @@ impl Node {
         }
     }
 
-    /// Leave the member set at once (peers drop this pod now rather than after its lease),
-    /// then give the links a moment to say Goodbye.
-    pub async fn leave(self) {
+    /// The pod is stopping and its clients are gone: hand its persistent sessions to the
+    /// peers (they keep them until their clients come back, through any pod), write what is
+    /// left, leave the member set (peers drop this pod now rather than after its lease), and
+    /// give the links a moment to say Goodbye.
+    pub async fn drain(self, broker: &Broker) {
+        let handed = crate::mqtt::peer_service::hand_off_sessions(broker).await;
+        if handed > 0 {
+            info!(sessions = handed, "sessions handed to the other pods");
+            if let Some(dir) = &broker.data_dir {
+                let state = broker.stored_state();
+                if let Err(error) = crate::mqtt::persist::write_now(dir, &state) {
+                    tracing::warn!(%error, "cannot write the MQTT state after the hand-off");
+                }
+            }
+        }
         self.membership.leave().await;
+        self.stopper.stop();
         let _ = tokio::time::timeout(GOODBYE_GRACE, self.links.closed()).await;
     }
 }

@@ -136,16 +136,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     // After the store (a pod serves only once whole) and before the listeners: a pod name
     // that another live process holds is refused before anything opens.
     let mut node = match &options.cluster {
-        Some(cluster) => Some(
-            Node::join(
-                cluster,
-                &options.pod,
-                &source,
-                metrics.registry(),
-                stop_rx.clone(),
-            )
-            .await?,
-        ),
+        Some(cluster) => {
+            Some(Node::join(cluster, &options.pod, &source, metrics.registry()).await?)
+        }
         None => None,
     };
     if let ConfigSource::Kubernetes(source) = &source {
@@ -191,7 +184,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     )
     .context("cannot register the MQTT metrics")?;
     if let Some(node) = &mut node {
-        node.serve(broker.clone(), store.clone(), push.clone(), stop_rx.clone());
+        node.serve(broker.clone(), store.clone(), push.clone());
     }
     // WebSockets on the HTTP listeners are bounded, and ended at shutdown, with the others.
     let websockets = mqtt::WebSocketConnections {
@@ -243,7 +236,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         tls: options.mqtts_addr,
     };
     let mut mqtt_task = tokio::spawn(mqtt::run_local(
-        broker,
+        broker.clone(),
         mqtt_addrs,
         tls,
         websockets,
@@ -303,9 +296,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     apply_task.abort();
     stop_tx.stop();
     // First, so that peers drop this pod at once rather than after its lease.
-    if let Some(node) = node {
-        node.leave().await;
-    }
+
     // Told to stop, the broker ends its connections (MQTT 5: DISCONNECT 0x8B), then the
     // persister writes the final state; give it a moment.
     if !mqtt_task.is_finished()
@@ -314,6 +305,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             .is_err()
     {
         mqtt_task.abort();
+    }
+    // Its clients gone, this pod hands its sessions to the others, then leaves the cluster.
+    if let Some(node) = node {
+        node.drain(&broker).await;
     }
     if !http_task.is_finished() {
         let _ = http_task.await;

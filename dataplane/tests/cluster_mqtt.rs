@@ -236,3 +236,51 @@ async fn the_sessions_per_authentication_name_limit_holds_across_pods() {
         RawClient::connect(addrs[2], connect_packet(Version::V5, "one", "dashboard")).await;
     assert_eq!(ack.reason, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_pod_hands_its_sessions_to_the_others_with_their_queued_messages() {
+    let workspace = workspace();
+    let mut cluster = Cluster::start(&workspace, 3).await;
+    let addrs: Vec<_> = cluster.pods.iter().map(|pod| pod.mqtt_addr()).collect();
+    let persistent = || {
+        let mut connect = connect_packet(Version::V5, "stays", "dashboard");
+        connect.clean_start = false;
+        connect.session_expiry_interval = 3600;
+        connect
+    };
+    let (mut client, _) = RawClient::connect(addrs[0], persistent()).await;
+    assert_eq!(
+        client.subscribe(1, None, &[("lab/drained", false)]).await,
+        [1]
+    );
+    client
+        .send(Packet::Disconnect(Disconnect::from_server(
+            ReasonCode::Success,
+        )))
+        .await;
+    drop(client);
+    let (mut sender, _) =
+        RawClient::connect(addrs[1], connect_packet(Version::V5, "sender", "sensor-1")).await;
+    for n in 1..=2 {
+        assert_eq!(
+            sender
+                .publish(n, "lab/drained", &format!("d{n}"), None)
+                .await,
+            Some(0)
+        );
+    }
+    // Pod 0 is told to stop (a scale-down, a rolling update): its session goes to a peer.
+    let status = cluster.pods[0].terminate();
+    assert!(status.success(), "{status:?}");
+    let (mut client, ack) = RawClient::connect(addrs[2], persistent()).await;
+    assert_eq!(ack.reason, 0);
+    assert!(ack.session_present, "the session outlived its pod");
+    let mut received = Vec::new();
+    while let Some(publish) = client.next_publish(Duration::from_secs(5)).await {
+        received.push(String::from_utf8_lossy(&publish.message.payload).into_owned());
+        if received.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(received, ["d1", "d2"]);
+}

@@ -53,7 +53,7 @@ pub async fn serve_inbound(broker: Arc<Broker>, mut inbound: impl InboundQueue, 
 
 /// What a body asks; the answer to give when it was a request.
 fn handle(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     peers: &Peers,
     from: &Arc<str>,
     body: PeerMqtt,
@@ -89,6 +89,11 @@ fn handle(
             outbox.deliver(broker.limits.queue, &broker.metrics);
         }
         PeerMqtt::Retained(updates) => broker.apply_retained(updates),
+        PeerMqtt::Handoff(sessions) => {
+            let offered = sessions.len();
+            let kept = broker.take_handed_off(sessions);
+            info!(peer = %from, offered, kept, "sessions handed over by a stopping pod");
+        }
         PeerMqtt::Claim {
             client_id,
             authentication_name,
@@ -108,6 +113,21 @@ fn handle(
         }
     }
     Ok(Bytes::new())
+}
+
+/// A stopping pod's sessions (detached, persistent) to its peers, spread by client id; the
+/// sessions a peer acknowledged are removed here. Returns how many were handed off.
+pub async fn hand_off_sessions(broker: &Broker) -> usize {
+    let Some(peers) = broker.peers.clone() else {
+        return 0;
+    };
+    let sessions = broker.sessions_to_hand_off();
+    if sessions.is_empty() {
+        return 0;
+    }
+    let handed = peers.hand_off(sessions).await;
+    broker.handed_off(&handed);
+    handed.len()
 }
 
 /// Keep every connected peer told of this pod's interest and retained messages, until

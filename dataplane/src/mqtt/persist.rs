@@ -209,6 +209,13 @@ fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&temporary, path)
 }
 
+/// Write `state` now (after the persister's last write: sessions a stopping pod handed to
+/// its peers must not come back here at the next start).
+pub fn write_now(data_dir: &Path, state: &StoredState) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+    write(&state_file(data_dir), &bytes)
+}
+
 /// Write the state `current` gives (the broker's sessions and retained messages) every
 /// [`INTERVAL`] when it changed, and once more on `stop`.
 pub async fn run(

@@ -118,6 +118,53 @@ impl Broker {
         }
     }
 
+    /// The sessions a stopping pod hands to its peers: every one that outlives its connection
+    /// (expiry above 0) and has none now (the listeners ended them first).
+    pub fn sessions_to_hand_off(&self) -> Vec<StoredSession> {
+        let router = self.state.lock();
+        let now = persist::now();
+        router
+            .sessions
+            .values()
+            .filter_map(|session| {
+                let state = session.state.lock();
+                (state.expiry_interval > 0 && state.attachment.is_none())
+                    .then(|| stored_session(session, &state, now))
+            })
+            .collect()
+    }
+
+    /// A peer keeps these sessions now: gone from here, with a will still waiting for its
+    /// delay (the session goes on elsewhere, as if resumed).
+    pub fn handed_off(&self, client_ids: &[String]) {
+        let mut router = self.state.lock();
+        for client_id in client_ids {
+            let Some(session) = router.sessions.get(client_id).cloned() else {
+                continue;
+            };
+            {
+                let mut state = session.state.lock();
+                if state.attachment.is_some() {
+                    // A client came back meanwhile: it stays here.
+                    continue;
+                }
+                state.pending_will = None;
+            }
+            Self::remove_locked(&mut router, &session, &self.metrics);
+        }
+        self.note_interest(&router);
+    }
+
+    /// Sessions a stopping peer handed over: kept detached until their clients come back (a
+    /// claim finds them here) or they expire. One already here stays as it is.
+    pub fn take_handed_off(self: &Arc<Self>, sessions: Vec<StoredSession>) -> usize {
+        let now = persist::now();
+        sessions
+            .into_iter()
+            .map(|session| usize::from(self.restore_session(session, now)))
+            .sum()
+    }
+
     /// The lifecycle sequence number the disconnection of `connection_id` gets here.
     fn disconnect_sequence(&self, connection_id: u64, floor: u64) -> u64 {
         self.events.as_ref().map_or(0, |events| {

@@ -14,6 +14,7 @@ pub mod interest;
 pub mod wire;
 
 use crate::mqtt::codec::{Message, QoS};
+use crate::mqtt::persist::StoredSession;
 use crate::mqtt::reason::ReasonCode;
 use acks::ForwardTicket;
 use interest::{Interest, RemoteInterest, RemoteTargets};
@@ -296,6 +297,46 @@ impl Peers {
         answers
     }
 
+    /// Hand `sessions` to the connected peers (each to one, by a hash of its client id, in
+    /// slices), and return the client ids of those a peer acknowledged.
+    pub async fn hand_off(&self, sessions: Vec<StoredSession>) -> Vec<String> {
+        let pods = self.transport.connected();
+        if pods.is_empty() {
+            return Vec::new();
+        }
+        let mut by_pod: BTreeMap<Arc<str>, Vec<StoredSession>> = BTreeMap::new();
+        for session in sessions {
+            let pod = rendezvous(&session.client_id, &pods);
+            by_pod.entry(pod).or_default().push(session);
+        }
+        let mut requests = Vec::new();
+        for (pod, sessions) in by_pod {
+            let mut sessions = sessions.into_iter().peekable();
+            while sessions.peek().is_some() {
+                let slice: Vec<StoredSession> = sessions.by_ref().take(HANDOFF_SLICE).collect();
+                let ids: Vec<String> = slice.iter().map(|s| s.client_id.clone()).collect();
+                match PeerMqtt::Handoff(slice).encode() {
+                    Ok(body) => requests.push((
+                        pod.clone(),
+                        ids,
+                        self.transport.request(&pod, body, ANSWER_TIMEOUT),
+                    )),
+                    Err(error) => warn!(peer = %pod, %error, "sessions not encodable"),
+                }
+            }
+        }
+        let mut handed = Vec::new();
+        for (pod, ids, request) in requests {
+            match request.await {
+                Ok(_) => handed.extend(ids),
+                Err(error) => {
+                    warn!(peer = %pod, %error, sessions = ids.len(), "sessions not handed off")
+                }
+            }
+        }
+        handed
+    }
+
     /// Send retained updates to every connected peer.
     pub fn broadcast_retained(&self, updates: Vec<RetainedUpdate>) {
         if updates.is_empty() {
@@ -310,6 +351,23 @@ impl Peers {
             }
         }
     }
+}
+
+/// Sessions per Handoff body.
+const HANDOFF_SLICE: usize = 500;
+
+/// The pod `key` goes to among `pods`: the highest hash of (key, pod), so that a pod coming or
+/// going moves only its own share.
+fn rendezvous(key: &str, pods: &[Arc<str>]) -> Arc<str> {
+    use std::hash::{Hash, Hasher};
+    pods.iter()
+        .max_by_key(|pod| {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (key, pod.as_ref()).hash(&mut hasher);
+            hasher.finish()
+        })
+        .cloned()
+        .expect("at least one pod")
 }
 
 fn now_ms() -> u64 {

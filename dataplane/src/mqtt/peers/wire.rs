@@ -10,6 +10,7 @@
 //! | 2 Forward | `plain` u8, shares: u16 count × (group str, filter str), message | request (QoS 1/2) or message (QoS 0) |
 //! | 3 Retained | count u32 × (at_ms u64, origin str, message) | message |
 //! | 4 Claim | client id str, authentication name str, `clean_start` u8 | request |
+//! | 5 Handoff | u32 length and the sessions as a JSON array of `persist::StoredSession` | request |
 //!
 //! The answer to a Claim (`ClaimAnswer`): connected_for_name u32, `was_connected` u8,
 //! last_sequence u64, then 0, or 1 and a u32 length and the session as JSON (the
@@ -33,12 +34,13 @@ const INTEREST: u8 = 1;
 const FORWARD: u8 = 2;
 const RETAINED: u8 = 3;
 const CLAIM: u8 = 4;
+const HANDOFF: u8 = 5;
 
 /// The largest PUBLISH a body may carry: the protocol's own bound.
 const MAX_PUBLISH: u32 = 268_435_455;
 
 /// One MQTT body between pods.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum PeerMqtt {
     /// The sender's interest: all of it (`full`, when a link comes up) or what changed.
     Interest {
@@ -50,6 +52,9 @@ pub enum PeerMqtt {
     Forward(Forward),
     /// Retained messages set (or cleared: an empty payload) on the sender.
     Retained(Vec<RetainedUpdate>),
+    /// Sessions of a pod that is stopping, for the receiver to keep until their clients come
+    /// back (to any pod: a claim finds them here).
+    Handoff(Vec<StoredSession>),
     /// A CONNECT on the sender for this client id: a pod holding its session hands it over.
     Claim {
         client_id: String,
@@ -196,6 +201,13 @@ impl PeerMqtt {
                 }
                 put_message(&mut out, &forward.message)?;
             }
+            PeerMqtt::Handoff(sessions) => {
+                out.put_u8(HANDOFF);
+                let json = serde_json::to_vec(sessions)
+                    .map_err(|error| WireError::Session(error.to_string()))?;
+                out.put_u32(json.len() as u32);
+                out.put_slice(&json);
+            }
             PeerMqtt::Claim {
                 client_id,
                 authentication_name,
@@ -272,6 +284,17 @@ impl PeerMqtt {
                     });
                 }
                 PeerMqtt::Retained(updates)
+            }
+            HANDOFF => {
+                let length = get_u32(&mut body, "a handoff")? as usize;
+                if body.remaining() < length {
+                    return Err(WireError::Truncated("the sessions"));
+                }
+                let json = body.split_to(length);
+                PeerMqtt::Handoff(
+                    serde_json::from_slice(&json)
+                        .map_err(|error| WireError::Session(error.to_string()))?,
+                )
             }
             CLAIM => PeerMqtt::Claim {
                 client_id: get_str(&mut body, "a client id")?,
@@ -460,6 +483,12 @@ mod tests {
             ClaimAnswer::decode(answer.encode().unwrap()).unwrap(),
             answer
         );
+        let handoff = PeerMqtt::Handoff(vec![answer.session.unwrap()]);
+        let encoded = handoff.encode().unwrap();
+        assert!(matches!(
+            PeerMqtt::decode(encoded).unwrap(),
+            PeerMqtt::Handoff(sessions) if sessions.len() == 1
+        ));
         let none = ClaimAnswer::default();
         assert_eq!(ClaimAnswer::decode(none.encode().unwrap()).unwrap(), none);
         assert!(ClaimAnswer::decode(Bytes::from_static(&[0, 0])).is_err());
