@@ -375,3 +375,28 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_leaving_moves_only_its_own_share_of_sessions() {
+        let three: Vec<Arc<str>> = ["pod-0", "pod-1", "pod-2"].map(Arc::from).to_vec();
+        let two: Vec<Arc<str>> = ["pod-0", "pod-1"].map(Arc::from).to_vec();
+        let mut per_pod = BTreeMap::<Arc<str>, usize>::new();
+        for n in 0..3000 {
+            let key = format!("client-{n}");
+            let before = rendezvous(&key, &three);
+            *per_pod.entry(before.clone()).or_default() += 1;
+            if &*before != "pod-2" {
+                assert_eq!(rendezvous(&key, &two), before, "{key} moved without cause");
+            }
+        }
+        // Spread: each pod about a third (generous bounds: a hash, not a count).
+        assert!(
+            per_pod.values().all(|n| (700..1300).contains(n)),
+            "{per_pod:?}"
+        );
+    }
+}
