@@ -11,6 +11,7 @@ use super::peers::wire::{ClaimAnswer, Forward, PeerMqtt, WireError};
 use super::peers::{ANSWER_TIMEOUT, Peers, TransportError};
 use crate::shutdown::StopSignal;
 use bytes::Bytes;
+use futures::FutureExt;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -28,16 +29,29 @@ pub async fn serve_inbound(broker: Arc<Broker>, mut inbound: impl InboundQueue, 
     let Some(peers) = broker.peers.clone() else {
         return;
     };
+    // Numbered forwards queued here and not yet acknowledged, by the pod that sent them: one
+    // cumulative `Queued` per pod once nothing more is waiting in the queue (a burst costs
+    // one answer, not one per message).
+    let mut due: HashMap<Arc<str>, u64> = HashMap::new();
     loop {
-        let received = tokio::select! {
-            received = inbound.recv() => received,
-            _ = stop.stopped() => return,
+        let ready = match inbound.recv().now_or_never() {
+            Some(received) => received,
+            None => {
+                acknowledge(&peers, &mut due);
+                tokio::select! {
+                    received = inbound.recv() => received,
+                    _ = stop.stopped() => return,
+                }
+            }
         };
-        let Some(PeerInbound { from, body, reply }) = received else {
+        let Some(PeerInbound { from, body, reply }) = ready else {
+            acknowledge(&peers, &mut due);
             return;
         };
         let answer = match PeerMqtt::decode(body) {
-            Ok(body) => handle(&broker, &peers, &from, body).map_err(|error| error.to_string()),
+            Ok(body) => {
+                handle(&broker, &peers, &from, body, &mut due).map_err(|error| error.to_string())
+            }
             Err(error) => {
                 if let Some(suppressed) = broker.refusal_log.allow("peer_body_refused") {
                     warn!(peer = %from, %error, suppressed, "MQTT body from a peer refused");
@@ -51,12 +65,27 @@ pub async fn serve_inbound(broker: Arc<Broker>, mut inbound: impl InboundQueue, 
     }
 }
 
+/// Tell each pod how far its numbered forwards are queued here; one whose link is full is
+/// told next time (its answer is cumulative).
+fn acknowledge(peers: &Peers, due: &mut HashMap<Arc<str>, u64>) {
+    due.retain(|pod, up_to| {
+        let Ok(body) = PeerMqtt::Queued { up_to: *up_to }.encode() else {
+            return false;
+        };
+        match peers.transport().send(pod, body) {
+            Ok(()) | Err(TransportError::Down(_)) => false,
+            Err(_) => true,
+        }
+    });
+}
+
 /// What a body asks; the answer to give when it was a request.
 fn handle(
     broker: &Arc<Broker>,
     peers: &Peers,
     from: &Arc<str>,
     body: PeerMqtt,
+    due: &mut HashMap<Arc<str>, u64>,
 ) -> Result<Bytes, WireError> {
     match body {
         PeerMqtt::Interest {
@@ -69,6 +98,7 @@ fn handle(
         }
         PeerMqtt::Forward(Forward {
             plain,
+            ack,
             shares,
             message,
         }) => {
@@ -87,7 +117,12 @@ fn handle(
                 },
             );
             outbox.deliver(broker.limits.queue, &broker.metrics);
+            if let Some(seq) = ack {
+                let up_to = due.entry(from.clone()).or_insert(seq);
+                *up_to = (*up_to).max(seq);
+            }
         }
+        PeerMqtt::Queued { up_to } => peers.on_queued(from, up_to),
         PeerMqtt::Retained(updates) => broker.apply_retained(updates),
         PeerMqtt::Handoff(sessions) => {
             let offered = sessions.len();
@@ -139,6 +174,9 @@ pub async fn tell_peers(broker: Arc<Broker>, mut connected: ConnectedPeers, stop
     };
     let mut interest_changes = broker.interest_changes.subscribe();
     let mut known: Arc<BTreeMap<Arc<str>, u64>> = Arc::new(BTreeMap::new());
+    // Forwards a pod never confirms fail after `ANSWER_TIMEOUT`, looked at every second.
+    let mut expiry = tokio::time::interval(std::time::Duration::from_secs(1));
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Links first: a peer that just came up is told everything, which covers the
         // changes made meanwhile.
@@ -151,13 +189,16 @@ pub async fn tell_peers(broker: Arc<Broker>, mut connected: ConnectedPeers, stop
         for (pod, _) in known.iter().filter(|(pod, _)| !now.contains_key(*pod)) {
             info!(peer = %pod, "peer link down: its MQTT interest is forgotten");
             peers.forget(pod);
+            peers.link_lost(pod);
         }
         for pod in known
             .iter()
             .filter(|(pod, g)| now.get(*pod).is_some_and(|n| n != *g))
         {
-            // The same pod on a new link: what it told before may be stale.
+            // The same pod on a new link: what it told before may be stale, and what was
+            // sent on the old link unconfirmed is lost with it.
             peers.forget(pod.0);
+            peers.link_lost(pod.0);
         }
         known = now;
         for pod in &new {
@@ -193,6 +234,7 @@ pub async fn tell_peers(broker: Arc<Broker>, mut connected: ConnectedPeers, stop
         tokio::select! {
             changed = connected.changed() => if changed.is_err() { return },
             changed = interest_changes.changed() => if changed.is_err() { return },
+            _ = expiry.tick() => peers.expire_forwards(),
             _ = stop.stopped() => return,
         }
     }

@@ -339,3 +339,44 @@ async fn a_clean_start_elsewhere_ends_the_session_and_the_limit_counts_every_pod
         Err(crate::mqtt::reason::ReasonCode::QuotaExceeded)
     ));
 }
+
+#[tokio::test]
+async fn a_forward_not_confirmed_before_its_link_goes_fails_and_the_publisher_is_told() {
+    let network = Arc::new(Network::default());
+    // Pod b's queue exists but nothing serves it: nothing is ever confirmed.
+    let (sender, _unserved) = mpsc::channel(16);
+    network.pods.lock().insert("b".to_string(), sender);
+    let registry = prometheus::Registry::new();
+    let peers = Peers::new(
+        Arc::from("a"),
+        Arc::new(MemoryTransport::new("a", &network)),
+        &registry,
+    )
+    .unwrap();
+    let publisher = Arc::new(Session::new("pub".into(), "pub".into()));
+    let acks = Arc::new(ForwardAcks::new(publisher));
+    let b: Arc<str> = Arc::from("b");
+    let mut plan = crate::mqtt::peers::ForwardPlan::default();
+    plan.pods.insert(
+        b.clone(),
+        crate::mqtt::peers::PodForward {
+            plain: true,
+            shares: Vec::new(),
+        },
+    );
+    peers.forward(
+        &message("t", QoS::AtLeastOnce, false, "x"),
+        plan,
+        Some(acks.open(1)),
+    );
+    assert_eq!(acks.finished(), 0, "waiting for pod b");
+    // A cumulative answer for an older number confirms nothing newer.
+    peers.on_queued(&b, 0);
+    assert_eq!(acks.finished(), 0);
+    peers.link_lost(&b);
+    assert_eq!(acks.finished(), 1);
+    assert_eq!(
+        acks.failure(1),
+        Some(crate::mqtt::reason::ReasonCode::UnspecifiedError)
+    );
+}

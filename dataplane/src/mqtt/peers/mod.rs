@@ -21,7 +21,7 @@ use interest::{Interest, RemoteInterest, RemoteTargets};
 use prometheus::{IntCounterVec, Opts, Registry};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 use wire::{ClaimAnswer, Forward, PeerMqtt, RetainVersion, RetainedUpdate};
 
@@ -84,7 +84,17 @@ pub struct Peers {
     remote: parking_lot::RwLock<RemoteInterest>,
     /// The version of each retained topic's latest update (set or clear) known here.
     retained_versions: parking_lot::Mutex<HashMap<String, RetainVersion>>,
+    /// Each peer's numbered forwards waiting for its `Queued`.
+    lanes: parking_lot::Mutex<HashMap<Arc<str>, Lane>>,
     metrics: PeerMetrics,
+}
+
+/// The forwards to one peer whose publishers wait, in the order they were sent.
+#[derive(Default)]
+struct Lane {
+    /// The last number given.
+    next: u64,
+    pending: std::collections::VecDeque<(u64, Instant, ForwardTicket)>,
 }
 
 struct PeerMetrics {
@@ -110,6 +120,7 @@ impl Peers {
             transport,
             remote: Default::default(),
             retained_versions: Default::default(),
+            lanes: Default::default(),
             metrics: PeerMetrics { forwarded },
         })
     }
@@ -128,60 +139,125 @@ impl Peers {
     }
 
     /// Send `message` to the pods of `plan`. With `ticket` (a QoS 1/2 publish), each pod's
-    /// answer is one part of it: queued there, or the reason the publisher is told. A pod
-    /// without a link holds no session reachable from here and counts as done.
+    /// answer is one part of it: queued there (its cumulative `Queued`), or the reason the
+    /// publisher is told. A pod without a link holds no session reachable from here and
+    /// counts as done.
     pub fn forward(&self, message: &Message, plan: ForwardPlan, ticket: Option<ForwardTicket>) {
+        let waits = ticket.is_some() && message.qos != QoS::AtMostOnce;
         for (pod, what) in plan.pods {
+            // Numbered and sent under the lanes' lock: numbers go out in order on each link,
+            // so a cumulative answer is exact.
+            let mut lanes = self.lanes.lock();
+            let lane = lanes.entry(pod.clone()).or_default();
+            let ack = waits.then(|| {
+                lane.next += 1;
+                lane.next
+            });
             let body = PeerMqtt::Forward(Forward {
                 plain: what.plain,
+                ack,
                 shares: what.shares,
                 message: message.clone(),
             })
             .encode();
-            let body = match body {
-                Ok(body) => body,
-                Err(error) => {
-                    // Only a message our own codec refuses to encode (over the protocol's
-                    // bounds), which the publisher's PUBLISH could not have been.
-                    debug!(%error, "message not forwarded");
-                    self.count("failed");
-                    if let Some(ticket) = &ticket {
-                        ticket.done(Some(ReasonCode::UnspecifiedError));
+            let sent = match body {
+                Ok(body) => self.transport.send(&pod, body),
+                // Only a message our own codec refuses to encode (over the protocol's bounds),
+                // which the publisher's PUBLISH could not have been.
+                Err(error) => Err(TransportError::Failed(error.to_string())),
+            };
+            let failed = match sent {
+                Ok(()) => {
+                    self.count("sent");
+                    if let (Some(seq), Some(ticket)) = (ack, &ticket) {
+                        lane.pending
+                            .push_back((seq, Instant::now(), ticket.clone()));
                     }
                     continue;
                 }
-            };
-            match (&ticket, message.qos) {
-                (Some(ticket), QoS::AtLeastOnce | QoS::ExactlyOnce) => {
-                    let reply = self.transport.request(&pod, body, ANSWER_TIMEOUT);
-                    let ticket = ticket.clone();
-                    let forwarded = self.metrics.forwarded.clone();
-                    tokio::spawn(async move {
-                        let failed = match reply.await {
-                            Ok(_) => {
-                                forwarded.with_label_values(&["sent"]).inc();
-                                None
-                            }
-                            Err(TransportError::Down(_)) => {
-                                forwarded.with_label_values(&["unreachable"]).inc();
-                                None
-                            }
-                            Err(error) => {
-                                debug!(%pod, %error, "forwarded message not confirmed");
-                                forwarded.with_label_values(&["failed"]).inc();
-                                Some(ReasonCode::UnspecifiedError)
-                            }
-                        };
-                        ticket.done(failed);
-                    });
+                Err(TransportError::Down(_)) => {
+                    self.count("unreachable");
+                    None
                 }
-                _ => match self.transport.send(&pod, body) {
-                    Ok(()) => self.count("sent"),
-                    Err(TransportError::Down(_)) => self.count("unreachable"),
-                    Err(TransportError::Full(_)) => self.count("full"),
-                    Err(TransportError::Failed(_)) => self.count("failed"),
-                },
+                Err(TransportError::Full(_)) => {
+                    self.count("full");
+                    Some(ReasonCode::UnspecifiedError)
+                }
+                Err(TransportError::Failed(error)) => {
+                    debug!(%pod, %error, "message not forwarded");
+                    self.count("failed");
+                    Some(ReasonCode::UnspecifiedError)
+                }
+            };
+            drop(lanes);
+            if let Some(ticket) = &ticket
+                && waits
+            {
+                ticket.done(failed);
             }
+        }
+    }
+
+    /// `pod` queued this pod's numbered forwards up to `up_to`.
+    pub fn on_queued(&self, pod: &Arc<str>, up_to: u64) {
+        let done: Vec<ForwardTicket> = {
+            let mut lanes = self.lanes.lock();
+            let Some(lane) = lanes.get_mut(pod) else {
+                return;
+            };
+            let mut done = Vec::new();
+            while lane
+                .pending
+                .front()
+                .is_some_and(|(seq, _, _)| *seq <= up_to)
+            {
+                if let Some((_, _, ticket)) = lane.pending.pop_front() {
+                    done.push(ticket);
+                }
+            }
+            done
+        };
+        for ticket in done {
+            ticket.done(None);
+        }
+    }
+
+    /// The link to `pod` went down (or was replaced): what was sent on it and not confirmed
+    /// fails, and the publishers send it again.
+    pub fn link_lost(&self, pod: &Arc<str>) {
+        let lost = self
+            .lanes
+            .lock()
+            .get_mut(pod)
+            .map(|lane| std::mem::take(&mut lane.pending))
+            .unwrap_or_default();
+        if !lost.is_empty() {
+            debug!(peer = %pod, messages = lost.len(), "forwarded messages not confirmed before the link went down");
+        }
+        for (_, _, ticket) in lost {
+            self.count("failed");
+            ticket.done(Some(ReasonCode::UnspecifiedError));
+        }
+    }
+
+    /// Fail forwards that waited longer than [`ANSWER_TIMEOUT`] for their pod.
+    pub fn expire_forwards(&self) {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        for lane in self.lanes.lock().values_mut() {
+            while lane
+                .pending
+                .front()
+                .is_some_and(|(_, sent, _)| now.duration_since(*sent) > ANSWER_TIMEOUT)
+            {
+                if let Some((_, _, ticket)) = lane.pending.pop_front() {
+                    expired.push(ticket);
+                }
+            }
+        }
+        for ticket in expired {
+            self.count("failed");
+            ticket.done(Some(ReasonCode::UnspecifiedError));
         }
     }
 

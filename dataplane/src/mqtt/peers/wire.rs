@@ -7,9 +7,10 @@
 //! | tag | body | sent as |
 //! |---|---|---|
 //! | 1 Interest | `full` u8, added: u32 count × interest, removed: u32 count × interest | request |
-//! | 2 Forward | `plain` u8, shares: u16 count × (group str, filter str), message | request (QoS 1/2) or message (QoS 0) |
+//! | 2 Forward | flags u8 (1: plain, 2: numbered), the number u64 when numbered, shares: u16 count × (group str, filter str), message | message |
 //! | 3 Retained | count u32 × (at_ms u64, origin str, message) | message |
 //! | 4 Claim | client id str, authentication name str, `clean_start` u8 | request |
+//! | 6 Queued | up_to u64: every numbered Forward of the receiver's up to this one is queued | message |
 //! | 5 Handoff | u32 length and the sessions as a JSON array of `persist::StoredSession` | request |
 //!
 //! The answer to a Claim (`ClaimAnswer`): connected_for_name u32, `was_connected` u8,
@@ -35,6 +36,7 @@ const FORWARD: u8 = 2;
 const RETAINED: u8 = 3;
 const CLAIM: u8 = 4;
 const HANDOFF: u8 = 5;
+const QUEUED: u8 = 6;
 
 /// The largest PUBLISH a body may carry: the protocol's own bound.
 const MAX_PUBLISH: u32 = 268_435_455;
@@ -52,6 +54,8 @@ pub enum PeerMqtt {
     Forward(Forward),
     /// Retained messages set (or cleared: an empty payload) on the sender.
     Retained(Vec<RetainedUpdate>),
+    /// The receiver's numbered forwards up to `up_to` are queued on the sender.
+    Queued { up_to: u64 },
     /// Sessions of a pod that is stopping, for the receiver to keep until their clients come
     /// back (to any pod: a claim finds them here).
     Handoff(Vec<StoredSession>),
@@ -126,6 +130,9 @@ impl ClaimAnswer {
 pub struct Forward {
     /// Deliver to the receiver's plain subscriptions (false: only to the shares below).
     pub plain: bool,
+    /// A QoS 1/2 message whose publisher waits: its number on the sender's lane to the
+    /// receiver, acknowledged (cumulatively) by `Queued` once the message is queued.
+    pub ack: Option<u64>,
     /// Shares (group, filter) whose one delivery the sender gave to the receiver.
     pub shares: Vec<(String, String)>,
     pub message: Message,
@@ -193,13 +200,20 @@ impl PeerMqtt {
             }
             PeerMqtt::Forward(forward) => {
                 out.put_u8(FORWARD);
-                out.put_u8(u8::from(forward.plain));
+                out.put_u8(u8::from(forward.plain) | if forward.ack.is_some() { 2 } else { 0 });
+                if let Some(seq) = forward.ack {
+                    out.put_u64(seq);
+                }
                 out.put_u16(forward.shares.len().min(usize::from(u16::MAX)) as u16);
                 for (group, filter) in forward.shares.iter().take(usize::from(u16::MAX)) {
                     put_str(&mut out, group)?;
                     put_str(&mut out, filter)?;
                 }
                 put_message(&mut out, &forward.message)?;
+            }
+            PeerMqtt::Queued { up_to } => {
+                out.put_u8(QUEUED);
+                out.put_u64(*up_to);
             }
             PeerMqtt::Handoff(sessions) => {
                 out.put_u8(HANDOFF);
@@ -257,7 +271,13 @@ impl PeerMqtt {
                 }
             }
             FORWARD => {
-                let plain = get_u8(&mut body, "a forward")? != 0;
+                let flags = get_u8(&mut body, "a forward")?;
+                let plain = flags & 1 != 0;
+                let ack = if flags & 2 != 0 {
+                    Some(get_u64(&mut body, "a forward's number")?)
+                } else {
+                    None
+                };
                 let count = get_u16(&mut body, "a share count")?;
                 let mut shares = Vec::with_capacity(usize::from(count).min(64));
                 for _ in 0..count {
@@ -268,6 +288,7 @@ impl PeerMqtt {
                 }
                 PeerMqtt::Forward(Forward {
                     plain,
+                    ack,
                     shares,
                     message: get_message(&mut body)?,
                 })
@@ -285,6 +306,9 @@ impl PeerMqtt {
                 }
                 PeerMqtt::Retained(updates)
             }
+            QUEUED => PeerMqtt::Queued {
+                up_to: get_u64(&mut body, "an acknowledgement")?,
+            },
             HANDOFF => {
                 let length = get_u32(&mut body, "a handoff")? as usize;
                 if body.remaining() < length {
@@ -435,12 +459,14 @@ mod tests {
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
             round_trip(PeerMqtt::Forward(Forward {
                 plain: qos != QoS::ExactlyOnce,
+                ack: (qos != QoS::AtMostOnce).then_some(7),
                 shares: vec![("g".into(), "devices/+/temp".into())],
                 message: message(qos, qos == QoS::AtLeastOnce),
             }));
         }
         let mut cleared = message(QoS::AtMostOnce, true);
         cleared.payload = Bytes::new();
+        round_trip(PeerMqtt::Queued { up_to: u64::MAX });
         round_trip(PeerMqtt::Retained(vec![
             RetainedUpdate {
                 version: RetainVersion {
@@ -506,6 +532,7 @@ mod tests {
         ));
         let mut body = PeerMqtt::Forward(Forward {
             plain: true,
+            ack: None,
             shares: vec![],
             message: message(QoS::AtLeastOnce, false),
         })
@@ -529,6 +556,7 @@ mod tests {
         fn every_cut_of_a_forward_is_an_error(cut in 0usize..200) {
             let body = PeerMqtt::Forward(Forward {
                 plain: true,
+                ack: Some(1),
                 shares: vec![("g".into(), "f/+".into())],
                 message: message(QoS::AtLeastOnce, false),
             })
