@@ -1,7 +1,8 @@
 //! MQTT across the Namespace's pods (DESIGN §5): each pod tells its peers which filters its
 //! sessions hold (`interest`), and a message published on a pod is forwarded once to each
 //! pod with matching interest, never to others (`Peers::forward`). A QoS 1/2 publisher's
-//! acknowledgement waits until those pods have queued the message (`acks`). Retained
+//! acknowledgement waits until those pods have queued the message (`acks`): such forwards are
+//! numbered per peer (a lane) and confirmed by the peer's cumulative `Queued`. Retained
 //! messages are on every pod: each retained update is sent to every peer, the latest
 //! (time, origin) winning everywhere. What crosses the link is in `wire`.
 //!
