@@ -52,24 +52,7 @@ impl PeerLinks {
         timeout: Duration,
     ) -> Result<Bytes, PeerError> {
         let link = self.link(pod)?;
-        let started = std::time::Instant::now();
-        let answer = tokio::time::timeout(timeout, link.request(service, body)).await;
-        self.table
-            .metrics
-            .request_seconds
-            .observe(started.elapsed().as_secs_f64());
-        let answer = answer.map_err(|_| PeerError::Timeout {
-            pod: link.peer().clone(),
-            timeout,
-        })??;
-        match answer.outcome {
-            Outcome::Ok => Ok(answer.body),
-            Outcome::Error { code, message } => Err(PeerError::Remote {
-                pod: link.peer().clone(),
-                code,
-                message,
-            }),
-        }
+        answered(&self.table, &link, link.request(service, body), timeout).await
     }
 
     /// Send a one-way message to `service` on `pod`, waiting for space in the link's queue.
@@ -95,28 +78,9 @@ impl PeerLinks {
     ) -> Result<impl std::future::Future<Output = Result<Bytes, PeerError>> + use<>, PeerError>
     {
         let link = self.link(pod)?;
-        let answered = link.request_now(service, body)?;
+        let answer = link.request_now(service, body)?;
         let table = self.table.clone();
-        Ok(async move {
-            let started = std::time::Instant::now();
-            let answer = tokio::time::timeout(timeout, answered).await;
-            table
-                .metrics
-                .request_seconds
-                .observe(started.elapsed().as_secs_f64());
-            let answer = answer.map_err(|_| PeerError::Timeout {
-                pod: link.peer().clone(),
-                timeout,
-            })??;
-            match answer.outcome {
-                Outcome::Ok => Ok(answer.body),
-                Outcome::Error { code, message } => Err(PeerError::Remote {
-                    pod: link.peer().clone(),
-                    code,
-                    message,
-                }),
-            }
-        })
+        Ok(async move { answered(&table, &link, answer, timeout).await })
     }
 
     /// The peers whose link is up, each with its link's generation: a peer whose link
@@ -141,5 +105,33 @@ impl PeerLinks {
     /// This pod's name.
     pub fn this(&self) -> &Arc<str> {
         self.table.this()
+    }
+}
+
+/// Wait up to `timeout` for a request's answer (counted in `gridline_peer_request_seconds`):
+/// its body, or the peer's error, the link's, or the timeout.
+async fn answered(
+    table: &Table,
+    link: &LinkSender,
+    answer: impl std::future::Future<Output = Result<super::sender::Answer, PeerError>>,
+    timeout: Duration,
+) -> Result<Bytes, PeerError> {
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(timeout, answer).await;
+    table
+        .metrics
+        .request_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let answer = answer.map_err(|_| PeerError::Timeout {
+        pod: link.peer().clone(),
+        timeout,
+    })??;
+    match answer.outcome {
+        Outcome::Ok => Ok(answer.body),
+        Outcome::Error { code, message } => Err(PeerError::Remote {
+            pod: link.peer().clone(),
+            code,
+            message,
+        }),
     }
 }
