@@ -4,7 +4,7 @@
 
 mod support;
 
-use gridline_dataplane::mqtt::codec::{Disconnect, Packet, Version};
+use gridline_dataplane::mqtt::codec::{Connect, Disconnect, Packet, Version};
 use gridline_dataplane::mqtt::reason::ReasonCode;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -22,6 +22,14 @@ fn workspace() -> Workspace {
     workspace.write("namespace.yaml", &namespace("dev"));
     workspace.write("access.yaml", &access("dev"));
     workspace
+}
+
+/// An MQTT 5 CONNECT of `dashboard` for a session that outlives its connection (an hour).
+fn persistent(client_id: &str, clean_start: bool) -> Connect {
+    let mut connect = connect_packet(Version::V5, client_id, "dashboard");
+    connect.clean_start = clean_start;
+    connect.session_expiry_interval = 3600;
+    connect
 }
 
 fn lines(output: &str) -> Vec<String> {
@@ -76,12 +84,7 @@ async fn a_message_published_on_one_pod_reaches_a_subscriber_on_another_at_every
 async fn a_persistent_session_moves_to_another_pod_with_its_queued_messages() {
     let workspace = workspace();
     let cluster = Cluster::start(&workspace, 3).await;
-    let persistent = |pod: usize| {
-        let mut connect = connect_packet(Version::V5, "mover", "dashboard");
-        connect.clean_start = pod == 0;
-        connect.session_expiry_interval = 3600;
-        connect
-    };
+    let persistent = |pod: usize| persistent("mover", pod == 0);
     // Subscribed on pod 0, then away.
     let (mut client, ack) = RawClient::connect(cluster.pods[0].mqtt_addr(), persistent(0)).await;
     assert_eq!(ack.reason, 0);
@@ -242,12 +245,7 @@ async fn a_stopping_pod_hands_its_sessions_to_the_others_with_their_queued_messa
     let workspace = workspace();
     let mut cluster = Cluster::start(&workspace, 3).await;
     let addrs: Vec<_> = cluster.pods.iter().map(|pod| pod.mqtt_addr()).collect();
-    let persistent = || {
-        let mut connect = connect_packet(Version::V5, "stays", "dashboard");
-        connect.clean_start = false;
-        connect.session_expiry_interval = 3600;
-        connect
-    };
+    let persistent = || persistent("stays", false);
     let (mut client, _) = RawClient::connect(addrs[0], persistent()).await;
     assert_eq!(
         client.subscribe(1, None, &[("lab/drained", false)]).await,
